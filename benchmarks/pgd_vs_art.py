@@ -1,0 +1,89 @@
+"""Our PGD-20 against IBM ART's ProjectedGradientDescent and against the hardware
+limit (20 bare forward+backward passes to the input), in one process, on the same
+Keras model, test images and settings (L-inf eps 0.1, step 0.01, random start).
+
+    python benchmarks/pgd_vs_art.py [--n 1000] [--batch-size 500] [--repeats 3]
+"""
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+import attacks  # noqa: E402
+import model as core  # noqa: E402
+from model import keras, tf  # noqa: E402
+
+EPS, STEP, STEPS = 0.1, 0.01, 20
+
+
+def best_time(fn, repeats):
+    """Fastest of `repeats` timed calls, after one untimed warm-up (tracing)."""
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def limit_fn(model, x, y, batch_size):
+    """STEPS bare gradient computations per batch: what any PGD must at least do."""
+    @tf.function(reduce_retracing=True)
+    def grad(xb, yb):
+        with tf.GradientTape() as tape:
+            tape.watch(xb)
+            loss = tf.reduce_sum(attacks.per_example_loss(model(xb, training=False), yb))
+        return tape.gradient(loss, xb)
+
+    def run():
+        for lo in range(0, len(x), batch_size):
+            xb, yb = tf.constant(x[lo:lo + batch_size]), tf.constant(y[lo:lo + batch_size])
+            for _ in range(STEPS):
+                g = grad(xb, yb)
+        return g.numpy()
+    return run
+
+
+def main():
+    parser = core.common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--n", type=core.positive_int, default=1000)
+    parser.add_argument("--batch-size", type=core.positive_int, default=500)
+    parser.add_argument("--repeats", type=core.positive_int, default=3)
+    args = core.parse_args(parser)
+    from art.attacks.evasion import ProjectedGradientDescent
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    data = core.load_data(args.protocol_config, args.data_dir, args.quick)
+    model, _ = core.get_base_model(args, data)
+    idx = core.attack_subset(len(data.y_test), args.n)
+    x, y = data.x_test[idx], data.y_test[idx].astype(np.int32)
+
+    ours_s, x_ours = best_time(lambda: attacks.pgd(model, x, y, eps=EPS, steps=STEPS, step_size=STEP,
+                                                   random_start=True, seed=args.seed,
+                                                   batch_size=args.batch_size), args.repeats)
+    classifier = TensorFlowV2Classifier(model, nb_classes=10, input_shape=(28, 28, 1),
+                                        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True),
+                                        clip_values=(0.0, 1.0))
+    art_pgd = ProjectedGradientDescent(classifier, norm=np.inf, eps=EPS, eps_step=STEP, max_iter=STEPS,
+                                       num_random_init=1, batch_size=args.batch_size, verbose=False)
+    y_onehot = np.eye(10, dtype=np.float32)[y]
+    art_s, x_art = best_time(lambda: art_pgd.generate(x, y=y_onehot), args.repeats)
+    limit_s, _ = best_time(limit_fn(model, x, y, args.batch_size), args.repeats)
+
+    acc_ours = core.accuracy_ci(core.predict_labels(model, x_ours) == y)
+    acc_art = core.accuracy_ci(core.predict_labels(model, x_art) == y)
+    print(f"PGD-{STEPS}, L-inf eps {EPS}, step {STEP}, {args.n} images, batch {args.batch_size}, "
+          f"best of {args.repeats}, TF {tf.__version__}, {tf.config.list_physical_devices()[-1].name}")
+    print(f"  ours   {ours_s:7.3f} s   robust accuracy {core.format_acc(acc_ours)}")
+    print(f"  ART    {art_s:7.3f} s   robust accuracy {core.format_acc(acc_art)}")
+    print(f"  limit  {limit_s:7.3f} s   ({STEPS} bare forward+backward passes)")
+    print(f"  ART / ours = {art_s / ours_s:.2f}x   ours / limit = {ours_s / limit_s:.2f}x")
+    print(f"  max |x_adv - x|: ours {np.abs(x_ours - x).max():.4f}, ART {np.abs(x_art - x).max():.4f}")
+
+
+if __name__ == "__main__":
+    core.run_main(main)
