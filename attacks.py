@@ -196,18 +196,24 @@ ATTACKS = {"fgsm": fgsm, "pgd": pgd, "fgsm_k": fgsm_k}
 
 # ------------------------------------------------------------------- experiment
 
-def attack_grid(quick):
-    """(label, attack, eps, keyword arguments) rows of the base-model experiment."""
-    eps_values = [0.05, 0.1, 0.2] if quick else [0.02, 0.05, 0.1, 0.15, 0.2, 0.3]
-    steps, restarts = (40, 2) if quick else (100, 2)
+DEFAULT_EPS = {"standard": (0.02, 0.05, 0.1, 0.15, 0.2, 0.3), "paper": (0.05, 0.1, 0.2)}
+QUICK_EPS = (0.05, 0.1, 0.2)
+
+
+def attack_grid(protocol, quick, eps_values=None):
+    """(label, attack, eps, keyword arguments) rows of the base-model experiment: the
+    study's FGSM-k, FGSM and PGD-20 at each eps, stronger PGD (more steps, restarts)
+    at the headline eps 0.1, a margin loss, an unbounded sanity attack and L2 PGD."""
+    eps_values = eps_values or (QUICK_EPS if quick else DEFAULT_EPS[protocol])
+    long_steps = 40 if quick else 100
     grid = [("FGSM-k (study)", fgsm_k, STUDY_EPS, {})]
     for eps in eps_values:
         grid += [("FGSM", fgsm, eps, {}),
-                 ("PGD-20", pgd, eps, dict(steps=20, step_size=eps / 10)),
-                 (f"PGD-{steps}x{restarts}", pgd, eps,
-                  dict(steps=steps, restarts=restarts, step_size=eps / 10))]
-    grid += [(f"PGD-{steps}x5", pgd, 0.1, dict(steps=steps, restarts=5, step_size=0.01)),
-             ("PGD-20 (margin loss)", pgd, 0.1, dict(steps=20, step_size=0.01, loss="margin")),
+                 ("PGD-20", pgd, eps, dict(steps=20, step_size=eps / 10))]
+    restarts = (2,) if quick or protocol == "paper" else (2, 5)
+    grid += [(f"PGD-{long_steps}x{r}", pgd, 0.1, dict(steps=long_steps, restarts=r, step_size=0.01))
+             for r in restarts]
+    grid += [("PGD-20 (margin loss)", pgd, 0.1, dict(steps=20, step_size=0.01, loss="margin")),
              ("unbounded PGD-20 (sanity: ~0%)", pgd, 1.0, dict(steps=20, step_size=0.1))]
     grid += [("L2 PGD-20", pgd, eps, dict(norm="l2", steps=20, step_size=eps / 8))
              for eps in ([0.5, 1.0] if quick else [0.5, 1.0, 1.5, 2.0])]
@@ -219,6 +225,10 @@ def main():
                                 "(the sanity baseline of attacks.py).")
     parser.add_argument("--n", type=core.positive_int, default=None,
                         help="test images attacked (default: the protocol's 1,000; 200 with --quick)")
+    parser.add_argument("--eps", type=core.positive_float, nargs="+", default=None,
+                        help="L-inf budgets to sweep (default: "
+                             f"{' '.join(map(str, DEFAULT_EPS['standard']))}; paper protocol "
+                             f"{' '.join(map(str, DEFAULT_EPS['paper']))})")
     args = core.parse_args(parser)
     protocol = args.protocol_config
     data = core.load_data(protocol, args.data_dir, args.quick)
@@ -229,7 +239,7 @@ def main():
     rows = [{"protocol": protocol.name, "attack": "none (clean)", "norm": "-", "eps": 0.0,
              **core.accuracy_ci(core.predict_labels(model, x) == y), "seconds": 0.0}]
     print(f"clean: {core.format_acc(rows[0])}")
-    for label, attack, eps, kwargs in attack_grid(args.quick):
+    for label, attack, eps, kwargs in attack_grid(protocol.name, args.quick, args.eps):
         start = time.time()
         x_adv = attack(model, x, y, eps=eps, seed=args.seed, **kwargs)
         seconds = time.time() - start
@@ -252,6 +262,10 @@ def plot_accuracy_vs_eps(rows, title, path):
     clean = rows[0]
     for label in dict.fromkeys(r["attack"] for r in rows[1:]):
         sel = [r for r in rows if r["attack"] == label and r["norm"] == "linf"]
+        if len(sel) == 1 and sel[0]["eps"] < 1:  # one budget only: a point with its interval
+            r = sel[0]
+            ax.errorbar([r["eps"]], [100 * r["acc"]], fmt="s", capsize=3, label=label,
+                        yerr=[[100 * (r["acc"] - r["ci_low"])], [100 * (r["ci_high"] - r["acc"])]])
         if len(sel) < 2:
             continue
         eps = [0.0] + [r["eps"] for r in sel]
