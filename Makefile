@@ -3,9 +3,9 @@
 PYTHON ?= python3
 PROTOCOLS = standard paper
 
-.PHONY: all setup data base attacks test quick bench clean-quick
+.PHONY: all setup data base attacks test quick bench readme clean-quick
 
-all: setup base attacks
+all: setup base attacks readme
 
 setup: data
 	@$(PYTHON) -c "import tensorflow, keras, scipy, sklearn, matplotlib" 2>/dev/null || \
@@ -32,9 +32,12 @@ quick:
 	for p in $(PROTOCOLS); do $(PYTHON) model.py --quick --protocol $$p && \
 	  $(PYTHON) attacks.py --quick --protocol $$p || exit 1; done
 
-bench:
+bench: base
 	$(PYTHON) -m pip install -q -r requirements-bench.txt
 	$(PYTHON) benchmarks/pgd_vs_art.py
 
 clean-quick:
 	rm -rf results_quick models/quick
+
+readme:
+	$(PYTHON) tools/update_readme.py

@@ -4,6 +4,7 @@ Keras model, test images and settings (L-inf eps 0.1, step 0.01, random start).
 
     python benchmarks/pgd_vs_art.py [--n 1000] [--batch-size 500] [--repeats 3]
 """
+import os
 import sys
 import time
 from pathlib import Path
@@ -83,6 +84,20 @@ def main():
     print(f"  limit  {limit_s:7.3f} s   ({STEPS} bare forward+backward passes)")
     print(f"  ART / ours = {art_s / ours_s:.2f}x   ours / limit = {ours_s / limit_s:.2f}x")
     print(f"  max |x_adv - x|: ours {np.abs(x_ours - x).max():.4f}, ART {np.abs(x_art - x).max():.4f}")
+    rows = [{"implementation": name, "seconds": round(sec, 3), "vs_ours": round(sec / ours_s, 2),
+             **({} if acc is None else acc)}
+            for name, sec, acc in (("ours (attacks.pgd)", ours_s, acc_ours),
+                                   ("IBM ART ProjectedGradientDescent", art_s, acc_art),
+                                   (f"limit: {STEPS} bare forward+backward passes", limit_s, None))]
+    for row in rows:
+        row.setdefault("n", ""), row.setdefault("acc", ""), row.setdefault("ci_low", ""), row.setdefault("ci_high", "")
+    import art
+    stem = args.results_dir / "benchmark_pgd_vs_art"
+    core.write_table(rows, stem, title=(
+        f"PGD-{STEPS} (L-inf {EPS}, step {STEP}, random start) on {args.n} test images of the "
+        f"{args.protocol} base CNN, batch {args.batch_size}, best of {args.repeats}; TF {tf.__version__}, "
+        f"ART {art.__version__}, {os.cpu_count()} CPU cores, {tf.config.list_physical_devices()[-1].device_type}"))
+    print(f"wrote {stem}.csv, {stem}.md")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+"""Refresh the generated blocks of README.md from results/: every block between
+`<!-- include: PATH -->` and `<!-- end include -->` is replaced by the file at PATH
+(a Markdown table written by a script; its '# title' line becomes a bold caption).
+No number in the README is typed by hand.
+
+    python tools/update_readme.py [README.md]
+"""
+import re
+import sys
+from pathlib import Path
+
+BLOCK = re.compile(r"(<!-- include: (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- end include -->)", re.S)
+
+
+def render(path):
+    if not path.exists():
+        return f"*(not generated yet: run the command above to write `{path}`)*\n"
+    lines = path.read_text().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines[0] = f"**{lines[0][2:]}**"
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update(readme):
+    root = readme.parent
+    text = readme.read_text()
+    new = BLOCK.sub(lambda m: m.group(1) + render(root / m.group("path")) + m.group(4), text)
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "README.md")
+    print(f"{target}: {'updated' if update(target) else 'already up to date'}")
