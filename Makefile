@@ -3,9 +3,9 @@
 PYTHON ?= python3
 PROTOCOLS = standard paper
 
-.PHONY: all setup data base attacks test quick bench readme clean-quick
+.PHONY: all setup data base attacks preprocessing test quick bench readme clean-quick
 
-all: setup base attacks readme
+all: setup base attacks preprocessing readme
 
 setup: data
 	@$(PYTHON) -c "import tensorflow, keras, scipy, sklearn, matplotlib" 2>/dev/null || \
@@ -24,17 +24,22 @@ base:
 attacks: base
 	for p in $(PROTOCOLS); do $(PYTHON) attacks.py --protocol $$p || exit 1; done
 
+preprocessing: base
+	for p in $(PROTOCOLS); do $(PYTHON) input_preprocessing.py --protocol $$p || exit 1; done
+
 test:
 	$(PYTHON) -m pytest -q tests
 
 # Every script's smoke run, into results_quick/ (never over results/).
 quick:
 	for p in $(PROTOCOLS); do $(PYTHON) model.py --quick --protocol $$p && \
-	  $(PYTHON) attacks.py --quick --protocol $$p || exit 1; done
+	  $(PYTHON) attacks.py --quick --protocol $$p && \
+	  $(PYTHON) input_preprocessing.py --quick --protocol $$p || exit 1; done
 
 bench: base
 	$(PYTHON) -m pip install -q -r requirements-bench.txt
 	$(PYTHON) benchmarks/pgd_vs_art.py
+	$(PYTHON) benchmarks/median_filter.py
 
 clean-quick:
 	rm -rf results_quick models/quick

@@ -35,6 +35,7 @@ def _import_tensorflow_quietly():
         import tensorflow
         import keras
         tensorflow.constant(0.0) + 1.0  # runtime initialisation logs here too
+        tensorflow.get_logger().setLevel("ERROR")  # e.g. retracing notices of Keras' predict
     finally:
         os.dup2(saved_stderr, 2)
         os.close(saved_stderr)
@@ -161,6 +162,23 @@ class Protocol:
     quick_test: int = 1000
     quick_epochs: int = 1
 
+
+# The study's published Fashion-MNIST results (its Table 4, PAPER.md), in percent;
+# FGSM-k columns are on its 20 test images drawn with replacement.
+STUDY_TABLE4 = {
+    "median filter only": dict(train_acc=70.56, test_acc=67.41, fgsmk_benign=75.0, fgsmk_adv=60.0,
+                               mia_acc=51.10, mia_f1=0.210),
+    "adversarial training only (0.085, 20 ep, batch 16)": dict(
+        train_acc=86.98, test_acc=83.24, fgsmk_benign=100.0, fgsmk_adv=45.0, mia_acc=50.12, mia_f1=0.222),
+    "dual median + AT (0.085, 20 ep, batch 16)": dict(
+        train_acc=65.70, test_acc=64.38, fgsmk_benign=75.0, fgsmk_adv=65.0, mia_acc=50.48, mia_f1=0.059),
+    "dual median + AT (50 ep, batch 16)": dict(
+        train_acc=71.74, test_acc=69.23, fgsmk_benign=75.0, fgsmk_adv=45.0, mia_acc=50.30, mia_f1=0.039),
+    "dual median + AT (25 ep, batch 16), the final pick": dict(
+        train_acc=78.16, test_acc=74.44, fgsmk_benign=80.0, fgsmk_adv=70.0, mia_acc=50.08, mia_f1=0.012),
+    "dual median + AT (25 ep, batch 32)": dict(
+        train_acc=75.52, test_acc=72.97, fgsmk_benign=85.0, fgsmk_adv=45.0, mia_acc=49.93, mia_f1=0.020),
+}
 
 SPLIT_SEED = 20231201  # fixed: the standard train/validation split never changes with --seed
 
@@ -507,18 +525,18 @@ def base_model_name(protocol):
     return protocol.architecture
 
 
-def get_base_model(args, data=None, retrain=False):
-    """The protocol's undefended CNN: loaded from the cache, or trained and saved."""
+def get_or_train(args, name, build, data=None, retrain=False, custom_objects=None, extra=None):
+    """A model from the cache, or built by build(), trained on the protocol's data
+    (resuming from its last finished epoch) and saved with its sidecar."""
     protocol = args.protocol_config
-    name = base_model_name(protocol)
     if not retrain:
-        model, sidecar = load_model(args.models_dir, name)
+        model, sidecar = load_model(args.models_dir, name, custom_objects)
         if model is not None:
             print(f"loaded {model_path(args.models_dir, name)}")
             return model, sidecar
     data = data or load_data(protocol, args.data_dir, args.quick)
     keras.utils.set_random_seed(args.seed)
-    model = compile_model(build_model(protocol), protocol)
+    model = compile_model(build(), protocol)
     epochs = protocol.quick_epochs if args.quick else protocol.epochs
     print(f"training {name} ({model.count_params():,} parameters) on {len(data.y_train):,} "
           f"images, {epochs} epochs, seed {args.seed}")
@@ -527,10 +545,17 @@ def get_base_model(args, data=None, retrain=False):
     sidecar = {"protocol": protocol.name, "config": dataclasses.asdict(protocol),
                "seed": args.seed, "quick": args.quick, "data": data.describe(),
                "epochs_run": epochs_run, "train_seconds": round(seconds, 1),
-               "seconds_per_epoch": round(seconds / max(epochs_run, 1), 1), "history": history}
+               "seconds_per_epoch": round(seconds / max(epochs_run, 1), 1), "history": history,
+               **(extra or {})}
     save_model(model, args.models_dir, name, sidecar)
     print(f"saved {model_path(args.models_dir, name)} ({seconds:.0f} s)")
     return model, sidecar
+
+
+def get_base_model(args, data=None, retrain=False):
+    """The protocol's undefended CNN: loaded from the cache, or trained and saved."""
+    protocol = args.protocol_config
+    return get_or_train(args, base_model_name(protocol), lambda: build_model(protocol), data, retrain)
 
 
 def plot_training_curve(history, title, path):
