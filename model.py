@@ -44,6 +44,7 @@ def _import_tensorflow_quietly():
 
 
 tf, keras = _import_tensorflow_quietly()
+sys.stdout.reconfigure(line_buffering=True)  # progress shows up in logs as it happens
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
