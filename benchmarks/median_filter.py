@@ -6,7 +6,6 @@ Fashion-MNIST test images; checks that both give identical images.
 """
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -16,17 +15,8 @@ from scipy.ndimage import median_filter  # noqa: E402
 
 import input_preprocessing as ip  # noqa: E402
 import model as core  # noqa: E402
+from timing import best_time  # noqa: E402
 from model import tf  # noqa: E402
-
-
-def best_time(fn, repeats):
-    result = fn()  # warm-up (tracing)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def main():

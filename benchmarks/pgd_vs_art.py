@@ -6,7 +6,6 @@ Keras model, test images and settings (L-inf eps 0.1, step 0.01, random start).
 """
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -15,20 +14,10 @@ import numpy as np  # noqa: E402
 
 import attacks  # noqa: E402
 import model as core  # noqa: E402
+from timing import best_time  # noqa: E402
 from model import keras, tf  # noqa: E402
 
 EPS, STEP, STEPS = 0.1, 0.01, 20
-
-
-def best_time(fn, repeats):
-    """Fastest of `repeats` timed calls, after one untimed warm-up (tracing)."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def limit_fn(model, x, y, batch_size):
