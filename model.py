@@ -361,7 +361,11 @@ def load_model(models_dir, name, custom_objects=None):
     path = model_path(models_dir, name)
     if not path.exists():
         return None, None
-    model = keras.models.load_model(path, safe_mode=True, custom_objects=custom_objects)
+    try:
+        model = keras.models.load_model(path, safe_mode=True, custom_objects=custom_objects)
+    except Exception as e:  # a truncated or foreign file: say which, and how to recover
+        raise UserError(f"cannot load cached model {path} ({type(e).__name__}); delete it to "
+                        "retrain") from None
     sidecar_path = path.with_suffix(".json")
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
     return model, sidecar
@@ -471,13 +475,23 @@ def positive_int(text):
     return value
 
 
+def seed_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be in 0 .. 2**32-1, got {text}")
+    return value
+
+
 def common_parser(description):
     """The flags every script shares; each script adds its own."""
     parser = ArgumentParser(description=description,
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="standard",
                         help="'paper' mirrors the study exactly; 'standard' is the rigorous setup")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=seed_int, default=None,
                         help="random seed (default: the protocol's, 62861020)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run of a minute or two on a data subset; writes to "
@@ -503,6 +517,15 @@ def parse_args(parser, argv=None):
     if args.models_dir is None:
         args.models_dir = os.path.join("models", "quick") if args.quick else "models"
     args.results_dir, args.models_dir = Path(args.results_dir), Path(args.models_dir)
+    for flag, folder in (("--results-dir", args.results_dir), ("--models-dir", args.models_dir)):
+        if folder.exists() and not folder.is_dir():
+            parser.error(f"{flag} {folder} is not a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            parser.error(f"{flag} {folder} cannot be created ({e.strerror})")
+        if not os.access(folder, os.W_OK):
+            parser.error(f"{flag} {folder} is not writable")
     keras.utils.set_random_seed(args.seed)
     return args
 

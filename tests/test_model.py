@@ -135,6 +135,9 @@ def test_save_and_load_round_trip(tmp_path):
 @pytest.mark.parametrize("argv", [["model.py", "--protocol", "nonsense"],
                                   ["model.py", "--data-dir", "/no/such/folder"],
                                   ["model.py", "--seed", "abc"],
+                                  ["model.py", "--seed", "-5"],
+                                  ["model.py", "--results-dir", "/dev/null/results"],
+                                  ["model.py", "--models-dir", "/dev/null"],
                                   ["attacks.py", "--eps", "-0.1"],
                                   ["attacks.py", "--n", "0"]])
 def test_bad_arguments_end_with_one_line(argv):
@@ -158,3 +161,40 @@ def test_model_quick_end_to_end(tmp_path, quick_data):
     again = run_script("model.py", "--quick", "--results-dir", tmp_path / "res",
                        "--models-dir", tmp_path / "models")
     assert "loaded" in again.stdout  # the cached model is reused
+
+
+def test_corrupt_cached_model_is_a_clear_error(tmp_path, quick_data):
+    (tmp_path / "standard_cnn.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    proc = run_script("model.py", "--quick", "--models-dir", tmp_path, "--results-dir", tmp_path / "r")
+    assert_one_line_error(proc)
+    assert "delete it" in proc.stderr
+
+
+def test_interrupted_training_resumes_from_its_last_epoch(tmp_path, quick_data):
+    """Killed after epoch 2 of 3, training restarted with the same backup folder runs
+    only epoch 3, starting from the weights epoch 2 ended with."""
+    protocol = core.PROTOCOLS["standard"]
+
+    class StopAfterSecondEpoch(core.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.weights = [w.copy() for w in self.model.get_weights()]
+                raise KeyboardInterrupt
+
+    class FirstBatchWeights(core.keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if not hasattr(self, "weights"):
+                self.weights = [w.copy() for w in self.model.get_weights()]
+
+    core.keras.utils.set_random_seed(0)
+    stopper = StopAfterSecondEpoch()
+    first = core.compile_model(core.build_standard_cnn(), protocol)
+    with pytest.raises(KeyboardInterrupt):
+        core.train(first, quick_data, protocol, 3, tmp_path / "backup", callbacks=[stopper])
+    probe = FirstBatchWeights()
+    second = core.compile_model(core.build_standard_cnn(), protocol)
+    history, epochs_run, _ = core.train(second, quick_data, protocol, 3, tmp_path / "backup",
+                                        callbacks=[probe])
+    assert epochs_run == 1
+    for saved, resumed in zip(stopper.weights, probe.weights):
+        np.testing.assert_allclose(saved, resumed, atol=1e-6)
