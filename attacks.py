@@ -21,8 +21,11 @@ STUDY_CONFIDENCE = 0.8   # it stops once misclassified with at least this confid
 
 
 def per_example_loss(logits, y, loss="ce"):
-    """Loss the attacker maximises: cross-entropy, or the margin (best wrong logit
-    minus true logit, Carlini-Wagner) which does not saturate."""
+    """Loss the attacker maximises: cross-entropy, the margin (best wrong logit minus
+    true logit, Carlini-Wagner) which does not saturate, or "kl": the KL divergence
+    from reference probabilities passed as y (TRADES' inner maximisation)."""
+    if loss == "kl":
+        return tf.reduce_sum(y * (tf.math.log(y + 1e-12) - tf.nn.log_softmax(logits)), axis=1)
     y = tf.cast(y, tf.int32)
     if loss == "ce":
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
@@ -38,8 +41,8 @@ def _input_gradient(model, x, y, loss, eot_samples):
     """Gradient of the summed loss with respect to the input; with eot_samples > 1 the
     batch is repeated so that a randomized model draws its randomness per copy, and
     the copies' gradients are averaged (expectation over transformation)."""
-    x_rep = tf.tile(x, [eot_samples, 1, 1, 1]) if eot_samples > 1 else x
-    y_rep = tf.tile(y, [eot_samples]) if eot_samples > 1 else y
+    x_rep = tf.concat([x] * eot_samples, axis=0) if eot_samples > 1 else x
+    y_rep = tf.concat([y] * eot_samples, axis=0) if eot_samples > 1 else y
     with tf.GradientTape() as tape:
         tape.watch(x_rep)
         total = tf.reduce_sum(per_example_loss(model(x_rep, training=False), y_rep, loss))
@@ -70,13 +73,14 @@ def _random_start(shape, eps, norm, seed):
 
 
 @tf.function(reduce_retracing=True)
-def _pgd_start(x, eps, seed, norm, random_start):
+def pgd_start(x, eps, seed, norm, random_start):
+    """Initial perturbation: zero, or uniform in the ball (stateless, from a seed pair)."""
     delta = _random_start(tf.shape(x), eps, norm, seed) if random_start else tf.zeros_like(x)
     return tf.clip_by_value(x + delta, 0.0, 1.0) - x
 
 
 @tf.function(reduce_retracing=True)
-def _pgd_step(model, x, delta, y, eps, step_size, norm, loss, eot_samples):
+def pgd_step(model, x, delta, y, eps, step_size, norm, loss, eot_samples):
     """One ascent step on the perturbation, projected on the ball and on [0, 1].
     (A Python loop over this compiled step runs at the speed of bare gradient
     passes; a tf.while_loop over it was up to 1.7x slower on a CPU.)"""
@@ -133,9 +137,9 @@ def pgd(model, x, y, *, eps, norm="linf", steps=20, step_size=None, random_start
             xb, yb = tf.constant(x[lo:hi]), tf.constant(y[lo:hi])
             seed_pair = tf.constant([seed, restart * 1_000_003 + batch], dtype=tf.int32)
             eps_t, step_t = tf.constant(eps, tf.float32), tf.constant(step_size, tf.float32)
-            delta = _pgd_start(xb, eps_t, seed_pair, norm, bool(random_start))
+            delta = pgd_start(xb, eps_t, seed_pair, norm, bool(random_start))
             for _ in range(steps):
-                delta = _pgd_step(model, xb, delta, yb, eps_t, step_t, norm, loss, int(eot_samples))
+                delta = pgd_step(model, xb, delta, yb, eps_t, step_t, norm, loss, int(eot_samples))
             x_adv = xb + delta
             if restart == 0:
                 best[lo:hi] = x_adv.numpy()

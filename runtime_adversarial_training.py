@@ -1,0 +1,410 @@
+"""Adversarial training with adversarial examples generated for every mini-batch:
+the study's code (`study`), the method it described (`fgsm`), FGSM with random start
+and a catastrophic-overfitting guard (`fgsm-rs`), PGD training (`pgd`) and TRADES
+(`trades`), optionally behind an input filter (`--filter dual`: the study's pick).
+
+    python runtime_adversarial_training.py [--protocol standard|paper] [--quick]
+    python runtime_adversarial_training.py --method pgd --eps 0.1 --epochs 10 [--filter dual] [--init NAME]
+"""
+import dataclasses
+import time
+
+import numpy as np
+
+import attacks
+import input_preprocessing as ip
+import model as core
+from model import keras, tf
+
+METHODS = ("study", "fgsm", "fgsm-rs", "pgd", "trades")
+STUDY_STEP_255 = 0.085   # the study's FGSM step, applied to 0..255 pixels (a [0,1] value carried over)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One adversarial-training run."""
+    method: str
+    eps: float = 0.1
+    epochs: int = 10
+    batch_size: int = 128
+    steps: int = 7                # PGD / TRADES inner steps
+    clean_weight: float = 0.0     # fgsm/pgd: loss = w * clean + (1 - w) * adversarial
+    beta: float = 6.0             # TRADES
+    filter: str = ""              # input filter in front of the CNN ("" = none)
+    init: str = ""                # fine-tune this saved model instead of training from scratch
+
+    def name(self, architecture):
+        parts = [architecture, self.filter, f"at-{self.method}"]
+        if self.method == "study":
+            parts.append(f"{self.epochs}ep-b{self.batch_size}")
+        else:
+            parts.append(f"eps{self.eps:g}")
+        return "_".join(p for p in parts if p)
+
+
+# ------------------------------------------------------------- the study's code
+
+def study_perturbation(model, x, y):
+    """The study's adversarial images: one FGSM step of 0.085 on 0..255 pixels, made
+    once, stored as uint8. Truncation makes a pixel drop by one grey level where the
+    gradient sign is negative (0 stays 0) and leaves it unchanged elsewhere."""
+    levels = np.round(x * 255.0)
+    stepped = attacks.fgsm(model, x, y, eps=STUDY_STEP_255 / 255.0)
+    sign = np.sign(np.round((stepped * 255.0 - levels) / STUDY_STEP_255))
+    return (np.clip(np.floor(levels + STUDY_STEP_255 * sign), 0, 255) / 255.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------- the trainer
+
+@keras.saving.register_keras_serializable(package="adversarial_training")
+class AdversarialTrainer(keras.Model):
+    """Trains `classifier` on adversarial examples made on the fly for every batch
+    (attacks from attacks.py, run in inference mode inside the compiled train step)."""
+
+    def __init__(self, classifier, recipe, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier, self.recipe, self.seed = classifier, recipe, seed
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.step_counter = tf.Variable(0, trainable=False, dtype=tf.int32)
+
+    def call(self, x, training=False):
+        return self.classifier(x, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker]
+
+    def adversarial_examples(self, x, y, target_probs=None):
+        r = self.recipe
+        eps = tf.constant(r.eps, tf.float32)
+        seed = tf.stack([tf.constant(self.seed, tf.int32), self.step_counter])
+        if r.method == "fgsm":
+            delta = attacks.pgd_start(x, eps, seed, "linf", False)
+            return x + attacks.pgd_step(self.classifier, x, delta, y, eps, eps, "linf", "ce", 1)
+        if r.method == "fgsm-rs":   # Wong, Rice & Kolter 2020: random start, step 1.25 eps
+            delta = attacks.pgd_start(x, eps, seed, "linf", True)
+            return x + attacks.pgd_step(self.classifier, x, delta, y, eps, 1.25 * eps, "linf", "ce", 1)
+        step = tf.constant(2.5 * r.eps / r.steps, tf.float32)
+        if r.method == "trades":     # start near x, maximise KL(clean || adversarial)
+            delta = tf.clip_by_value(x + 0.001 * tf.random.stateless_normal(tf.shape(x), seed), 0, 1) - x
+            labels, loss = target_probs, "kl"
+        else:
+            delta, labels, loss = attacks.pgd_start(x, eps, seed, "linf", True), y, "ce"
+        for _ in range(r.steps):
+            delta = attacks.pgd_step(self.classifier, x, delta, labels, eps, step, "linf", loss, 1)
+        return x + delta
+
+    def method_loss(self, x, y, x_adv, training=True):
+        """The recipe's training loss on a batch and its adversarial examples."""
+        r = self.recipe
+        adv_logits = self.classifier(x_adv, training=training)
+        if r.method == "trades":
+            clean_logits = self.classifier(x, training=training)
+            loss = tf.reduce_mean(attacks.per_example_loss(clean_logits, y, "ce")) + r.beta * tf.reduce_mean(
+                attacks.per_example_loss(adv_logits, tf.nn.softmax(clean_logits), "kl"))
+        else:
+            loss = tf.reduce_mean(attacks.per_example_loss(adv_logits, y, "ce"))
+            if r.clean_weight > 0:
+                clean = tf.reduce_mean(attacks.per_example_loss(self.classifier(x, training=training), y, "ce"))
+                loss = r.clean_weight * clean + (1 - r.clean_weight) * loss
+        if self.classifier.losses:
+            loss += tf.add_n(self.classifier.losses)
+        return loss, adv_logits
+
+    def make_adversarial(self, x, y):
+        """This batch's adversarial examples, for the current weights."""
+        target = tf.nn.softmax(self.classifier(x, training=False)) if self.recipe.method == "trades" else None
+        return tf.stop_gradient(self.adversarial_examples(x, y, target))
+
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        y = tf.cast(y, tf.int32)
+        self.step_counter.assign_add(1)
+        x_adv = self.make_adversarial(x, y)
+        with tf.GradientTape() as tape:
+            loss, adv_logits = self.method_loss(x, y, x_adv)
+        variables = self.classifier.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(y, adv_logits)
+        return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+
+    def test_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        logits = self.classifier(x, training=False)
+        self.loss_tracker.update_state(tf.reduce_mean(attacks.per_example_loss(logits, y, "ce")))
+        self.accuracy_tracker.update_state(y, logits)
+        return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+
+
+class RobustnessMonitor(keras.callbacks.Callback):
+    """Clean and PGD accuracy on a fixed held-out set after every epoch, plus seconds.
+    With guard=True it is Wong et al.'s early stop against catastrophic overfitting:
+    when PGD accuracy falls more than `drop` below its best, training stops and the
+    best epoch's weights are restored."""
+
+    def __init__(self, classifier, x, y, eps, guard=False, drop=0.2, measure=None):
+        super().__init__()
+        self.classifier, self.x, self.y, self.eps = classifier, x, y, eps
+        self.guard, self.drop = guard, drop
+        self.measure = measure or self._measure
+        self.log, self.best, self.best_weights, self.collapsed_at = [], -1.0, None, None
+
+    def _measure(self):
+        clean = float(np.mean(core.predict_labels(self.classifier, self.x) == self.y))
+        x_adv = attacks.pgd(self.classifier, self.x, self.y, eps=self.eps, steps=10, seed=1)
+        return clean, float(np.mean(core.predict_labels(self.classifier, x_adv) == self.y))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        clean, robust = self.measure()
+        entry = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)), "clean_acc": clean,
+                 "pgd_acc": robust, "seconds": round(time.time() - getattr(self, "started", time.time()), 1)}
+        self.log.append(entry)
+        print(f"  epoch {epoch + 1}: loss {entry['loss']:.4f}, held-out clean {100 * clean:.1f}%, "
+              f"PGD-10 {100 * robust:.1f}%, {entry['seconds']} s")
+        if robust > self.best:
+            self.best = robust
+            self.best_weights = self.classifier.get_weights() if self.guard else None
+        elif self.guard and robust < self.best - self.drop:
+            self.collapsed_at = epoch + 1
+            print(f"  catastrophic overfitting at epoch {epoch + 1} (PGD accuracy {100 * robust:.1f}% "
+                  f"vs best {100 * self.best:.1f}%): stopping, best weights restored")
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.guard and self.collapsed_at and self.best_weights is not None:
+            self.classifier.set_weights(self.best_weights)
+
+
+# ------------------------------------------------------------------- training
+
+def monitor_set(data, n):
+    idx = core.attack_subset(len(data.y_val), n, seed=core.SPLIT_SEED + 1)
+    return data.x_val[idx], data.y_val[idx]
+
+
+def initial_model(args, recipe, data):
+    """The network to train: a saved model (fine-tuning), or a fresh CNN, with the
+    recipe's filter in front unless the saved model already has one."""
+    protocol = args.protocol_config
+    if recipe.method == "study" and not recipe.init:  # the study fine-tuned its trained CNN
+        recipe = dataclasses.replace(recipe, init=core.base_model_name(protocol))
+        core.get_base_model(args, data)
+    if recipe.init:
+        model, _ = core.load_model(args.models_dir, recipe.init, ip.CUSTOM_OBJECTS)
+        if model is None:
+            raise core.UserError(f"--init {recipe.init}: no {core.model_path(args.models_dir, recipe.init)}")
+        if recipe.filter and not ip.filter_layers(model):
+            model = ip.with_filter(ip.make_filter(recipe.filter), model)
+        return model
+    classifier = core.build_model(protocol)
+    return ip.with_filter(ip.make_filter(recipe.filter), classifier) if recipe.filter else classifier
+
+
+def train_adversarially(args, recipe, data):
+    """Train (or load from the cache) one recipe; returns (model, sidecar)."""
+    protocol = args.protocol_config
+    name = recipe.name(protocol.architecture)
+    cached, sidecar = core.load_model(args.models_dir, name, ip.CUSTOM_OBJECTS)
+    if cached is not None:
+        print(f"loaded {core.model_path(args.models_dir, name)}")
+        return cached, sidecar
+    keras.utils.set_random_seed(args.seed)
+    model = initial_model(args, recipe, data)
+    x_mon, y_mon = monitor_set(data, 100 if args.quick else 500)
+    monitor = RobustnessMonitor(model, x_mon, y_mon, recipe.eps, guard=recipe.method == "fgsm-rs")
+    epochs = 1 if args.quick else recipe.epochs
+    optimizer = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}[protocol.optimizer]
+    backup = keras.callbacks.BackupAndRestore(str(args.models_dir / f".{name}_backup"))
+    print(f"training {name}: {recipe}")
+    start = time.time()
+    if recipe.method == "study":   # fine-tune on the once-made adversarial images alone, no validation
+        x_train = study_perturbation(model, data.x_train, data.y_train)
+        model.compile(optimizer=optimizer(protocol.learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        model.fit(x_train, data.y_train, epochs=epochs, batch_size=recipe.batch_size, shuffle=True,
+                  callbacks=[monitor, backup], verbose=core.keras_verbosity())
+    else:
+        trainer = AdversarialTrainer(model, recipe, seed=args.seed)
+        trainer.compile(optimizer=optimizer(protocol.learning_rate))
+        trainer(data.x_train[:1])  # build it, so that BackupAndRestore can resume it
+        trainer.fit(data.x_train, data.y_train, epochs=epochs, batch_size=recipe.batch_size, shuffle=True,
+                    callbacks=[monitor, backup], verbose=core.keras_verbosity())
+    seconds = time.time() - start
+    sidecar = {"protocol": protocol.name, "recipe": dataclasses.asdict(recipe), "seed": args.seed,
+               "quick": args.quick, "data": data.describe(), "epochs_run": len(monitor.log),
+               "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(len(monitor.log), 1), 1),
+               "collapsed_at_epoch": monitor.collapsed_at, "epoch_log": monitor.log}
+    core.save_model(model, args.models_dir, name, sidecar)
+    print(f"saved {core.model_path(args.models_dir, name)} ({seconds:.0f} s)")
+    return model, core.load_model(args.models_dir, name, ip.CUSTOM_OBJECTS)[1]
+
+
+# ----------------------------------------------------------------- experiments
+
+PAPER_RECIPES = {  # the study's Table 4 rows: key -> (recipe, initial model)
+    "adversarial training only (0.085, 20 ep, batch 16)": Recipe("study", epochs=20, batch_size=16),
+    "dual median + AT (0.085, 20 ep, batch 16)": Recipe("study", epochs=20, batch_size=16, filter="dual"),
+    "dual median + AT (50 ep, batch 16)": Recipe("study", epochs=50, batch_size=16, filter="dual"),
+    "dual median + AT (25 ep, batch 16), the final pick": Recipe("study", epochs=25, batch_size=16, filter="dual"),
+    "dual median + AT (25 ep, batch 32)": Recipe("study", epochs=25, batch_size=32, filter="dual"),
+}
+
+STANDARD_RECIPES = [Recipe("fgsm"), Recipe("fgsm-rs"), Recipe("pgd"), Recipe("trades"),
+                    Recipe("pgd", filter="dual")]
+
+
+def attack_view(model):
+    """What an adaptive attacker differentiates: the BPDA view if there is a filter."""
+    return ip.bpda_view(model) if ip.filter_layers(model) else model
+
+
+def acc_row(**fields):
+    correct = fields.pop("correct")
+    return {**fields, **core.accuracy_ci(correct)}
+
+
+def evaluate_paper(args, data):
+    protocol = args.protocol_config
+    base, _ = core.get_base_model(args, data)
+    ip.get_filter_model(args, "dual", data)   # the dual-filter CNN the study fine-tuned
+    n_test, n = len(data.y_test), 100 if args.quick else protocol.n_attack
+    samples = {"20 with replacement (study)": np.random.default_rng(args.seed).integers(0, n_test, 20),
+               f"{n} fixed": core.attack_subset(n_test, n)}
+    transfer = {k: attacks.fgsm_k(base, data.x_test[i], data.y_test[i]) for k, i in samples.items()}
+    rows, logs = [], {}
+    for key, recipe in PAPER_RECIPES.items():
+        init = protocol.architecture + ("_dual" if recipe.filter else "")
+        recipe = dataclasses.replace(recipe, init=init)
+        model, sidecar = train_adversarially(args, recipe, data)
+        logs[key] = sidecar.get("epoch_log", [])
+        study = core.STUDY_TABLE4[key]
+        common = dict(protocol="paper", configuration=key, model=recipe.name(protocol.architecture))
+        rows.append(acc_row(**common, measure="train accuracy", eps=0.0, study=study["train_acc"],
+                            correct=core.predict_labels(model, data.x_train) == data.y_train))
+        rows.append(acc_row(**common, measure="test accuracy", eps=0.0, study=study["test_acc"],
+                            correct=core.predict_labels(model, data.x_test) == data.y_test))
+        for sample, idx in samples.items():
+            x, y = data.x_test[idx], data.y_test[idx]
+            is_study = sample.startswith("20")
+            rows.append(acc_row(**common, measure=f"FGSM-k benign, {sample}", eps=0.0,
+                                study=study["fgsmk_benign"] if is_study else "",
+                                correct=core.predict_labels(model, x) == y))
+            rows.append(acc_row(**common, measure=f"FGSM-k transfer, {sample}", eps=round(attacks.STUDY_EPS, 4),
+                                study=study["fgsmk_adv"] if is_study else "",
+                                correct=core.predict_labels(model, transfer[sample]) == y))
+            rows.append(acc_row(**common, measure=f"FGSM-k adaptive, {sample}", eps=round(attacks.STUDY_EPS, 4),
+                                study="", correct=core.predict_labels(
+                                    model, attacks.fgsm_k(attack_view(model), x, y)) == y))
+        for r in rows[-8:]:
+            print(f"  {r['measure']:>40}: {core.format_acc(r)}  study: {r['study']}")
+    return rows, logs
+
+
+def evaluate_standard(args, data, recipes):
+    protocol = args.protocol_config
+    n = 200 if args.quick else protocol.n_attack
+    idx = core.attack_subset(len(data.y_test), n)
+    x, y = data.x_test[idx], data.y_test[idx]
+    long_steps, restarts = (40, 2) if args.quick else (100, 2)
+    rows, logs = [], {}
+    for recipe in recipes:
+        model, sidecar = train_adversarially(args, recipe, data)
+        name = recipe.name(protocol.architecture)
+        logs[name] = sidecar.get("epoch_log", [])
+        view = attack_view(model)
+        common = dict(protocol="standard", model=name, method=recipe.method, filter=recipe.filter or "none",
+                      train_eps=recipe.eps, seconds_per_epoch=sidecar.get("seconds_per_epoch"),
+                      collapsed_at_epoch=sidecar.get("collapsed_at_epoch") or "")
+        rows.append(acc_row(**common, attack="clean", eps=0.0,
+                            correct=core.predict_labels(model, data.x_test) == data.y_test))
+        for attack, kwargs in (("FGSM", dict(steps=1, step_size=0.1, random_start=False)),
+                               ("PGD-20", dict(steps=20, step_size=0.01)),
+                               (f"PGD-{long_steps}x{restarts}", dict(steps=long_steps, step_size=0.01,
+                                                                   restarts=restarts))):
+            x_adv = attacks.pgd(view, x, y, eps=0.1, seed=args.seed, **kwargs)
+            rows.append(acc_row(**common, attack=attack, eps=0.1, correct=core.predict_labels(model, x_adv) == y))
+        for r in rows[-4:]:
+            print(f"  {name:>40} {r['attack']:>12}: {core.format_acc(r)}")
+    return rows, logs
+
+
+def plot_epoch_logs(logs, title, path):
+    plt = core.pyplot()
+    fig, (ax_clean, ax_pgd) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for name, log in logs.items():
+        if not log:
+            continue
+        epochs = [e["epoch"] for e in log]
+        line, = ax_clean.plot(epochs, [100 * e["clean_acc"] for e in log], "o-", ms=3, label=name)
+        ax_pgd.plot(epochs, [100 * e["pgd_acc"] for e in log], "o-", ms=3, color=line.get_color())
+    ax_clean.set(title="clean accuracy (held-out validation images)", xlabel="epoch", ylabel="accuracy (%)")
+    ax_pgd.set(title="PGD-10 accuracy (same images): a collapse = catastrophic overfitting", xlabel="epoch")
+    for ax in (ax_clean, ax_pgd):
+        ax.grid(alpha=0.3)
+    ax_clean.legend(fontsize=7)
+    fig.suptitle(title)
+    core.save_figure(fig, path)
+
+
+def plot_clean_vs_robust(rows, robust_attack, title, path):
+    plt = core.pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name in dict.fromkeys(r["model"] for r in rows):
+        clean = next(r for r in rows if r["model"] == name and r["attack"] == "clean")
+        robust = next(r for r in rows if r["model"] == name and r["attack"] == robust_attack)
+        ax.errorbar(100 * robust["acc"], 100 * clean["acc"], fmt="o", capsize=2, label=name,
+                    xerr=[[100 * (robust["acc"] - robust["ci_low"])], [100 * (robust["ci_high"] - robust["acc"])]],
+                    yerr=[[100 * (clean["acc"] - clean["ci_low"])], [100 * (clean["ci_high"] - clean["acc"])]])
+    ax.set(xlabel=f"{robust_attack} accuracy at eps 0.1 (%)", ylabel="clean test accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    core.save_figure(fig, path)
+
+
+def main():
+    parser = core.common_parser("Adversarial training with examples generated per batch: the study's "
+                                "version and the methods an expert compares it with.")
+    parser.add_argument("--method", choices=METHODS, default=None,
+                        help="train one method only (default: the protocol's whole experiment)")
+    parser.add_argument("--eps", type=core.positive_float, default=0.1, help="L-inf training budget")
+    parser.add_argument("--epochs", type=core.positive_int, default=10)
+    parser.add_argument("--batch-size", type=core.positive_int, default=128)
+    parser.add_argument("--steps", type=core.positive_int, default=7, help="PGD/TRADES inner steps")
+    parser.add_argument("--clean-weight", type=float, default=0.0,
+                        help="fgsm/pgd: weight of the clean loss, 0..1 (0 = adversarial only)")
+    parser.add_argument("--beta", type=core.positive_float, default=6.0, help="TRADES trade-off")
+    parser.add_argument("--filter", type=ip.filter_argument, default=None, help="input filter, e.g. dual")
+    parser.add_argument("--init", default="", help="fine-tune this model from --models-dir (name without .keras)")
+    args = core.parse_args(parser)
+    if not 0 <= args.clean_weight <= 1:
+        parser.error(f"--clean-weight must be in 0..1, got {args.clean_weight}")
+    protocol = args.protocol_config
+    data = core.load_data(protocol, args.data_dir, args.quick)
+    stem = args.results_dir / f"adversarial_training_{protocol.name}"
+    if args.method:
+        recipe = Recipe(args.method, eps=args.eps, epochs=args.epochs, batch_size=args.batch_size,
+                        steps=args.steps, clean_weight=args.clean_weight, beta=args.beta,
+                        filter=args.filter or "", init=args.init)
+        stem = args.results_dir / f"adversarial_training_{recipe.name(protocol.architecture)}"
+        rows, logs = evaluate_standard(args, data, [recipe])
+    elif protocol.name == "paper":
+        rows, logs = evaluate_paper(args, data)
+    else:
+        rows, logs = evaluate_standard(args, data, [Recipe("fgsm"), Recipe("pgd")] if args.quick
+                                       else STANDARD_RECIPES)
+    core.write_table(rows, stem, title=f"Adversarial training, {protocol.name} protocol, seed {args.seed} "
+                                       "(exact 95% intervals)")
+    plot_epoch_logs(logs, f"Adversarial training per epoch ({protocol.name} protocol)", f"{stem}_epochs.png")
+    if protocol.name == "standard" or args.method:
+        robust = next(r["attack"] for r in rows if r["attack"].startswith("PGD-") and "x" in r["attack"])
+        plot_clean_vs_robust(rows, robust, "Clean vs robust accuracy per method", f"{stem}_clean_vs_robust.png")
+    print(f"wrote {stem}.csv, {stem}.md and plots")
+
+
+if __name__ == "__main__":
+    core.run_main(main)

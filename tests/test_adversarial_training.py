@@ -1,0 +1,118 @@
+"""runtime_adversarial_training.py: each method's step, per-batch examples, the
+study's uint8 truncation, the catastrophic-overfitting guard, and end to end runs."""
+import csv
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_script
+import model as core
+import runtime_adversarial_training as rat
+from model import keras, tf
+
+
+def clone(model):
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+@pytest.mark.parametrize("method", ["fgsm", "fgsm-rs", "pgd", "trades"])
+def test_training_steps_lower_the_methods_loss(method, small_model, attack_set):
+    x, y = tf.constant(attack_set[0][:64]), tf.constant(attack_set[1][:64])
+    trainer = rat.AdversarialTrainer(clone(small_model), rat.Recipe(method, eps=0.1, steps=3), seed=0)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x_adv = trainer.make_adversarial(x, y)
+    before = float(trainer.method_loss(x, y, x_adv, training=False)[0])
+    for _ in range(5):
+        trainer.train_on_batch(x, y)
+    after = float(trainer.method_loss(x, y, x_adv, training=False)[0])
+    assert after < before
+
+
+def test_fgsm_examples_are_remade_for_every_batch_within_eps(small_model, attack_set):
+    x, y = tf.constant(attack_set[0][:64]), tf.constant(attack_set[1][:64])
+    trainer = rat.AdversarialTrainer(clone(small_model), rat.Recipe("fgsm", eps=0.1), seed=0)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
+    first = trainer.make_adversarial(x, y).numpy()
+    trainer.train_on_batch(x, y)
+    second = trainer.make_adversarial(x, y).numpy()
+    assert not np.array_equal(first, second)  # made for the current weights, not once
+    for x_adv in (first, second):
+        assert np.abs(x_adv - x.numpy()).max() <= 0.1 + 1e-6
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_study_perturbation_reproduces_the_uint8_truncation():
+    """Logit 0 = s . x with a +-1 pattern s; for label 0 the loss gradient is -s, so
+    pixels with s = +1 step down by 0.085 grey levels, stored as uint8: minus one level
+    (0 stays 0); pixels with s = -1 step up by 0.085 and are truncated back."""
+    rng = np.random.default_rng(0)
+    s = rng.choice([-1.0, 1.0], size=784).astype(np.float32)
+    m = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    w = np.zeros((784, 10), dtype=np.float32)
+    w[:, 0] = s * 0.001
+    m.layers[-1].set_weights([w, np.zeros(10, dtype=np.float32)])
+    levels = rng.integers(0, 256, size=(3, 28, 28, 1))
+    levels[:, :3] = 0  # zero pixels, some of which would go negative
+    x = (levels / 255.0).astype(np.float32)
+    out = rat.study_perturbation(m, x, np.zeros(3, dtype=np.int64))
+    down = (s.reshape(28, 28, 1) > 0)[None]
+    expected = np.where(down, np.maximum(levels - 1, 0), levels) / 255.0
+    np.testing.assert_allclose(out, expected, atol=1e-7)
+    assert np.abs(out - x).max() <= 1 / 255 + 1e-7
+
+
+def test_catastrophic_overfitting_guard_fires_on_a_collapse(small_model):
+    m = clone(small_model)
+    readings = iter([(0.80, 0.40), (0.82, 0.45), (0.90, 0.02)])  # PGD accuracy collapses at epoch 3
+    monitor = rat.RobustnessMonitor(m, None, None, 0.1, guard=True, measure=lambda: next(readings))
+    monitor.set_model(m)
+    weights = {}
+    for epoch in range(3):
+        m.layers[-1].set_weights([w + epoch for w in small_model.layers[-1].get_weights()])
+        weights[epoch] = [w.copy() for w in m.get_weights()]
+        monitor.on_epoch_end(epoch, {"loss": 1.0})
+        if m.stop_training:
+            break
+    monitor.on_train_end()
+    assert monitor.collapsed_at == 3 and m.stop_training
+    for restored, best in zip(m.get_weights(), weights[1]):  # epoch 2 had the best PGD accuracy
+        np.testing.assert_array_equal(restored, best)
+
+
+def test_guard_stays_quiet_without_a_collapse(small_model):
+    m = clone(small_model)
+    readings = iter([(0.8, 0.40), (0.8, 0.35), (0.8, 0.30)])  # a slow decline, not a collapse
+    monitor = rat.RobustnessMonitor(m, None, None, 0.1, guard=True, measure=lambda: next(readings))
+    monitor.set_model(m)
+    for epoch in range(3):
+        monitor.on_epoch_end(epoch, {})
+    assert monitor.collapsed_at is None and not m.stop_training
+
+
+@pytest.mark.parametrize("argv", [["--method", "pgd", "--eps", "-0.1"], ["--method", "nope"],
+                                  ["--clean-weight", "2"], ["--filter", "median0"]])
+def test_bad_arguments_end_with_one_line(argv):
+    assert_one_line_error(run_script("runtime_adversarial_training.py", *argv))
+
+
+def test_quick_fgsm_end_to_end(tmp_path, quick_data):
+    proc = run_script("runtime_adversarial_training.py", "--quick", "--method", "fgsm",
+                      "--results-dir", tmp_path, "--models-dir", tmp_path / "models")
+    assert proc.returncode == 0, proc.stderr
+    [table] = tmp_path.glob("adversarial_training_*.csv")
+    with open(table) as f:
+        rows = {r["attack"]: r for r in csv.DictReader(f)}
+    assert {"clean", "FGSM", "PGD-20", "PGD-40x2"} <= set(rows)
+    assert float(rows["PGD-40x2"]["acc"]) <= float(rows["PGD-20"]["acc"])
+    assert (tmp_path / "models" / "standard_cnn_at-fgsm_eps0.1.keras").exists()
+
+
+def test_quick_study_method_in_the_paper_protocol(tmp_path, quick_data):
+    proc = run_script("runtime_adversarial_training.py", "--quick", "--protocol", "paper",
+                      "--method", "study", "--epochs", "20", "--batch-size", "16",
+                      "--results-dir", tmp_path, "--models-dir", tmp_path / "models")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "models" / "paper_cnn_at-study_20ep-b16.keras").exists()
+    assert (tmp_path / "models" / "paper_cnn.keras").exists()  # the study fine-tuned its base CNN
