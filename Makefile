@@ -1,11 +1,19 @@
-# The whole study, stage by stage. Every stage caches its models (models/) and
-# resumes, so an interrupted `make all` redone repeats only what was not finished.
+# The whole study, stage by stage. A stage's target is its results CSV, written last
+# and atomically, so an interrupted `make all` run again skips the finished stages;
+# inside a stage every trained model is cached in models/ and each training resumes
+# from its last finished epoch. `make -B all` (or deleting a CSV) redoes stages.
 PYTHON ?= python3
 PROTOCOLS = standard paper
+R = results
 
-.PHONY: all setup data base attacks preprocessing test quick bench readme clean-quick
+BASE = $(PROTOCOLS:%=$(R)/base_model_%.csv)
+ATTACKS = $(PROTOCOLS:%=$(R)/attacks_%.csv)
+PREPROCESSING = $(PROTOCOLS:%=$(R)/input_preprocessing_%.csv)
+ADVERSARIAL = $(PROTOCOLS:%=$(R)/adversarial_training_%.csv)
 
-all: setup base attacks preprocessing readme
+.PHONY: all setup data base attacks preprocessing adversarial test quick bench readme clean-quick
+
+all: setup base attacks preprocessing adversarial readme
 
 setup: data
 	@$(PYTHON) -c "import tensorflow, keras, scipy, sklearn, matplotlib" 2>/dev/null || \
@@ -18,14 +26,19 @@ data:
 	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } || \
 	  echo "Fashion-MNIST: not installed system-wide; Keras will download it on first use"
 
-base:
-	for p in $(PROTOCOLS); do $(PYTHON) model.py --protocol $$p || exit 1; done
+base: $(BASE)
+attacks: $(ATTACKS)
+preprocessing: $(PREPROCESSING)
+adversarial: $(ADVERSARIAL)
 
-attacks: base
-	for p in $(PROTOCOLS); do $(PYTHON) attacks.py --protocol $$p || exit 1; done
-
-preprocessing: base
-	for p in $(PROTOCOLS); do $(PYTHON) input_preprocessing.py --protocol $$p || exit 1; done
+$(R)/base_model_%.csv:
+	$(PYTHON) model.py --protocol $*
+$(R)/attacks_%.csv:
+	$(PYTHON) attacks.py --protocol $*
+$(R)/input_preprocessing_%.csv:
+	$(PYTHON) input_preprocessing.py --protocol $*
+$(R)/adversarial_training_%.csv:
+	$(PYTHON) runtime_adversarial_training.py --protocol $*
 
 test:
 	$(PYTHON) -m pytest -q tests
@@ -34,15 +47,17 @@ test:
 quick:
 	for p in $(PROTOCOLS); do $(PYTHON) model.py --quick --protocol $$p && \
 	  $(PYTHON) attacks.py --quick --protocol $$p && \
-	  $(PYTHON) input_preprocessing.py --quick --protocol $$p || exit 1; done
+	  $(PYTHON) input_preprocessing.py --quick --protocol $$p && \
+	  $(PYTHON) runtime_adversarial_training.py --quick --protocol $$p || exit 1; done
 
-bench: base
+bench:
 	$(PYTHON) -m pip install -q -r requirements-bench.txt
 	$(PYTHON) benchmarks/pgd_vs_art.py
 	$(PYTHON) benchmarks/median_filter.py
-
-clean-quick:
-	rm -rf results_quick models/quick
+	$(PYTHON) benchmarks/adversarial_training_speed.py
 
 readme:
 	$(PYTHON) tools/update_readme.py
+
+clean-quick:
+	rm -rf results_quick models/quick

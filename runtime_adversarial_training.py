@@ -222,8 +222,16 @@ def train_adversarially(args, recipe, data):
     backup = keras.callbacks.BackupAndRestore(str(args.models_dir / f".{name}_backup"))
     print(f"training {name}: {recipe}")
     start = time.time()
+    extra = {}
     if recipe.method == "study":   # fine-tune on the once-made adversarial images alone, no validation
         x_train = study_perturbation(model, data.x_train, data.y_train)
+        delta = (x_train - data.x_train).reshape(len(x_train), -1)
+        extra = {"study_perturbation": {
+            "linf_max": float(np.abs(delta).max()), "l2_mean": float(np.linalg.norm(delta, axis=1).mean()),
+            "fraction_of_pixels_changed": float(np.mean(np.abs(delta) > 1e-6))}}
+        print(f"  the study's 'adversarial' images: L-inf {extra['study_perturbation']['linf_max']:.4f}, "
+              f"mean L2 {extra['study_perturbation']['l2_mean']:.3f}, "
+              f"{100 * extra['study_perturbation']['fraction_of_pixels_changed']:.1f}% of pixels changed")
         model.compile(optimizer=optimizer(protocol.learning_rate),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
         model.fit(x_train, data.y_train, epochs=epochs, batch_size=recipe.batch_size, shuffle=True,
@@ -238,7 +246,7 @@ def train_adversarially(args, recipe, data):
     sidecar = {"protocol": protocol.name, "recipe": dataclasses.asdict(recipe), "seed": args.seed,
                "quick": args.quick, "data": data.describe(), "epochs_run": len(monitor.log),
                "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(len(monitor.log), 1), 1),
-               "collapsed_at_epoch": monitor.collapsed_at, "epoch_log": monitor.log}
+               "collapsed_at_epoch": monitor.collapsed_at, "epoch_log": monitor.log, **extra}
     core.save_model(model, args.models_dir, name, sidecar)
     print(f"saved {core.model_path(args.models_dir, name)} ({seconds:.0f} s)")
     return model, core.load_model(args.models_dir, name, ip.CUSTOM_OBJECTS)[1]
@@ -283,7 +291,8 @@ def evaluate_paper(args, data):
         model, sidecar = train_adversarially(args, recipe, data)
         logs[key] = sidecar.get("epoch_log", [])
         study = core.STUDY_TABLE4[key]
-        common = dict(protocol="paper", configuration=key, model=recipe.name(protocol.architecture))
+        common = dict(protocol="paper", configuration=key, model=recipe.name(protocol.architecture),
+                      perturbation_linf=round(sidecar.get("study_perturbation", {}).get("linf_max", float("nan")), 4))
         rows.append(acc_row(**common, measure="train accuracy", eps=0.0, study=study["train_acc"],
                             correct=core.predict_labels(model, data.x_train) == data.y_train))
         rows.append(acc_row(**common, measure="test accuracy", eps=0.0, study=study["test_acc"],

@@ -1,0 +1,80 @@
+"""Seconds per epoch of each adversarial-training method on the standard CNN, and
+PGD-7 training against its limit: 7 bare input-gradient passes (the attack) plus
+one plain training step per batch, all compiled, at the same batch size.
+
+    python benchmarks/adversarial_training_speed.py [--batches 60] [--repeats 2]
+"""
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+import attacks  # noqa: E402
+import model as core  # noqa: E402
+import runtime_adversarial_training as rat  # noqa: E402
+from model import keras, tf  # noqa: E402
+from timing import best_time  # noqa: E402
+
+BATCH = 128
+
+
+def main():
+    parser = core.common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=core.positive_int, default=60)
+    parser.add_argument("--repeats", type=core.positive_int, default=2)
+    args = core.parse_args(parser)
+    protocol = core.PROTOCOLS["standard"]
+    data = core.load_data(protocol, args.data_dir)
+    n = args.batches * BATCH
+    x, y = data.x_train[:n], data.y_train[:n].astype(np.int32)
+    per_epoch = len(data.y_train) / n
+    rows = []
+
+    def one_pass(fit):
+        return lambda: fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+    for recipe in (rat.Recipe("fgsm"), rat.Recipe("fgsm-rs"), rat.Recipe("pgd", steps=7),
+                   rat.Recipe("trades", steps=7)):
+        trainer = rat.AdversarialTrainer(core.build_standard_cnn(), recipe, seed=0)
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+        seconds, _ = best_time(one_pass(trainer.fit), args.repeats)
+        rows.append({"method": recipe.method, "steps": recipe.steps if recipe.method in ("pgd", "trades") else 1,
+                     "seconds_per_epoch": round(seconds * per_epoch, 1)})
+    plain = core.compile_model(core.build_standard_cnn(), protocol)
+    plain_s, _ = best_time(one_pass(plain.fit), args.repeats)
+
+    @tf.function(reduce_retracing=True)
+    def input_gradient(xb, yb):
+        with tf.GradientTape() as tape:
+            tape.watch(xb)
+            loss = tf.reduce_sum(attacks.per_example_loss(plain(xb, training=False), yb))
+        return tape.gradient(loss, xb)
+
+    def seven_gradients():
+        for lo in range(0, n, BATCH):
+            xb, yb = tf.constant(x[lo:lo + BATCH]), tf.constant(y[lo:lo + BATCH])
+            for _ in range(7):
+                g = input_gradient(xb, yb)
+        return g.numpy()
+    grads_s, _ = best_time(seven_gradients, args.repeats)
+    limit = (plain_s + grads_s) * per_epoch
+    rows.append({"method": "plain training (no attack)", "steps": 0, "seconds_per_epoch": round(plain_s * per_epoch, 1)})
+    rows.append({"method": "limit for PGD-7: plain step + 7 input gradients", "steps": 7,
+                 "seconds_per_epoch": round(limit, 1)})
+    pgd = next(r for r in rows if r["method"] == "pgd")["seconds_per_epoch"]
+    for r in rows:
+        r["vs_limit"] = round(r["seconds_per_epoch"] / limit, 2)
+        print(f"  {r['method']:>48}: {r['seconds_per_epoch']:7.1f} s per epoch of 55,000 ({r['vs_limit']:.2f}x limit)")
+    print(f"PGD-7 training / limit = {pgd / limit:.2f}x")
+    stem = args.results_dir / "benchmark_adversarial_training"
+    core.write_table(rows, stem, title=f"Adversarial training speed, standard CNN, batch {BATCH}, timed on "
+                     f"{n:,} images and scaled to an epoch of 55,000, best of {args.repeats}; "
+                     f"{os.cpu_count()} CPU cores, TF {tf.__version__}")
+    print(f"wrote {stem}.csv, {stem}.md")
+
+
+if __name__ == "__main__":
+    core.run_main(main)
