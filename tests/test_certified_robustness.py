@@ -1,0 +1,142 @@
+"""certified_robustness.py: Cohen et al.'s statistics against scipy, abstention,
+the radius cap, resumable logs, bad input and an end-to-end run."""
+import csv
+
+import numpy as np
+import pytest
+from scipy.stats import beta, binomtest, norm
+
+from conftest import assert_one_line_error, run_script
+import certified_robustness as cr
+import model as core
+from model import keras, tf
+
+
+@pytest.mark.parametrize("n_a, n", [(990, 1000), (600, 1000), (99_990, 100_000), (51, 100)])
+def test_radius_is_sigma_times_phi_inverse_of_the_clopper_pearson_bound(n_a, n):
+    alpha, sigma = 0.001, 0.25
+    independent = binomtest(n_a, n).proportion_ci(confidence_level=1 - 2 * alpha, method="exact").low
+    p_lower, radius = cr.certified_radius(n_a, n, alpha, sigma)
+    assert p_lower == pytest.approx(independent, rel=1e-9)
+    if independent >= 0.5:
+        assert radius == pytest.approx(sigma * norm.ppf(independent), rel=1e-9)
+    else:
+        assert radius is None  # abstain
+
+
+def test_below_one_half_abstains():
+    p_lower, radius = cr.certified_radius(520, 1000, 0.001, 0.5)
+    assert p_lower < 0.5 and radius is None
+
+
+def test_no_radius_exceeds_the_cap():
+    for n in (100, 1000, 100_000):
+        cap = cr.max_certifiable_radius(n, 0.001, 0.5)
+        assert cap == pytest.approx(0.5 * norm.ppf(0.001 ** (1 / n)))
+        radii = [cr.certified_radius(k, n, 0.001, 0.5)[1] or 0.0 for k in range(0, n + 1, max(1, n // 200))]
+        assert max(radii) <= cap + 1e-9
+    assert cr.max_certifiable_radius(100_000, 0.001, 1.0) == pytest.approx(3.81, abs=0.005)  # PAPER.md
+
+
+class ConstantLogits(keras.layers.Layer):
+    """A base model that ignores its input: fixed logits, or a random coin between two
+    classes per input (a base model that outputs two classes equally often)."""
+
+    def __init__(self, mode, label=0, **kwargs):
+        super().__init__(**kwargs)
+        self.mode, self.label = mode, label
+
+    def call(self, x):
+        n = tf.shape(x)[0]
+        if self.mode == "coin":
+            cls = tf.cast(tf.random.uniform([n]) < 0.5, tf.int32)
+        else:
+            cls = tf.fill([n], self.label)
+        return tf.one_hot(cls, 10) * 10.0
+
+
+def constant_model(mode, label=0):
+    return keras.Sequential([keras.Input((28, 28, 1)), ConstantLogits(mode, label)])
+
+
+def test_predict_abstains_on_a_coin_flip_base_model():
+    smooth = cr.Smooth(constant_model("coin"), sigma=0.25)
+    x = np.zeros((28, 28, 1), np.float32)
+    assert smooth.predict(x, n=1000, alpha=0.001) == cr.ABSTAIN
+
+
+def test_an_always_right_base_model_certifies_at_the_cap(tmp_path):
+    x = np.zeros((5, 28, 28, 1), np.float32)
+    y = np.full(5, 7)
+    smooth = cr.Smooth(constant_model("fixed", label=7), sigma=0.5)
+    rows = cr.certify_images(smooth, x, y, range(5), tmp_path / "log.tsv", n0=100, n=1000, alpha=0.001,
+                             seed=0, progress=False)
+    cap = cr.max_certifiable_radius(1000, 0.001, 0.5)
+    assert [int(r["predict"]) for r in rows] == [7] * 5
+    assert all(float(r["radius"]) == pytest.approx(cap, abs=1e-4) for r in rows)
+    assert all(int(r["nA"]) == 1000 for r in rows)
+
+
+def test_counts_are_deterministic_and_sum_to_n(small_model, attack_set):
+    smooth = cr.Smooth(small_model, sigma=0.25, batch_size=300)
+    a, b = smooth.counts(attack_set[0][0], 1000, seed=3), smooth.counts(attack_set[0][0], 1000, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert a.sum() == 1000
+
+
+def test_killed_run_resumes_to_the_same_log(tmp_path, small_model, attack_set):
+    x, y = attack_set
+    smooth = cr.Smooth(small_model, sigma=0.25)
+    full = cr.certify_images(smooth, x, y, range(8), tmp_path / "full.tsv", 10, 200, 0.001, seed=5, progress=False)
+    cr.certify_images(smooth, x, y, range(4), tmp_path / "part.tsv", 10, 200, 0.001, seed=5, progress=False)
+    with open(tmp_path / "part.tsv", "a") as f:
+        f.write("4\t3\t1\t0.12")  # a row torn by the kill
+    resumed = cr.certify_images(smooth, x, y, range(8), tmp_path / "part.tsv", 10, 200, 0.001, seed=5,
+                                progress=False)
+    strip = [{k: v for k, v in r.items() if k != "time"} for r in resumed]
+    assert strip == [{k: v for k, v in r.items() if k != "time"} for r in full]
+    assert [int(r["idx"]) for r in resumed] == list(range(8))  # no duplicate, none lost
+
+
+def test_shards_merge_into_one_log(tmp_path, small_model, attack_set):
+    x, y = attack_set
+    smooth = cr.Smooth(small_model, sigma=0.25)
+    indices = np.arange(10)
+    path = tmp_path / "m.tsv"
+    for i in (1, 2, 3):
+        cr.certify_images(smooth, x, y, cr.shard_range(indices, (i, 3)), tmp_path / f"m.shard{i}of3.tsv",
+                          10, 100, 0.001, seed=1, progress=False)
+    assert cr.merge_shards(path) == 10
+    assert [int(r["idx"]) for r in cr.read_log(path)] == list(range(10))
+
+
+def test_bad_parameters():
+    with pytest.raises(core.UserError, match="sigma"):
+        cr.Smooth(None, sigma=0)
+    smooth = cr.Smooth(None, sigma=0.5)
+    with pytest.raises(core.UserError, match="n0"):
+        smooth.certify(np.zeros((28, 28, 1)), n0=1000, n=100, alpha=0.001)
+    with pytest.raises(core.UserError, match="alpha"):
+        smooth.certify(np.zeros((28, 28, 1)), n0=10, n=100, alpha=1.5)
+
+
+@pytest.mark.parametrize("argv", [["--sigmas", "0"], ["--sigmas", "-0.5"], ["--n0", "500", "--n", "100"],
+                                  ["--alpha", "1.5"], ["--alpha", "0"], ["--shard", "5/4"]])
+def test_bad_arguments_end_with_one_line(argv):
+    assert_one_line_error(run_script("certified_robustness.py", *argv))
+
+
+def test_certified_robustness_quick_end_to_end(tmp_path, quick_data):
+    proc = run_script("certified_robustness.py", "--quick", "--sigmas", "0.25", "--images", "10",
+                      "--results-dir", tmp_path, "--models-dir", tmp_path / "models")
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "certified_robustness.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["radius"]) for r in rows] == list(cr.RADII)
+    accs = [float(r["acc"]) for r in rows]
+    assert accs == sorted(accs, reverse=True)  # certified accuracy never rises with the radius
+    with open(tmp_path / "certified_robustness_empirical.csv") as f:
+        empirical = [r for r in csv.DictReader(f) if r["model"].startswith("smoothed")]
+    assert empirical and all(r["violation"] == "False" for r in empirical)
+    assert (tmp_path / "certified_accuracy.png").exists()
+    assert len(list((tmp_path / "certify").glob("*.tsv"))) == 1
