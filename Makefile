@@ -11,9 +11,9 @@ ATTACKS = $(PROTOCOLS:%=$(R)/attacks_%.csv)
 PREPROCESSING = $(PROTOCOLS:%=$(R)/input_preprocessing_%.csv)
 ADVERSARIAL = $(PROTOCOLS:%=$(R)/adversarial_training_%.csv)
 
-.PHONY: all setup data base attacks preprocessing adversarial certify test quick bench readme clean-quick
+.PHONY: all setup data base attacks preprocessing adversarial certify mia test quick bench readme clean-quick
 
-all: setup base attacks preprocessing adversarial certify readme
+all: setup base attacks preprocessing adversarial certify mia readme
 
 setup: data
 	@$(PYTHON) -c "import tensorflow, keras, scipy, sklearn, matplotlib" 2>/dev/null || \
@@ -31,6 +31,7 @@ attacks: $(ATTACKS)
 preprocessing: $(PREPROCESSING)
 adversarial: $(ADVERSARIAL)
 certify: $(R)/certified_robustness.csv
+mia: $(PROTOCOLS:%=$(R)/membership_inference_%.csv)
 
 $(R)/base_model_%.csv:
 	$(PYTHON) model.py --protocol $*
@@ -43,6 +44,9 @@ $(R)/adversarial_training_%.csv:
 # standard protocol only: the study's CNN would need ~55 s per image at n = 100,000
 $(R)/certified_robustness.csv:
 	$(PYTHON) certified_robustness.py
+# last: it attacks every model the stages before it saved
+$(R)/membership_inference_%.csv:
+	$(PYTHON) membership_inference.py --protocol $*
 
 test:
 	$(PYTHON) -m pytest -q tests
@@ -54,6 +58,7 @@ quick:
 	  $(PYTHON) input_preprocessing.py --quick --protocol $$p && \
 	  $(PYTHON) runtime_adversarial_training.py --quick --protocol $$p || exit 1; done
 	$(PYTHON) certified_robustness.py --quick
+	for p in $(PROTOCOLS); do $(PYTHON) membership_inference.py --quick --protocol $$p || exit 1; done
 
 bench:
 	$(PYTHON) -m pip install -q -r requirements-bench.txt

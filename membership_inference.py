@@ -1,0 +1,302 @@
+"""Membership inference against every saved model: the study's 0.9999 rule,
+calibrated confidence and loss thresholds (Yeom et al. 2018), Shokri et al.'s
+shadow-model attack and offline LiRA (Carlini et al. 2022), with ROC AUC, balanced
+accuracy and TPR at low FPR.
+
+    python membership_inference.py [--protocol standard|paper] [--shadows 16] [--adversarial-queries] [--quick]
+"""
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+import attacks
+import certified_robustness as cr
+import input_preprocessing as ip
+import model as core
+from model import keras, tf
+
+ATTACKS = ("study", "confidence", "loss", "shadow", "lira")
+STUDY_THRESHOLD = 0.9999
+NOISY_QUERIES = 32   # a smoothed classifier answers with its mean softmax over this many draws
+
+
+# --------------------------------------------------------------------- the sets
+
+@dataclasses.dataclass
+class MembershipSets:
+    """Indices into the protocol's train split (members) and test set (non-members):
+    an evaluation pair (the study's: first n of each) and a disjoint calibration pair
+    on which thresholds are chosen."""
+    eval_members: np.ndarray
+    eval_nonmembers: np.ndarray
+    calib_members: np.ndarray
+    calib_nonmembers: np.ndarray
+
+    def describe(self):
+        return {k: [int(v[0]), int(v[-1]), len(v)] for k, v in dataclasses.asdict(self).items()}
+
+
+def membership_sets(data, n):
+    half_test = len(data.y_test) // 2
+    return MembershipSets(np.arange(n), np.arange(n), np.arange(n, 2 * n),
+                          np.arange(half_test, half_test + n))
+
+
+def stack(data, members, nonmembers):
+    x = np.concatenate([data.x_train[members], data.x_test[nonmembers]])
+    y = np.concatenate([data.y_train[members], data.y_test[nonmembers]])
+    return x, y, np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)]
+
+
+# ---------------------------------------------------------------------- metrics
+
+def tpr_at_fpr(score, is_member, fpr_target):
+    """Highest TPR at an FPR <= target (0 if no threshold reaches it)."""
+    from sklearn.metrics import roc_curve
+    fpr, tpr, _ = roc_curve(is_member, score)
+    ok = fpr <= fpr_target
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def mia_metrics(score, is_member, decision):
+    """Every figure from per-example scores (higher = more likely member) and the
+    attack's yes/no decisions."""
+    from sklearn.metrics import (balanced_accuracy_score, f1_score, precision_score, recall_score,
+                                 roc_auc_score)
+    is_member, decision = np.asarray(is_member, bool), np.asarray(decision, bool)
+    n_non = int((~is_member).sum())
+    tpr, fpr = decision[is_member].mean(), decision[~is_member].mean()
+    return {"n_members": int(is_member.sum()), "n_nonmembers": n_non,
+            "auc": float(roc_auc_score(is_member, score)),
+            "balanced_acc": float(balanced_accuracy_score(is_member, decision)),
+            "accuracy": float((decision == is_member).mean()), "advantage": float(tpr - fpr),
+            "tpr_at_0.1%_fpr": tpr_at_fpr(score, is_member, 0.001),
+            "tpr_at_1%_fpr": tpr_at_fpr(score, is_member, 0.01),
+            "nonmembers_below_0.1%_fpr": int(np.floor(0.001 * n_non)),
+            "precision": float(precision_score(is_member, decision, zero_division=0)),
+            "recall": float(recall_score(is_member, decision, zero_division=0)),
+            "f1": float(f1_score(is_member, decision, zero_division=0))}
+
+
+def calibrated_threshold(score, is_member):
+    """The threshold with the best balanced accuracy on calibration data."""
+    candidates = np.unique(score)
+    best, best_acc = candidates[0], -1.0
+    for t in candidates[:: max(1, len(candidates) // 2000)]:
+        acc = 0.5 * ((score[is_member] >= t).mean() + (score[~is_member] < t).mean())
+        if acc > best_acc:
+            best, best_acc = t, acc
+    return float(best)
+
+
+def study_decisions(max_softmax):
+    """The study's rule: member if the top softmax probability exceeds 0.9999 (strictly)."""
+    return np.asarray(max_softmax) > STUDY_THRESHOLD
+
+
+def threshold_decisions(eval_score, calib_score, calib_is_member):
+    """A threshold attack's decisions: the threshold is fitted on calibration data
+    only; the evaluation labels never reach this function."""
+    return np.asarray(eval_score) >= calibrated_threshold(np.asarray(calib_score), np.asarray(calib_is_member, bool))
+
+
+# ---------------------------------------------------------------------- queries
+
+def query_logits(model, x, noise_sigma=None, seed=0):
+    """The model's logits; for a smoothed classifier the log of its mean softmax
+    over NOISY_QUERIES Gaussian draws (its 'noisy predictions')."""
+    if not noise_sigma:
+        return core.predict_logits(model, x)
+    rng = np.random.default_rng(seed)
+    probs = np.zeros((len(x), 10), np.float64)
+    for _ in range(NOISY_QUERIES):
+        noisy = (x + noise_sigma * rng.standard_normal(x.shape)).astype(np.float32)
+        probs += tf.nn.softmax(core.predict_logits(model, noisy)).numpy()
+    return np.log(probs / NOISY_QUERIES + 1e-12).astype(np.float32)
+
+
+def scores_from_logits(logits, y):
+    """(max softmax, true-class probability, minus the loss, logit-scaled confidence)."""
+    logits = logits.astype(np.float64)
+    log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    true = log_probs[np.arange(len(y)), y]
+    others = log_probs.copy()
+    others[np.arange(len(y)), y] = -np.inf
+    scaled = true - np.logaddexp.reduce(others, axis=1)   # log p_y - log(1 - p_y), stable
+    return {"max_softmax": np.exp(log_probs.max(axis=1)), "p_true": np.exp(true), "neg_loss": true,
+            "scaled": scaled}
+
+
+def shadow_features(logits, y):
+    """Shokri-style attack features: the sorted top-3 probabilities and the
+    logit-scaled true-class confidence."""
+    probs = np.sort(tf.nn.softmax(logits).numpy(), axis=1)[:, ::-1][:, :3]
+    return np.column_stack([probs, scores_from_logits(logits, y)["scaled"]])
+
+
+# -------------------------------------------------------------------- shadows
+
+def shadow_pool(data, sets, size):
+    """The shadow models' data pool: both evaluation sets plus further training
+    images; (x, y, key) where key marks the evaluation examples."""
+    used = set(sets.eval_members.tolist()) | set(sets.calib_members.tolist())
+    extra = np.array([i for i in range(len(data.y_train)) if i not in used][:max(0, size - 2 * len(sets.eval_members))])
+    x = np.concatenate([data.x_train[sets.eval_members], data.x_test[sets.eval_nonmembers], data.x_train[extra]])
+    y = np.concatenate([data.y_train[sets.eval_members], data.y_test[sets.eval_nonmembers], data.y_train[extra]])
+    return x, y
+
+
+def get_shadows(args, data, sets, k, pool_size):
+    """K shadow models, each trained on a random half of the pool (seeded, cached in
+    models/); returns their logits on the pool and the in/out matrix (k, pool)."""
+    protocol = args.protocol_config
+    x_pool, y_pool = shadow_pool(data, sets, pool_size)
+    rng = np.random.default_rng(args.seed)
+    inside = np.zeros((k, len(y_pool)), bool)
+    logits = np.zeros((k, len(y_pool), 10), np.float32)
+    for s in range(k):
+        half = rng.permutation(len(y_pool))[:len(y_pool) // 2]
+        inside[s, half] = True
+        name = f"shadow_{protocol.architecture}_pool{len(y_pool)}_{s}of{k}"
+        shadow_data = core.Data(x_pool[half], y_pool[half], data.x_val[:500], data.y_val[:500],
+                                data.x_test[:0], data.y_test[:0], half, np.arange(500), np.arange(0))
+        model, _ = core.get_or_train(args, name, lambda: core.build_model(protocol), shadow_data,
+                                     extra={"shadow_of": protocol.name, "pool_size": len(y_pool)})
+        logits[s] = core.predict_logits(model, x_pool)
+    return x_pool, y_pool, inside, logits
+
+
+def lira_offline_scores(target_scaled, shadow_scaled, inside):
+    """Offline LiRA with a global variance (Carlini et al.'s choice for few shadows):
+    how far above the OUT shadows' mean the target's logit-scaled confidence lies, as
+    a one-sided Gaussian log-probability (higher = member). An example that no shadow
+    left out falls back on the mean over all OUT scores."""
+    out = ~inside
+    all_out = shadow_scaled[out]
+    counts = out.sum(axis=0)
+    mean = np.where(counts > 0, (shadow_scaled * out).sum(axis=0) / np.maximum(counts, 1), all_out.mean())
+    std = all_out.std() + 1e-6
+    return norm.logcdf((target_scaled - mean) / std)
+
+
+# ------------------------------------------------------------------ experiment
+
+def custom_objects():
+    return {**ip.CUSTOM_OBJECTS, "GaussianNoiseAlways": cr.GaussianNoiseAlways}
+
+
+def saved_models(args):
+    """(name, sidecar) of every saved model of this protocol, shadows excluded."""
+    found = []
+    for sidecar_path in sorted(Path(args.models_dir).glob("*.json")):
+        sidecar = json.loads(sidecar_path.read_text())
+        if sidecar.get("protocol") == args.protocol and not sidecar_path.stem.startswith("shadow_") \
+                and core.model_path(args.models_dir, sidecar_path.stem).exists():
+            found.append((sidecar_path.stem, sidecar))
+    return found
+
+
+def attack_model(args, name, model, sidecar, data, sets, shadows):
+    """Every attack on one model; returns table rows and writes the score files."""
+    sigma = sidecar.get("noise_sigma")
+    x_eval, y_eval, is_member = stack(data, sets.eval_members, sets.eval_nonmembers)
+    x_cal, y_cal, cal_member = stack(data, sets.calib_members, sets.calib_nonmembers)
+    if args.adversarial_queries:
+        view = ip.bpda_view(model) if ip.filter_layers(model) else model
+        x_eval = attacks.pgd(view, x_eval, y_eval, eps=0.1, steps=10, seed=args.seed)
+        x_cal = attacks.pgd(view, x_cal, y_cal, eps=0.1, steps=10, seed=args.seed)
+    ev = scores_from_logits(query_logits(model, x_eval, sigma, args.seed), y_eval)
+    cal = scores_from_logits(query_logits(model, x_cal, sigma, args.seed + 1), y_cal)
+    results = {"study": (ev["max_softmax"], study_decisions(ev["max_softmax"]))}
+    for attack, key in (("confidence", "p_true"), ("loss", "neg_loss")):
+        results[attack] = (ev[key], threshold_decisions(ev[key], cal[key], cal_member))
+    if shadows is not None:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        _, y_pool, inside, shadow_logits = shadows
+        n_eval = len(y_eval)
+        features = np.concatenate([shadow_features(shadow_logits[s], y_pool) for s in range(len(inside))])
+        classifier = HistGradientBoostingClassifier(random_state=args.seed).fit(features, inside.ravel())
+        target_logits = query_logits(model, x_eval, sigma, args.seed)
+        member_prob = classifier.predict_proba(shadow_features(target_logits, y_eval))[:, 1]
+        results["shadow"] = (member_prob, member_prob >= 0.5)
+        shadow_scaled = np.stack([scores_from_logits(shadow_logits[s][:n_eval], y_pool[:n_eval])["scaled"]
+                                  for s in range(len(inside))])
+        lira = lira_offline_scores(ev["scaled"], shadow_scaled, inside[:, :n_eval])
+        # decision threshold: the OUT shadows' own 5% tail (no evaluation labels used)
+        results["lira"] = (lira, lira >= np.log(0.95))
+    rows = []
+    query = "adversarial" if args.adversarial_queries else "clean"
+    for attack, (score, decision) in results.items():
+        out = args.results_dir / "mia" / f"{name}_{attack}{'_adv' if args.adversarial_queries else ''}.npz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.stem}.tmp.npz")
+        np.savez(tmp, score=np.asarray(score, np.float64), is_member=is_member, decision=np.asarray(decision))
+        tmp.replace(out)
+        rows.append({"protocol": args.protocol, "model": name, "attack": attack, "queries": query,
+                     **mia_metrics(score, is_member, decision)})
+        r = rows[-1]
+        print(f"  {name:>36} {attack:>10}: AUC {r['auc']:.3f}, balanced acc {100 * r['balanced_acc']:.1f}%, "
+              f"TPR@0.1%FPR {100 * r['tpr_at_0.1%_fpr']:.2f}%, study-style acc {100 * r['accuracy']:.1f}%")
+    return rows
+
+
+def plot_roc(args, rows, attack, path):
+    from sklearn.metrics import roc_curve
+    plt = core.pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for r in rows:
+        if r["attack"] != attack:
+            continue
+        saved = np.load(args.results_dir / "mia" / f"{r['model']}_{attack}{'_adv' if args.adversarial_queries else ''}.npz")
+        fpr, tpr, _ = roc_curve(saved["is_member"], saved["score"])
+        ax.loglog(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4), label=f"{r['model']} (AUC {r['auc']:.3f})")
+    ax.loglog([1e-4, 1], [1e-4, 1], "k:", lw=1, label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(1e-4, 1), ylim=(1e-4, 1),
+           title=f"Membership inference ({attack}), {args.protocol} protocol")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6)
+    core.save_figure(fig, path)
+
+
+def main():
+    parser = core.common_parser("Membership inference against every saved model of a protocol.")
+    parser.add_argument("--shadows", type=core.positive_int, default=None,
+                        help="shadow models for the shadow and LiRA attacks (default 16; 4 for the paper "
+                             "protocol's slow CNN; 2 with --quick)")
+    parser.add_argument("--n", type=core.positive_int, default=None,
+                        help="members and non-members evaluated (default 2,000, the study's; 300 with --quick)")
+    parser.add_argument("--adversarial-queries", action="store_true",
+                        help="query with PGD examples (L-inf 0.1, 10 steps) instead of clean images")
+    args = core.parse_args(parser)
+    protocol = args.protocol_config
+    data = core.load_data(protocol, args.data_dir, args.quick)
+    n = args.n or (300 if args.quick else 2000)
+    if 2 * n > len(data.y_train) or n > len(data.y_test) // 2:
+        parser.error(f"--n {n} is too large for this protocol's data")
+    sets = membership_sets(data, n)
+    core.get_base_model(args, data)
+    models = saved_models(args)
+    k = args.shadows or (2 if args.quick else (4 if protocol.name == "paper" else 16))
+    pool = min(len(data.y_train), 2 * protocol.n_train if protocol.name == "paper" else 20000)
+    print(f"{len(models)} models; {n} members / {n} non-members; {k} shadow models on a pool of {pool}")
+    start = time.time()
+    shadows = get_shadows(args, data, sets, k, pool)
+    rows = []
+    for name, sidecar in models:
+        model, _ = core.load_model(args.models_dir, name, custom_objects())
+        rows += attack_model(args, name, model, sidecar, data, sets, shadows)
+    suffix = "_adversarial_queries" if args.adversarial_queries else ""
+    stem = args.results_dir / f"membership_inference_{protocol.name}{suffix}"
+    core.write_table(rows, stem, title=f"Membership inference, {protocol.name} protocol, {n} members (first training "
+                     f"images) and {n} non-members (first test images), {k} shadow models, seed {args.seed}; "
+                     f"sets {json.dumps(sets.describe())}")
+    plot_roc(args, rows, "lira", Path(f"{stem}_roc.png"))
+    print(f"wrote {stem}.csv, {stem}.md, {stem}_roc.png ({time.time() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    core.run_main(main)

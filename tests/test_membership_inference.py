@@ -1,0 +1,105 @@
+"""membership_inference.py: metrics against sklearn, attacks that can fail (no
+leakage between two non-member sets, high AUC on a memorising model), thresholds
+blind to evaluation labels, the study's rule, and an end-to-end run."""
+import csv
+import types
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score, roc_curve
+
+from conftest import assert_one_line_error, run_script
+import membership_inference as mi
+import model as core
+from model import keras
+
+
+def test_metrics_equal_sklearn_on_random_scores():
+    rng = np.random.default_rng(0)
+    is_member = rng.random(1000) < 0.5
+    score = rng.normal(size=1000) + 0.5 * is_member
+    decision = score > 0.2
+    m = mi.mia_metrics(score, is_member, decision)
+    assert m["auc"] == pytest.approx(roc_auc_score(is_member, score))
+    assert m["balanced_acc"] == pytest.approx(balanced_accuracy_score(is_member, decision))
+    assert m["f1"] == pytest.approx(f1_score(is_member, decision))
+    fpr, tpr, _ = roc_curve(is_member, score)
+    assert m["tpr_at_1%_fpr"] == pytest.approx(tpr[fpr <= 0.01].max())
+    assert m["advantage"] == pytest.approx(decision[is_member].mean() - decision[~is_member].mean())
+    assert m["n_nonmembers"] == int((~is_member).sum())
+
+
+def test_the_studys_rule_on_a_hand_made_case():
+    max_softmax = np.array([0.99995, 0.9999, 0.5, 1.0])
+    is_member = np.array([True, True, False, False])
+    decision = mi.study_decisions(max_softmax)
+    np.testing.assert_array_equal(decision, [True, False, False, True])  # strict '>'
+    m = mi.mia_metrics(max_softmax, is_member, decision)
+    assert (m["accuracy"], m["advantage"], m["precision"], m["recall"], m["f1"]) == (0.5, 0.0, 0.5, 0.5, 0.5)
+
+
+def test_threshold_ignores_the_evaluation_labels():
+    rng = np.random.default_rng(1)
+    calib_member = rng.random(400) < 0.5
+    calib_score = rng.normal(size=400) + calib_member
+    eval_score = rng.normal(size=300)
+    first = mi.threshold_decisions(eval_score, calib_score, calib_member)
+    again = mi.threshold_decisions(eval_score.copy(), calib_score, calib_member)
+    np.testing.assert_array_equal(first, again)
+    # the calibration labels do matter: flipping them moves the threshold
+    flipped = mi.threshold_decisions(eval_score, calib_score, ~calib_member)
+    assert not np.array_equal(first, flipped)
+
+
+def fake_args(tmp_path, quick=True):
+    return types.SimpleNamespace(protocol="standard", protocol_config=core.PROTOCOLS["standard"], seed=0,
+                                 quick=quick, data_dir=None, models_dir=tmp_path, results_dir=tmp_path,
+                                 adversarial_queries=False)
+
+
+def test_two_sets_of_nonmembers_give_chance_auc(tmp_path, small_model, quick_data):
+    """Members and non-members both drawn from images the model never saw: every
+    attack, shadow and LiRA included, must find nothing (AUC within noise of 0.5)."""
+    unseen = core.Data(quick_data.x_test[:600], quick_data.y_test[:600], quick_data.x_val, quick_data.y_val,
+                       quick_data.x_test[600:], quick_data.y_test[600:], np.arange(600), np.arange(500),
+                       np.arange(400))
+    sets = mi.MembershipSets(np.arange(200), np.arange(200), np.arange(200, 400), np.arange(200, 400))
+    args = fake_args(tmp_path)
+    shadows = mi.get_shadows(args, unseen, sets, 2, 600)
+    rows = mi.attack_model(args, "target", small_model, {}, unseen, sets, shadows)
+    assert {r["attack"] for r in rows} == set(mi.ATTACKS)
+    for r in rows:
+        assert abs(r["auc"] - 0.5) < 0.1, r
+
+
+def test_loss_attack_catches_a_memorising_model(tmp_path, quick_data):
+    rng = np.random.default_rng(0)
+    x, y = quick_data.x_train[:400], rng.integers(0, 10, 400)   # random labels: only memory helps
+    data = core.Data(x[:200], y[:200], x[:10], y[:10], x[200:], y[200:], np.arange(200), np.arange(10),
+                     np.arange(200))
+    keras.utils.set_random_seed(0)
+    m = core.compile_model(core.build_standard_cnn(), core.PROTOCOLS["standard"])
+    m.fit(data.x_train, data.y_train, epochs=60, batch_size=32, verbose=0)
+    sets = mi.MembershipSets(np.arange(100), np.arange(100), np.arange(100, 200), np.arange(100, 200))
+    rows = {r["attack"]: r for r in mi.attack_model(fake_args(tmp_path), "memo", m, {}, data, sets, None)}
+    assert rows["loss"]["auc"] > 0.9
+    assert rows["loss"]["balanced_acc"] > 0.75
+
+
+def test_bad_arguments_end_with_one_line():
+    assert_one_line_error(run_script("membership_inference.py", "--shadows", "0"))
+    assert_one_line_error(run_script("membership_inference.py", "--quick", "--n", "100000"))
+
+
+def test_membership_inference_quick_end_to_end(tmp_path, quick_data):
+    proc = run_script("membership_inference.py", "--quick", "--shadows", "2", "--n", "200",
+                      "--results-dir", tmp_path, "--models-dir", tmp_path / "models")
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "membership_inference_standard.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["attack"] for r in rows} == set(mi.ATTACKS) and {r["model"] for r in rows} == {"standard_cnn"}
+    for r in rows:  # every metric can be recomputed from the saved scores
+        saved = np.load(tmp_path / "mia" / f"{r['model']}_{r['attack']}.npz")
+        assert float(r["auc"]) == pytest.approx(roc_auc_score(saved["is_member"], saved["score"]), abs=1e-4)
+        assert saved["is_member"].sum() == 200 and len(saved["score"]) == 400
+    assert (tmp_path / "membership_inference_standard_roc.png").exists()
