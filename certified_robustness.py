@@ -8,7 +8,6 @@ certificate.
     python certified_robustness.py --sigmas 0.25 --n 100000 --merge          # join the shards
 """
 import argparse
-import os
 import time
 from pathlib import Path
 

@@ -17,7 +17,7 @@ import attacks
 import certified_robustness as cr
 import input_preprocessing as ip
 import model as core
-from model import keras, tf
+from model import tf
 
 ATTACKS = ("study", "confidence", "loss", "shadow", "lira")
 STUDY_THRESHOLD = 0.9999

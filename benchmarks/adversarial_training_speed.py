@@ -12,11 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-import attacks  # noqa: E402
 import model as core  # noqa: E402
 import runtime_adversarial_training as rat  # noqa: E402
 from model import keras, tf  # noqa: E402
-from timing import best_time  # noqa: E402
+from timing import bare_gradients, best_time  # noqa: E402
 
 BATCH = 128
 
@@ -46,20 +45,7 @@ def main():
     plain = core.compile_model(core.build_standard_cnn(), protocol)
     plain_s, _ = best_time(one_pass(plain.fit), args.repeats)
 
-    @tf.function(reduce_retracing=True)
-    def input_gradient(xb, yb):
-        with tf.GradientTape() as tape:
-            tape.watch(xb)
-            loss = tf.reduce_sum(attacks.per_example_loss(plain(xb, training=False), yb))
-        return tape.gradient(loss, xb)
-
-    def seven_gradients():
-        for lo in range(0, n, BATCH):
-            xb, yb = tf.constant(x[lo:lo + BATCH]), tf.constant(y[lo:lo + BATCH])
-            for _ in range(7):
-                g = input_gradient(xb, yb)
-        return g.numpy()
-    grads_s, _ = best_time(seven_gradients, args.repeats)
+    grads_s, _ = best_time(bare_gradients(plain, x, y, BATCH, 7), args.repeats)
     limit = (plain_s + grads_s) * per_epoch
     rows.append({"method": "plain training (no attack)", "steps": 0, "seconds_per_epoch": round(plain_s * per_epoch, 1)})
     rows.append({"method": "limit for PGD-7: plain step + 7 input gradients", "steps": 7,

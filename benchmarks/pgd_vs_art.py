@@ -14,28 +14,10 @@ import numpy as np  # noqa: E402
 
 import attacks  # noqa: E402
 import model as core  # noqa: E402
-from timing import best_time  # noqa: E402
+from timing import bare_gradients, best_time  # noqa: E402
 from model import keras, tf  # noqa: E402
 
 EPS, STEP, STEPS = 0.1, 0.01, 20
-
-
-def limit_fn(model, x, y, batch_size):
-    """STEPS bare gradient computations per batch: what any PGD must at least do."""
-    @tf.function(reduce_retracing=True)
-    def grad(xb, yb):
-        with tf.GradientTape() as tape:
-            tape.watch(xb)
-            loss = tf.reduce_sum(attacks.per_example_loss(model(xb, training=False), yb))
-        return tape.gradient(loss, xb)
-
-    def run():
-        for lo in range(0, len(x), batch_size):
-            xb, yb = tf.constant(x[lo:lo + batch_size]), tf.constant(y[lo:lo + batch_size])
-            for _ in range(STEPS):
-                g = grad(xb, yb)
-        return g.numpy()
-    return run
 
 
 def main():
@@ -62,7 +44,7 @@ def main():
                                        num_random_init=1, batch_size=args.batch_size, verbose=False)
     y_onehot = np.eye(10, dtype=np.float32)[y]
     art_s, x_art = best_time(lambda: art_pgd.generate(x, y=y_onehot), args.repeats)
-    limit_s, _ = best_time(limit_fn(model, x, y, args.batch_size), args.repeats)
+    limit_s, _ = best_time(bare_gradients(model, x, y, args.batch_size, STEPS), args.repeats)
 
     acc_ours = core.accuracy_ci(core.predict_labels(model, x_ours) == y)
     acc_art = core.accuracy_ci(core.predict_labels(model, x_art) == y)

@@ -12,3 +12,25 @@ def best_time(fn, repeats):
         result = fn()
         times.append(time.perf_counter() - start)
     return min(times), result
+
+
+def bare_gradients(model, x, y, batch_size, passes):
+    """A function running `passes` bare input-gradient computations (forward and
+    backward, compiled) per batch: the least any gradient attack must do."""
+    import attacks
+    from model import tf
+
+    @tf.function(reduce_retracing=True)
+    def grad(xb, yb):
+        with tf.GradientTape() as tape:
+            tape.watch(xb)
+            loss = tf.reduce_sum(attacks.per_example_loss(model(xb, training=False), yb))
+        return tape.gradient(loss, xb)
+
+    def run():
+        for lo in range(0, len(x), batch_size):
+            xb, yb = tf.constant(x[lo:lo + batch_size]), tf.constant(y[lo:lo + batch_size])
+            for _ in range(passes):
+                g = grad(xb, yb)
+        return g.numpy()
+    return run

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_script
-import model as core
 import runtime_adversarial_training as rat
 from model import keras, tf
 

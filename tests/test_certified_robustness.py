@@ -4,7 +4,7 @@ import csv
 
 import numpy as np
 import pytest
-from scipy.stats import beta, binomtest, norm
+from scipy.stats import binomtest, norm
 
 from conftest import assert_one_line_error, run_script
 import certified_robustness as cr

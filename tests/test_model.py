@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
-from conftest import ROOT, assert_one_line_error, run_script
+from conftest import assert_one_line_error, run_script
 import model as core
 
 
