@@ -368,7 +368,8 @@ def plot_accuracy_vs_eps(rows, title, path):
     filters = [f for f in dict.fromkeys(r["filter"] for r in rows) if f != "none"]
     cols = min(4, len(filters))
     n_rows = -(-len(filters) // cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 3.3 * n_rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 3.5 * n_rows), squeeze=False, sharey=True,
+                             constrained_layout=True)
     styles = {("trained", "PGD-20 transfer"): ("C0", "--"), ("trained", "worst case"): ("C0", "-"),
               ("test-time", "PGD-20 transfer"): ("C1", "--"), ("test-time", "worst case"): ("C1", "-"),
               ("undefended", "worst case"): ("grey", ":")}
@@ -394,7 +395,7 @@ def plot_accuracy_vs_eps(rows, title, path):
     for ax in axes.ravel()[len(filters):]:
         ax.axis("off")
     axes[0, 0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(title, y=1.03)
+    fig.suptitle(title)
     core.save_figure(fig, path)
 
 
