@@ -557,6 +557,9 @@ def get_or_train(args, name, build, data=None, retrain=False, custom_objects=Non
         model, sidecar = load_model(args.models_dir, name, custom_objects)
         if model is not None:
             print(f"loaded {model_path(args.models_dir, name)}")
+            if sidecar.get("seed") not in (None, args.seed):
+                print(f"note: it was trained with seed {sidecar['seed']}; --seed {args.seed} applies to this "
+                      "run's own randomness only (use --retrain or another --models-dir to retrain)")
             return model, sidecar
     data = data or load_data(protocol, args.data_dir, args.quick)
     keras.utils.set_random_seed(args.seed)
