@@ -11,9 +11,9 @@ ATTACKS = $(PROTOCOLS:%=$(R)/attacks_%.csv)
 PREPROCESSING = $(PROTOCOLS:%=$(R)/input_preprocessing_%.csv)
 ADVERSARIAL = $(PROTOCOLS:%=$(R)/adversarial_training_%.csv)
 
-.PHONY: all setup data base attacks preprocessing adversarial certify mia test quick bench readme clean-quick
+.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test quick bench readme clean-quick
 
-all: setup base attacks preprocessing adversarial certify mia readme
+all: setup base attacks preprocessing adversarial certify mia evaluation readme
 
 setup: data
 	@$(PYTHON) -c "import tensorflow, keras, scipy, sklearn, matplotlib" 2>/dev/null || \
@@ -32,6 +32,7 @@ preprocessing: $(PREPROCESSING)
 adversarial: $(ADVERSARIAL)
 certify: $(R)/certified_robustness.csv
 mia: $(PROTOCOLS:%=$(R)/membership_inference_%.csv)
+evaluation: $(PROTOCOLS:%=$(R)/evaluation_%.csv)
 
 $(R)/base_model_%.csv:
 	$(PYTHON) model.py --protocol $*
@@ -47,6 +48,9 @@ $(R)/certified_robustness.csv:
 # last: it attacks every model the stages before it saved
 $(R)/membership_inference_%.csv:
 	$(PYTHON) membership_inference.py --protocol $*
+# the very last: one evaluation of every model the stages saved, with their MIA results
+$(R)/evaluation_%.csv:
+	$(PYTHON) evaluation.py --protocol $* --train-missing
 
 test:
 	$(PYTHON) -m pytest -q tests
@@ -58,7 +62,8 @@ quick:
 	  $(PYTHON) input_preprocessing.py --quick --protocol $$p && \
 	  $(PYTHON) runtime_adversarial_training.py --quick --protocol $$p || exit 1; done
 	$(PYTHON) certified_robustness.py --quick
-	for p in $(PROTOCOLS); do $(PYTHON) membership_inference.py --quick --protocol $$p || exit 1; done
+	for p in $(PROTOCOLS); do $(PYTHON) membership_inference.py --quick --protocol $$p && \
+	  $(PYTHON) evaluation.py --quick --train-missing --protocol $$p || exit 1; done
 
 bench:
 	$(PYTHON) -m pip install -q -r requirements-bench.txt

@@ -46,7 +46,9 @@ def _input_gradient(model, x, y, loss, eot_samples):
     with tf.GradientTape() as tape:
         tape.watch(x_rep)
         total = tf.reduce_sum(per_example_loss(model(x_rep, training=False), y_rep, loss))
-    grad = tape.gradient(total, x_rep)
+    # a model with no gradient path to its input (gradient masking) gets a zero
+    # gradient, not an error: the attack then fails visibly and the sanity checks say so
+    grad = tape.gradient(total, x_rep, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     if eot_samples > 1:
         grad = tf.reduce_mean(tf.reshape(grad, tf.concat([[eot_samples], tf.shape(x)], 0)), axis=0)
     return grad
@@ -169,7 +171,8 @@ def _fgsm_k_step(model, x, x_adv, y, eps, step_size, confidence):
         total = tf.reduce_sum(per_example_loss(logits, y, "ce"))
     wrong = tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), y)
     done = wrong & (tf.reduce_max(tf.nn.softmax(logits), axis=1) >= confidence)
-    stepped = x_adv + step_size * tf.sign(tape.gradient(total, x_adv))
+    stepped = x_adv + step_size * tf.sign(tape.gradient(total, x_adv,
+                                                        unconnected_gradients=tf.UnconnectedGradients.ZERO))
     stepped = tf.clip_by_value(tf.clip_by_value(stepped, x - eps, x + eps), 0.0, 1.0)
     stepped = tf.round(stepped * 255.0) / 255.0
     return tf.where(done[:, None, None, None], x_adv, stepped), done

@@ -249,24 +249,31 @@ def correct_on(model, x, y):
     return core.predict_labels(model, x) == y
 
 
-def adaptive_attack(model, x, y, eps, steps, seed):
-    """Per-image worst case over the attacks that see the filter: PGD through the
-    filter's own gradient where it has one, PGD through its BPDA view where it is not
-    differentiable, both with EOT over a randomized filter. Returns (correct mask,
-    description)."""
+def attack_views(model):
+    """What an adaptive attacker differentiates, as (label, model, EOT draws): the
+    model itself where every filter has a gradient, its BPDA view where a filter has
+    none or a poor one; EOT over a randomized filter."""
     layers = filter_layers(model)
     eot = EOT_SAMPLES if any(layer.randomized for layer in layers) else 1
     views = []
     if all(layer.differentiable for layer in layers):
-        views.append(("autodiff", model))
+        views.append(("autodiff", model, eot))
     if any(not isinstance(layer, (GaussianBlur, RandomRotation)) for layer in layers):
-        views.append(("BPDA", bpda_view(model)))
+        views.append(("BPDA", bpda_view(model), eot))
+    return views
+
+
+def adaptive_attack(model, x, y, *, seed, **pgd_options):
+    """Per-image worst case of PGD through every attack view of the model (a filter's
+    own gradient, its BPDA view, EOT over a randomized filter). pgd_options (eps,
+    steps, norm, restarts, ...) go to attacks.pgd. Returns (correct mask, description)."""
+    views = attack_views(model)
     correct = np.ones(len(y), dtype=bool)
-    for _, view in views:
-        x_adv = attacks.pgd(view, x, y, eps=eps, steps=steps, eot_samples=eot, seed=seed)
+    for _, view, eot in views:
+        x_adv = attacks.pgd(view, x, y, eot_samples=eot, seed=seed, **pgd_options)
         correct &= correct_on(model, x_adv, y)
-    described = " + ".join(label for label, _ in views) + (f", EOT-{eot}" if eot > 1 else "")
-    return correct, described
+    eot = views[0][2]
+    return correct, " + ".join(label for label, _, _ in views) + (f", EOT-{eot}" if eot > 1 else "")
 
 
 def row(protocol, filter_name, variant, attack, eps, correct, **extra):
@@ -292,9 +299,10 @@ def evaluate_filter_model(model, filter_name, variant, data, idx, transfer, args
     add("FGSM-k adaptive (BPDA)", attacks.STUDY_EPS, correct_on(model, attacks.fgsm_k(bpda_view(model), x, y), y))
     for eps in eps_grid:
         add("PGD-20 transfer", eps, correct_on(model, transfer[eps], y))
-        add("PGD-20 adaptive", eps, *adaptive_attack(model, x, y, eps, 20, args.seed))
+        add("PGD-20 adaptive", eps, *adaptive_attack(model, x, y, eps=eps, steps=20, seed=args.seed))
     if not args.quick:
-        add("PGD-100 adaptive", HEADLINE_EPS, *adaptive_attack(model, x, y, HEADLINE_EPS, 100, args.seed))
+        add("PGD-100 adaptive", HEADLINE_EPS, *adaptive_attack(model, x, y, eps=HEADLINE_EPS, steps=100,
+                                                                    seed=args.seed))
     for eps in eps_grid:
         rows.append(row(protocol, filter_name, variant, "worst case", eps, survived[eps],
                         how="every attack above at this eps"))
@@ -338,7 +346,7 @@ def study_rows(args, data):
             row("paper", "dual", "trained", "clean (test set)", 0,
                 correct_on(defended, data.x_test, data.y_test), study=study["test_acc"])]
     n_test, n = len(data.y_test), 100 if args.quick else protocol.n_attack
-    samples = {"20 with replacement (study)": np.random.default_rng(args.seed).integers(0, n_test, 20),
+    samples = {"20 with replacement (study)": core.study_sample(n_test, args.seed),
                f"{n} fixed": core.attack_subset(n_test, n)}
     for sample_name, idx in samples.items():
         x, y = data.x_test[idx], data.y_test[idx]
@@ -352,7 +360,7 @@ def study_rows(args, data):
         rows.append(row("paper", "dual", "trained", f"FGSM-k adaptive (BPDA), {sample_name}",
                         attacks.STUDY_EPS, correct_on(defended, x_adaptive, y), study=""))
         if not is_study:
-            correct, how = adaptive_attack(defended, x, y, attacks.STUDY_EPS, 20, args.seed)
+            correct, how = adaptive_attack(defended, x, y, eps=attacks.STUDY_EPS, steps=20, seed=args.seed)
             rows.append(row("paper", "dual", "trained", f"PGD-20 adaptive ({how}), {sample_name}",
                             attacks.STUDY_EPS, correct, study=""))
             examples = (x, y, x_transfer, defended, x_adaptive)

@@ -240,6 +240,11 @@ def attack_subset(n_test, n, seed=SPLIT_SEED):
     return np.sort(np.random.default_rng(seed).permutation(n_test)[:min(n, n_test)])
 
 
+def study_sample(n_test, seed, size=20):
+    """The study's attack set: `size` test indices drawn with replacement."""
+    return np.random.default_rng(seed).integers(0, n_test, size)
+
+
 # ------------------------------------------------------------------------- models
 
 def build_paper_cnn():

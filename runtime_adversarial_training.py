@@ -281,7 +281,7 @@ def evaluate_paper(args, data):
     base, _ = core.get_base_model(args, data)
     ip.get_filter_model(args, "dual", data)   # the dual-filter CNN the study fine-tuned
     n_test, n = len(data.y_test), 100 if args.quick else protocol.n_attack
-    samples = {"20 with replacement (study)": np.random.default_rng(args.seed).integers(0, n_test, 20),
+    samples = {"20 with replacement (study)": core.study_sample(n_test, args.seed),
                f"{n} fixed": core.attack_subset(n_test, n)}
     transfer = {k: attacks.fgsm_k(base, data.x_test[i], data.y_test[i]) for k, i in samples.items()}
     rows, logs = [], {}

@@ -12,9 +12,10 @@ from pathlib import Path
 BLOCK = re.compile(r"(<!-- include: (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- end include -->)", re.S)
 
 
-def render(path):
+def render(root, name):
+    path = root / name
     if not path.exists():
-        return f"*(not generated yet: run the command above to write `{path}`)*\n"
+        return f"*(not generated yet: run the command above to write `{name}`)*\n"
     lines = path.read_text().splitlines()
     if lines and lines[0].startswith("# "):
         lines[0] = f"**{lines[0][2:]}**"
@@ -24,7 +25,7 @@ def render(path):
 def update(readme):
     root = readme.parent
     text = readme.read_text()
-    new = BLOCK.sub(lambda m: m.group(1) + render(root / m.group("path")) + m.group(4), text)
+    new = BLOCK.sub(lambda m: m.group(1) + render(root, m.group("path")) + m.group(4), text)
     if new != text:
         readme.write_text(new)
     return new != text

@@ -1,0 +1,146 @@
+"""evaluation.py: the one evaluation function against direct calls, the sanity checks
+on a gradient-masked model, the study's Table 4 writer, CLI and the quick run."""
+import csv
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_script
+import attacks
+import evaluation as ev
+import model as core
+from model import keras, tf
+
+SETTINGS = ev.Settings(n_attack=100, eps_grid=(0.05, 0.1), long_attacks=((40, 1),), l2_radii=(0.5,), eot=2, n_vote=10)
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def fixed_set(quick_data):
+    return core.attack_subset(len(quick_data.y_test), SETTINGS.n_attack)
+
+
+def transfer_from(model, data, idx):
+    x, y = data.x_test[idx], data.y_test[idx]
+    return {"fgsm_k": attacks.fgsm_k(model, x, y), "pgd": attacks.pgd(model, x, y, eps=0.1, steps=20, seed=SEED)}
+
+
+def test_uniform_evaluation_equals_direct_calls(small_model, quick_data, fixed_set):
+    data, idx = quick_data, fixed_set
+    x, y = data.x_test[idx], data.y_test[idx]
+    target = ev.Target(small_model, 0, SETTINGS, SEED)
+    rows = ev.evaluate(target, data, idx, transfer_from(small_model, data, idx), SETTINGS, SEED)
+    predict = lambda x_: core.predict_labels(small_model, x_)  # noqa: E731
+    expected = {
+        ("clean", 0.0): core.accuracy_ci(predict(data.x_test) == data.y_test),
+        ("FGSM", 0.1): core.accuracy_ci(predict(attacks.fgsm(small_model, x, y, eps=0.1, seed=SEED)) == y),
+        ("PGD-20", 0.05): core.accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.05, steps=20, seed=SEED)) == y),
+        ("PGD-40", 0.1): core.accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.1, steps=40, seed=SEED)) == y),
+        ("L2 PGD-20", 0.5): core.accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.5, norm="l2", steps=20,
+                                                                 step_size=0.5 / 8, seed=SEED)) == y),
+        ("FGSM-k adaptive", round(attacks.STUDY_EPS, 4)): core.accuracy_ci(predict(attacks.fgsm_k(small_model, x, y)) == y),
+    }
+    for (attack, eps), stats in expected.items():
+        row = ev.find(rows, attack, eps)
+        assert row is not None, attack
+        for key in ("n", "acc", "ci_low", "ci_high"):
+            assert row[key] == pytest.approx(stats[key]), (attack, key)
+    # the worst case at 0.1 is no better than any single attack at 0.1
+    worst = ev.find(rows, "worst case", 0.1)["acc"]
+    assert all(worst <= r["acc"] for r in rows if r["eps"] == 0.1 and r["norm"] == "linf")
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class MaskGradient(keras.layers.Layer):
+    """Identity on the forward pass, zero gradient: a gradient-masked 'defense'."""
+
+    def call(self, x):
+        return tf.stop_gradient(x)
+
+
+def test_sanity_checks_flag_a_gradient_masked_model(small_model, quick_data, fixed_set):
+    data, idx = quick_data, fixed_set
+    masked = keras.Sequential([keras.Input((28, 28, 1)), MaskGradient(), small_model])
+    transfer = transfer_from(small_model, data, idx)
+    results = {}
+    for label, model in (("healthy", small_model), ("masked", masked)):
+        rows = ev.evaluate(ev.Target(model, 0, SETTINGS, SEED), data, idx, transfer, SETTINGS, SEED)
+        results[label] = {check: passed for check, passed, _ in ev.sanity_checks(rows, SETTINGS)}
+    assert results["healthy"]["adaptive no weaker than transfer"]
+    assert results["healthy"]["unbounded attack reaches ~0%"]
+    assert not results["masked"]["adaptive no weaker than transfer"]
+
+
+def fake_row(attack, acc, eps=0.0, images="100 fixed", n=100, norm="linf"):
+    return {"attack": attack, "norm": norm, "eps": round(eps, 4), "images": images, "n": n, "acc": acc,
+            "ci_low": acc - 0.05, "ci_high": acc + 0.05}
+
+
+def healthy_rows():
+    return [fake_row("benign", 0.9), fake_row("FGSM-k transfer", 0.5, attacks.STUDY_EPS),
+            fake_row("FGSM-k adaptive", 0.4, attacks.STUDY_EPS), fake_row("FGSM", 0.5, 0.1),
+            fake_row("PGD-20 transfer", 0.5, 0.1), fake_row("PGD-20", 0.6, 0.05), fake_row("PGD-20", 0.3, 0.1),
+            fake_row("PGD-40", 0.29, 0.1), fake_row("unbounded PGD-20", 0.0, 1.0)]
+
+
+def test_sanity_checks_on_hand_made_rows():
+    checks = {c: p for c, p, _ in ev.sanity_checks(healthy_rows(), SETTINGS)}
+    assert all(checks.values()), checks
+    broken = healthy_rows()
+    broken[5] = fake_row("PGD-20", 0.2, 0.05)   # accuracy rises from eps 0.05 to 0.1 beyond noise
+    broken[7] = fake_row("PGD-40", 0.1, 0.1)    # PGD-40 finds far more than PGD-20: not converged
+    checks = {c: p for c, p, _ in ev.sanity_checks(broken, SETTINGS)}
+    assert not checks["accuracy falls with eps"]
+    assert not checks["more steps/restarts change little"]
+    assert checks["unbounded attack reaches ~0%"]
+
+
+def test_paper_table_puts_each_figure_in_its_cell(tmp_path):
+    key = "median filter only"
+    defense = ev.Defense("dual filter", "filter", "paper_cnn_dual", train=None, paper_row=key)
+    rows = [fake_row("clean (train)", 0.70, images="first 5000 training", n=5000),
+            fake_row("clean", 0.80, images="test set", n=10000),
+            fake_row("benign", 0.75, images="study's 20", n=20), fake_row("FGSM-k transfer", 0.30, images="study's 20", n=20),
+            fake_row("benign", 0.81, images="1000 fixed", n=1000),
+            fake_row("FGSM-k transfer", 0.62, images="1000 fixed", n=1000),
+            fake_row("FGSM-k adaptive", 0.55, images="1000 fixed", n=1000)]
+    (tmp_path / "mia").mkdir()
+    is_member = np.r_[np.ones(10, bool), np.zeros(10, bool)]
+    decision = np.r_[np.ones(6, bool), np.zeros(14, bool)]          # 16 of 20 right
+    np.savez(tmp_path / "mia" / "paper_cnn_dual_study.npz", score=np.zeros(20), is_member=is_member,
+             decision=decision)
+    mia_rows = {("paper_cnn_dual", "study"): {"f1": "0.75", "accuracy": "0.8"}}
+    table = {r["measure"]: r for r in ev.paper_table([(defense, rows)], mia_rows, tmp_path, SETTINGS)}
+    study = core.STUDY_TABLE4[key]
+    assert table["train accuracy"]["study"] == study["train_acc"] and table["train accuracy"]["ours"] == 70.0
+    assert table["train accuracy"]["study_within_ci"] is True          # 70.56 in [65, 75]
+    assert table["test accuracy"]["study"] == study["test_acc"] and table["test accuracy"]["ours"] == 80.0
+    assert table["test accuracy"]["study_within_ci"] is False          # 67.41 outside [75, 85]
+    cell = table["FGSM-k adversarial (transfer), study's 20"]
+    assert (cell["study"], cell["ours"], cell["n"]) == (study["fgsmk_adv"], 30.0, 20)
+    assert table["FGSM-k benign, study's 20"]["ours"] == 75.0
+    assert table["FGSM-k adaptive, 1000 fixed"]["ours"] == 55.0 and table["FGSM-k adaptive, 1000 fixed"]["study"] == ""
+    assert table["MIA accuracy (study's rule)"]["ours"] == 80.0 and table["MIA accuracy (study's rule)"]["n"] == 20
+    assert table["MIA F1 (study's rule)"]["ours"] == 0.75
+    assert table["MIA F1 (study's rule)"]["study"] == study["mia_f1"]
+
+
+def test_missing_models_give_one_line(tmp_path, quick_data):
+    proc = run_script("evaluation.py", "--quick", "--results-dir", tmp_path / "r", "--models-dir", tmp_path / "m")
+    assert_one_line_error(proc)
+    assert "--train-missing" in proc.stderr
+
+
+def test_evaluation_quick_end_to_end(tmp_path, quick_data):
+    results = tmp_path / "results"
+    proc = run_script("evaluation.py", "--quick", "--train-missing", "--results-dir", results,
+                      "--models-dir", tmp_path / "models")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("evaluation_standard.csv", "evaluation_standard_summary.md", "evaluation_standard_checks.csv",
+                 "evaluation_standard_pareto.png", "evaluation_standard_eps.png", "evaluation_standard_privacy.png",
+                 "evaluation_standard_run.json", "summary.md"):
+        assert (results / name).exists(), name
+    with open(results / "evaluation_standard_summary.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    assert [r["kind"] for r in summary] == ["undefended", "filter", "adversarial training", "randomized smoothing"]
+    assert "Standard protocol" in (results / "summary.md").read_text()
