@@ -306,9 +306,9 @@ TABLE4_MEASURES = (  # (our measure, the study's column, which rows of ours)
     ("test accuracy", "test_acc", ("clean", None)),
     ("FGSM-k benign, study's 20", "fgsmk_benign", ("benign", "study's 20")),
     ("FGSM-k adversarial (transfer), study's 20", "fgsmk_adv", ("FGSM-k transfer", "study's 20")),
-    ("FGSM-k benign, 1000 fixed", None, ("benign", "fixed")),
-    ("FGSM-k transfer, 1000 fixed", None, ("FGSM-k transfer", "fixed")),
-    ("FGSM-k adaptive, 1000 fixed", None, ("FGSM-k adaptive", "fixed")),
+    ("FGSM-k benign, {fixed}", None, ("benign", "fixed")),
+    ("FGSM-k transfer, {fixed}", None, ("FGSM-k transfer", "fixed")),
+    ("FGSM-k adaptive, {fixed}", None, ("FGSM-k adaptive", "fixed")),
     ("MIA accuracy (study's rule)", "mia_acc", None),
     ("MIA F1 (study's rule)", "mia_f1", None),
 )
@@ -332,8 +332,8 @@ def paper_table(evaluated, mia_rows, results_dir, settings):
             elif study_key == "mia_acc":
                 ours = study_mia_accuracy(results_dir, defense.name)
             study_value = study.get(study_key, "") if study_key else ""
-            cell = {"configuration": defense.paper_row, "model": defense.name, "measure": measure,
-                    "study": study_value}
+            cell = {"configuration": defense.paper_row, "model": defense.name,
+                    "measure": measure.format(fixed=fixed_images(rows)), "study": study_value}
             if study_key == "mia_f1":
                 f1 = mia_rows.get((defense.name, "study"), {}).get("f1", "")
                 cell.update(n="", ours=round(float(f1), 3) if f1 != "" else "", ci_low="", ci_high="",
@@ -445,6 +445,9 @@ def plot_privacy(evaluated, mia_rows, title, path):
         handles, labels = ax_tpr.get_legend_handles_labels()
     if labels:
         fig.legend(handles, labels, fontsize=7, loc="center right")
+    else:
+        for ax in (ax_auc, ax_tpr):
+            ax.text(0.5, 0.5, "no membership_inference.py results yet", ha="center", transform=ax.transAxes)
     fig.suptitle(title)
     core.save_figure(fig, path)
 

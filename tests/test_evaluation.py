@@ -120,6 +120,7 @@ def test_paper_table_puts_each_figure_in_its_cell(tmp_path):
     assert (cell["study"], cell["ours"], cell["n"]) == (study["fgsmk_adv"], 30.0, 20)
     assert table["FGSM-k benign, study's 20"]["ours"] == 75.0
     assert table["FGSM-k adaptive, 1000 fixed"]["ours"] == 55.0 and table["FGSM-k adaptive, 1000 fixed"]["study"] == ""
+    assert table["FGSM-k transfer, 1000 fixed"]["ours"] == 62.0
     assert table["MIA accuracy (study's rule)"]["ours"] == 80.0 and table["MIA accuracy (study's rule)"]["n"] == 20
     assert table["MIA F1 (study's rule)"]["ours"] == 0.75
     assert table["MIA F1 (study's rule)"]["study"] == study["mia_f1"]
