@@ -317,22 +317,59 @@ def keras_verbosity():
     return 1 if sys.stdout.isatty() else 2
 
 
+class EpochLog(keras.callbacks.Callback):
+    """One record per finished epoch (its logs and seconds), kept in a JSON file when
+    given one, so that a run resumed by BackupAndRestore still reports every epoch,
+    not only those after the interruption."""
+
+    def __init__(self, path=None):
+        super().__init__()
+        self.path = Path(path) if path else None
+        self.log, self.first_epoch, self.started = [], None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is None:  # this run starts at `epoch`: keep the records of the ones before
+            self.first_epoch = epoch
+            saved = json.loads(self.path.read_text()) if self.path and self.path.exists() else []
+            self.log = [entry for entry in saved if entry["epoch"] <= epoch]
+        self.started = time.time()
+
+    def record(self, epoch, **fields):
+        entry = {"epoch": epoch + 1, **fields,
+                 "seconds": round(time.time() - self.started, 1) if self.started else 0.0}
+        self.log.append(entry)
+        if self.path:
+            atomic_write_text(self.path, json.dumps(self.log))
+        return entry
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record(epoch, **{k: float(v) for k, v in (logs or {}).items()})
+
+    def finish(self):
+        """Training is over: drop the file, so that the next training starts afresh."""
+        if self.path:
+            self.path.unlink(missing_ok=True)
+
+    def seconds(self):
+        return sum(entry["seconds"] for entry in self.log)
+
+
 def train(model, data, protocol, epochs, checkpoint_dir, batch_size=None, callbacks=()):
     """Fit with early stopping on validation accuracy (best weights restored) and a
     per-epoch backup in checkpoint_dir, so an interrupted run resumes from its last
-    finished epoch. Returns (history dict, epochs run, seconds)."""
+    finished epoch. Returns (history dict, epochs run, seconds), every epoch counted."""
+    log = EpochLog(f"{checkpoint_dir}_epochs.json")
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_accuracy",
                                                patience=protocol.early_stopping_patience,
                                                restore_best_weights=True),
-                 keras.callbacks.BackupAndRestore(str(checkpoint_dir)),
+                 keras.callbacks.BackupAndRestore(str(checkpoint_dir)), log,
                  *callbacks]
-    start = time.time()
-    history = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-                        epochs=epochs, batch_size=batch_size or protocol.batch_size,
-                        shuffle=True, callbacks=callbacks, verbose=keras_verbosity())
-    seconds = time.time() - start
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    return hist, len(hist.get("loss", [])), seconds
+    model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+              epochs=epochs, batch_size=batch_size or protocol.batch_size,
+              shuffle=True, callbacks=callbacks, verbose=keras_verbosity())
+    log.finish()
+    hist = {k: [entry[k] for entry in log.log] for k in (log.log[0] if log.log else {}) if k not in ("epoch", "seconds")}
+    return hist, len(log.log), log.seconds()
 
 
 # ------------------------------------------------------------------- save / load

@@ -7,7 +7,6 @@ and a catastrophic-overfitting guard (`fgsm-rs`), PGD training (`pgd`) and TRADE
     python runtime_adversarial_training.py --method pgd --eps 0.1 --epochs 10 [--filter dual] [--init NAME]
 """
 import dataclasses
-import time
 
 import numpy as np
 
@@ -138,32 +137,28 @@ class AdversarialTrainer(keras.Model):
         return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
 
 
-class RobustnessMonitor(keras.callbacks.Callback):
-    """Clean and PGD accuracy on a fixed held-out set after every epoch, plus seconds.
-    With guard=True it is Wong et al.'s early stop against catastrophic overfitting:
-    when PGD accuracy falls more than `drop` below its best, training stops and the
-    best epoch's weights are restored."""
+class RobustnessMonitor(core.EpochLog):
+    """Clean and PGD accuracy on a fixed held-out set after every epoch, plus seconds
+    (kept in log_path, so a resumed run still reports every epoch). With guard=True it
+    is Wong et al.'s early stop against catastrophic overfitting: when PGD accuracy
+    falls more than `drop` below its best, training stops and the best epoch's
+    weights are restored."""
 
-    def __init__(self, classifier, x, y, eps, guard=False, drop=0.2, measure=None):
-        super().__init__()
+    def __init__(self, classifier, x, y, eps, guard=False, drop=0.2, measure=None, log_path=None):
+        super().__init__(log_path)
         self.classifier, self.x, self.y, self.eps = classifier, x, y, eps
         self.guard, self.drop = guard, drop
         self.measure = measure or self._measure
-        self.log, self.best, self.best_weights, self.collapsed_at = [], -1.0, None, None
+        self.best, self.best_weights, self.collapsed_at = -1.0, None, None
 
     def _measure(self):
         clean = float(np.mean(core.predict_labels(self.classifier, self.x) == self.y))
         x_adv = attacks.pgd(self.classifier, self.x, self.y, eps=self.eps, steps=10, seed=1)
         return clean, float(np.mean(core.predict_labels(self.classifier, x_adv) == self.y))
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.time()
-
     def on_epoch_end(self, epoch, logs=None):
         clean, robust = self.measure()
-        entry = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", np.nan)), "clean_acc": clean,
-                 "pgd_acc": robust, "seconds": round(time.time() - getattr(self, "started", time.time()), 1)}
-        self.log.append(entry)
+        entry = self.record(epoch, loss=float((logs or {}).get("loss", np.nan)), clean_acc=clean, pgd_acc=robust)
         print(f"  epoch {epoch + 1}: loss {entry['loss']:.4f}, held-out clean {100 * clean:.1f}%, "
               f"PGD-10 {100 * robust:.1f}%, {entry['seconds']} s")
         if robust > self.best:
@@ -216,12 +211,12 @@ def train_adversarially(args, recipe, data):
     keras.utils.set_random_seed(args.seed)
     model = initial_model(args, recipe, data)
     x_mon, y_mon = monitor_set(data, 100 if args.quick else 500)
-    monitor = RobustnessMonitor(model, x_mon, y_mon, recipe.eps, guard=recipe.method == "fgsm-rs")
+    monitor = RobustnessMonitor(model, x_mon, y_mon, recipe.eps, guard=recipe.method == "fgsm-rs",
+                                log_path=args.models_dir / f".{name}_epochs.json")
     epochs = 1 if args.quick else recipe.epochs
     optimizer = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}[protocol.optimizer]
     backup = keras.callbacks.BackupAndRestore(str(args.models_dir / f".{name}_backup"))
     print(f"training {name}: {recipe}")
-    start = time.time()
     extra = {}
     if recipe.method == "study":   # fine-tune on the once-made adversarial images alone, no validation
         x_train = study_perturbation(model, data.x_train, data.y_train)
@@ -242,7 +237,8 @@ def train_adversarially(args, recipe, data):
         trainer(data.x_train[:1])  # build it, so that BackupAndRestore can resume it
         trainer.fit(data.x_train, data.y_train, epochs=epochs, batch_size=recipe.batch_size, shuffle=True,
                     callbacks=[monitor, backup], verbose=core.keras_verbosity())
-    seconds = time.time() - start
+    monitor.finish()
+    seconds = monitor.seconds()
     sidecar = {"protocol": protocol.name, "recipe": dataclasses.asdict(recipe), "seed": args.seed,
                "quick": args.quick, "data": data.describe(), "epochs_run": len(monitor.log),
                "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(len(monitor.log), 1), 1),
