@@ -389,7 +389,7 @@ def table4_note(csv_path):
 
 # ------------------------------------------------------------------------- plots
 
-def plot_pareto(summary_rows, evaluated, title, path):
+def plot_pareto(evaluated, title, path):
     plt = core.pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     for i, (defense, rows) in enumerate(evaluated):
@@ -529,7 +529,7 @@ def main():
         core.write_table(paper_table(evaluated, mia_rows, args.results_dir, settings), f"{out}_table4",
                          title=f"The study's Table 4 (its 20 images) beside ours, {tag}; ours in % with exact 95% "
                                "intervals")
-    plot_pareto(summary, evaluated, f"Clean vs robust accuracy, {protocol.name} protocol", f"{out}_pareto.png")
+    plot_pareto(evaluated, f"Clean vs robust accuracy, {protocol.name} protocol", f"{out}_pareto.png")
     plot_eps(evaluated, settings, f"Robust accuracy vs eps, {protocol.name} protocol", f"{out}_eps.png")
     plot_privacy(evaluated, mia_rows, f"Privacy vs robustness, {protocol.name} protocol", f"{out}_privacy.png")
     write_summary(args.results_dir)
