@@ -211,6 +211,12 @@ def get_noise_model(args, sigma, data):
                              extra={"noise_sigma": sigma})
 
 
+def noisy_model(base, sigma):
+    """The randomized base classifier f(x + noise) whose vote is the smoothed
+    classifier: what an EOT attacker differentiates."""
+    return keras.Sequential([keras.Input((28, 28, 1)), GaussianNoiseAlways(sigma), base])
+
+
 def smoothed_correct(smooth, x, y, n, seed):
     """Whether the smoothed classifier's vote (n samples, no abstention) is right."""
     return np.array([int(np.argmax(smooth.counts(x[i], n, seed + i))) == y[i] for i in range(len(y))])
@@ -220,7 +226,7 @@ def empirical_rows(args, label, model, x, y, radii, smooth=None, eot=16, n_vote=
     """L2 PGD-20 at each radius: plain against a model, or with EOT over the noise
     against the smoothed classifier (then judged by its noisy vote)."""
     rows = []
-    target = keras.Sequential([keras.Input((28, 28, 1)), GaussianNoiseAlways(smooth.sigma), model]) if smooth else model
+    target = noisy_model(model, smooth.sigma) if smooth else model
     for radius in radii:
         if radius == 0:
             x_adv = x

@@ -21,7 +21,6 @@ import input_preprocessing as ip
 import membership_inference as mia
 import model as core
 import runtime_adversarial_training as rat
-from model import keras
 
 HEADLINE_EPS = 0.1          # the L-inf budget of the headline robust accuracy
 UNBOUNDED_MAX_ACC = 0.05    # an eps = 1 attack that leaves more than this correct is not working
@@ -123,8 +122,7 @@ class Target:
             base = model.layers[-1]
             smooth = cr.Smooth(base, sigma)
             self.correct = lambda x, y: cr.smoothed_correct(smooth, x, y, settings.n_vote, seed)
-            noisy = keras.Sequential([keras.Input((28, 28, 1)), cr.GaussianNoiseAlways(sigma), base])
-            self.views = [("EOT over the noise", noisy, settings.eot)]
+            self.views = [("EOT over the noise", cr.noisy_model(base, sigma), settings.eot)]
         else:
             self.correct = lambda x, y: core.predict_labels(model, x) == y
             self.views = ip.attack_views(model)
