@@ -151,8 +151,9 @@ def shadow_pool(data, sets, size):
 
 
 def get_shadows(args, data, sets, k, pool_size):
-    """K shadow models, each trained on a random half of the pool (seeded, cached in
-    models/); returns their logits on the pool and the in/out matrix (k, pool)."""
+    """K shadow models, each trained on a random half of the pool from its own
+    initialisation (seed + 1 + s; cached in models/); returns their logits on the
+    pool and the in/out matrix (k, pool)."""
     protocol = args.protocol_config
     x_pool, y_pool = shadow_pool(data, sets, pool_size)
     rng = np.random.default_rng(args.seed)
@@ -165,7 +166,8 @@ def get_shadows(args, data, sets, k, pool_size):
         shadow_data = core.Data(x_pool[half], y_pool[half], data.x_val[:500], data.y_val[:500],
                                 data.x_test[:0], data.y_test[:0], half, np.arange(500), np.arange(0))
         model, _ = core.get_or_train(args, name, lambda: core.build_model(protocol), shadow_data,
-                                     extra={"shadow_of": protocol.name, "pool_size": len(y_pool)})
+                                     extra={"shadow_of": protocol.name, "pool_size": len(y_pool)},
+                                     seed=(args.seed + 1 + s) % 2 ** 32)
         logits[s] = core.predict_logits(model, x_pool)
     return x_pool, y_pool, inside, logits
 

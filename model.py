@@ -591,28 +591,30 @@ def base_model_name(protocol):
     return protocol.architecture
 
 
-def get_or_train(args, name, build, data=None, retrain=False, custom_objects=None, extra=None):
+def get_or_train(args, name, build, data=None, retrain=False, custom_objects=None, extra=None, seed=None):
     """A model from the cache, or built by build(), trained on the protocol's data
-    (resuming from its last finished epoch) and saved with its sidecar."""
+    (resuming from its last finished epoch) and saved with its sidecar. seed: the
+    training seed when it must differ from --seed (e.g. one per shadow model)."""
     protocol = args.protocol_config
+    seed = args.seed if seed is None else seed
     if not retrain:
         model, sidecar = load_model(args.models_dir, name, custom_objects)
         if model is not None:
             print(f"loaded {model_path(args.models_dir, name)}")
-            if sidecar.get("seed") not in (None, args.seed):
+            if sidecar.get("seed") not in (None, seed):
                 print(f"note: it was trained with seed {sidecar['seed']}; --seed {args.seed} applies to this "
                       "run's own randomness only (use --retrain or another --models-dir to retrain)")
             return model, sidecar
     data = data or load_data(protocol, args.data_dir, args.quick)
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(seed)
     model = compile_model(build(), protocol)
     epochs = protocol.quick_epochs if args.quick else protocol.epochs
     print(f"training {name} ({model.count_params():,} parameters) on {len(data.y_train):,} "
-          f"images, {epochs} epochs, seed {args.seed}")
+          f"images, {epochs} epochs, seed {seed}")
     history, epochs_run, seconds = train(model, data, protocol, epochs,
                                          args.models_dir / f".{name}_backup")
     sidecar = {"protocol": protocol.name, "config": dataclasses.asdict(protocol),
-               "seed": args.seed, "quick": args.quick, "data": data.describe(),
+               "seed": seed, "quick": args.quick, "data": data.describe(),
                "epochs_run": epochs_run, "train_seconds": round(seconds, 1),
                "seconds_per_epoch": round(seconds / max(epochs_run, 1), 1), "history": history,
                **(extra or {})}

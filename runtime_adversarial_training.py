@@ -340,15 +340,15 @@ def evaluate_standard(args, data, recipes):
 
 def plot_epoch_logs(logs, title, path):
     plt = core.pyplot()
-    fig, (ax_clean, ax_pgd) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, (ax_clean, ax_pgd) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, layout="constrained")
     for name, log in logs.items():
         if not log:
             continue
         epochs = [e["epoch"] for e in log]
         line, = ax_clean.plot(epochs, [100 * e["clean_acc"] for e in log], "o-", ms=3, label=name)
         ax_pgd.plot(epochs, [100 * e["pgd_acc"] for e in log], "o-", ms=3, color=line.get_color())
-    ax_clean.set(title="clean accuracy (held-out validation images)", xlabel="epoch", ylabel="accuracy (%)")
-    ax_pgd.set(title="PGD-10 accuracy (same images): a collapse = catastrophic overfitting", xlabel="epoch")
+    ax_clean.set(title="clean accuracy, held-out images", xlabel="epoch", ylabel="accuracy (%)")
+    ax_pgd.set(title="PGD-10 accuracy, same images\n(a collapse = catastrophic overfitting)", xlabel="epoch")
     for ax in (ax_clean, ax_pgd):
         ax.grid(alpha=0.3)
     ax_clean.legend(fontsize=7)
