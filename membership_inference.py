@@ -62,6 +62,16 @@ def tpr_at_fpr(score, is_member, fpr_target):
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
+def auc_interval(auc, n_members, n_nonmembers, z=1.959964):
+    """95% interval of a ROC AUC from Hanley & McNeil's (1982) standard error: is an
+    AUC of 0.52 on 2,000 + 2,000 examples above chance or noise?"""
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    variance = (auc * (1 - auc) + (n_members - 1) * (q1 - auc ** 2)
+                + (n_nonmembers - 1) * (q2 - auc ** 2)) / (n_members * n_nonmembers)
+    half = z * np.sqrt(max(variance, 0.0))
+    return max(0.0, auc - half), min(1.0, auc + half)
+
+
 def mia_metrics(score, is_member, decision):
     """Every figure from per-example scores (higher = more likely member) and the
     attack's yes/no decisions."""
@@ -70,8 +80,10 @@ def mia_metrics(score, is_member, decision):
     is_member, decision = np.asarray(is_member, bool), np.asarray(decision, bool)
     n_non = int((~is_member).sum())
     tpr, fpr = decision[is_member].mean(), decision[~is_member].mean()
+    auc = float(roc_auc_score(is_member, score))
+    auc_low, auc_high = auc_interval(auc, int(is_member.sum()), n_non)
     return {"n_members": int(is_member.sum()), "n_nonmembers": n_non,
-            "auc": float(roc_auc_score(is_member, score)),
+            "auc": auc, "auc_ci_low": auc_low, "auc_ci_high": auc_high,
             "balanced_acc": float(balanced_accuracy_score(is_member, decision)),
             "accuracy": float((decision == is_member).mean()), "advantage": float(tpr - fpr),
             "tpr_at_0.1%_fpr": tpr_at_fpr(score, is_member, 0.001),
@@ -241,7 +253,7 @@ def attack_model(args, name, model, sidecar, data, sets, shadows):
         rows.append({"protocol": args.protocol, "model": name, "attack": attack, "queries": query,
                      **mia_metrics(score, is_member, decision)})
         r = rows[-1]
-        print(f"  {name:>36} {attack:>10}: AUC {r['auc']:.3f}, balanced acc {100 * r['balanced_acc']:.1f}%, "
+        print(f"  {name:>36} {attack:>10}: AUC {r['auc']:.3f} [{r['auc_ci_low']:.3f}, {r['auc_ci_high']:.3f}], balanced acc {100 * r['balanced_acc']:.1f}%, "
               f"TPR@0.1%FPR {100 * r['tpr_at_0.1%_fpr']:.2f}%, study-style acc {100 * r['accuracy']:.1f}%")
     return rows
 

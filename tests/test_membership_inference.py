@@ -2,6 +2,7 @@
 leakage between two non-member sets, high AUC on a memorising model), thresholds
 blind to evaluation labels, the study's rule, and an end-to-end run."""
 import csv
+import json
 import types
 
 import numpy as np
@@ -27,6 +28,24 @@ def test_metrics_equal_sklearn_on_random_scores():
     assert m["tpr_at_1%_fpr"] == pytest.approx(tpr[fpr <= 0.01].max())
     assert m["advantage"] == pytest.approx(decision[is_member].mean() - decision[~is_member].mean())
     assert m["n_nonmembers"] == int((~is_member).sum())
+
+
+def test_auc_interval_matches_the_bootstrap():
+    """Hanley & McNeil's interval against an independent reference: the spread of
+    sklearn's AUC over 2,000 bootstrap resamples (members and non-members resampled
+    separately)."""
+    rng = np.random.default_rng(1)
+    is_member = np.r_[np.ones(800, bool), np.zeros(1200, bool)]
+    score = rng.normal(size=2000) + 0.4 * is_member
+    m = mi.mia_metrics(score, is_member, score > 0)
+    members, nonmembers = np.flatnonzero(is_member), np.flatnonzero(~is_member)
+    boot = [roc_auc_score(is_member[i], score[i]) for i in
+            (np.r_[rng.choice(members, len(members)), rng.choice(nonmembers, len(nonmembers))]
+             for _ in range(2000))]
+    boot_low, boot_high = np.percentile(boot, [2.5, 97.5])
+    assert m["auc_ci_low"] < m["auc"] < m["auc_ci_high"]
+    assert m["auc_ci_low"] == pytest.approx(boot_low, abs=0.006)
+    assert m["auc_ci_high"] == pytest.approx(boot_high, abs=0.006)
 
 
 def test_the_studys_rule_on_a_hand_made_case():
@@ -66,6 +85,8 @@ def test_two_sets_of_nonmembers_give_chance_auc(tmp_path, small_model, quick_dat
     sets = mi.MembershipSets(np.arange(200), np.arange(200), np.arange(200, 400), np.arange(200, 400))
     args = fake_args(tmp_path)
     shadows = mi.get_shadows(args, unseen, sets, 2, 600)
+    shadow_seeds = {json.loads(p.read_text())["seed"] for p in tmp_path.glob("shadow_*.json")}
+    assert len(shadow_seeds) == 2, "each shadow model must start from its own initialisation"
     rows = mi.attack_model(args, "target", small_model, {}, unseen, sets, shadows)
     assert {r["attack"] for r in rows} == set(mi.ATTACKS)
     for r in rows:
