@@ -5,6 +5,8 @@
 PYTHON ?= python3
 PROTOCOLS = standard paper
 R = results
+# every stage of the full run records its wall time in $(R)/run_times.{csv,md}
+TIMED = $(PYTHON) tools/timed.py --results-dir $(R)
 
 BASE = $(PROTOCOLS:%=$(R)/base_model_%.csv)
 ATTACKS = $(PROTOCOLS:%=$(R)/attacks_%.csv)
@@ -35,22 +37,22 @@ mia: $(PROTOCOLS:%=$(R)/membership_inference_%.csv)
 evaluation: $(PROTOCOLS:%=$(R)/evaluation_%.csv)
 
 $(R)/base_model_%.csv:
-	$(PYTHON) model.py --protocol $*
+	$(TIMED) $(PYTHON) model.py --protocol $*
 $(R)/attacks_%.csv:
-	$(PYTHON) attacks.py --protocol $*
+	$(TIMED) $(PYTHON) attacks.py --protocol $*
 $(R)/input_preprocessing_%.csv:
-	$(PYTHON) input_preprocessing.py --protocol $*
+	$(TIMED) $(PYTHON) input_preprocessing.py --protocol $*
 $(R)/adversarial_training_%.csv:
-	$(PYTHON) runtime_adversarial_training.py --protocol $*
+	$(TIMED) $(PYTHON) runtime_adversarial_training.py --protocol $*
 # standard protocol only: the study's CNN would need ~55 s per image at n = 100,000
 $(R)/certified_robustness.csv:
-	$(PYTHON) certified_robustness.py
+	$(TIMED) $(PYTHON) certified_robustness.py
 # last: it attacks every model the stages before it saved
 $(R)/membership_inference_%.csv:
-	$(PYTHON) membership_inference.py --protocol $*
+	$(TIMED) $(PYTHON) membership_inference.py --protocol $*
 # the very last: one evaluation of every model the stages saved, with their MIA results
 $(R)/evaluation_%.csv:
-	$(PYTHON) evaluation.py --protocol $* --train-missing
+	$(TIMED) $(PYTHON) evaluation.py --protocol $* --train-missing
 
 test:
 	$(PYTHON) -m pytest -q tests

@@ -1,0 +1,35 @@
+"""tools/: the README refresher fills only its marked blocks; the stage timer passes
+the exit code through and records every run."""
+import csv
+import sys
+
+from conftest import ROOT, run_script
+
+sys.path.insert(0, str(ROOT / "tools"))
+import update_readme  # noqa: E402
+
+
+def test_update_readme_replaces_only_the_marked_block(tmp_path):
+    (tmp_path / "t.md").write_text("# A title\n\n| a |\n|---|\n| 1 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- include: t.md -->\nold\n<!-- end include -->\nafter\n"
+                      "<!-- include: missing.md -->\n<!-- end include -->\n")
+    assert update_readme.update(readme)
+    text = readme.read_text()
+    assert "**A title**\n\n| a |\n|---|\n| 1 |\n<!-- end include -->\nafter" in text
+    assert "old" not in text and text.startswith("before\n")
+    assert "not generated yet" in text
+    assert not update_readme.update(readme)  # idempotent
+
+
+def test_timed_records_each_run_and_passes_the_exit_code_through(tmp_path):
+    ok = run_script("tools/timed.py", "--results-dir", tmp_path, sys.executable, "-c", "print('hi')")
+    assert ok.returncode == 0 and "hi" in ok.stdout
+    failed = run_script("tools/timed.py", "--results-dir", tmp_path, sys.executable, "-c",
+                        "import sys; sys.exit(3)")
+    assert failed.returncode == 3
+    rows = list(csv.DictReader((tmp_path / "run_times.csv").open()))
+    assert [r["exit"] for r in rows] == ["0", "3"]
+    assert rows[0]["command"].startswith("python -c") and float(rows[0]["wall_s"]) >= 0
+    summary = (tmp_path / "run_times.md").read_text()
+    assert "latest successful run of each of the 1 commands" in summary
