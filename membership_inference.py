@@ -262,13 +262,17 @@ def plot_roc(args, rows, attack, path):
     from sklearn.metrics import roc_curve
     plt = core.pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for r in rows:
-        if r["attack"] != attack:
-            continue
+    rows = [r for r in rows if r["attack"] == attack]
+    colors = plt.cm.tab20(np.linspace(0, 1, 20))
+    for i, r in enumerate(rows):
         saved = np.load(args.results_dir / "mia" / f"{r['model']}_{attack}{'_adv' if args.adversarial_queries else ''}.npz")
         fpr, tpr, _ = roc_curve(saved["is_member"], saved["score"])
-        ax.loglog(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4), label=f"{r['model']} (AUC {r['auc']:.3f})")
+        ax.loglog(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4), color=colors[i % 20],
+                  label=f"{r['model']} (AUC {r['auc']:.3f})")
     ax.loglog([1e-4, 1], [1e-4, 1], "k:", lw=1, label="chance")
+    if rows:  # below one non-member's worth of FPR the curve says nothing
+        ax.axvspan(1e-4, 1 / rows[0]["n_nonmembers"], color="0.85", zorder=0,
+                   label=f"FPR < 1/{rows[0]['n_nonmembers']} non-members")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(1e-4, 1), ylim=(1e-4, 1),
            title=f"Membership inference ({attack}), {args.protocol} protocol")
     ax.grid(alpha=0.3, which="both")
