@@ -28,7 +28,10 @@ def machine():
 
 
 def commit():
-    probe = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    try:
+        probe = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    except OSError:  # no git on this machine
+        return "unknown"
     return probe.stdout.strip() or "unknown"
 
 
