@@ -7,6 +7,7 @@ measured, stage by stage, not estimated.
 """
 import csv
 import datetime
+import io
 import os
 import platform
 import shutil
@@ -35,6 +36,13 @@ def commit():
     return probe.stdout.strip() or "unknown"
 
 
+def atomic_write(path, text):
+    """Write a whole file or nothing (model.atomic_write_text would import TensorFlow)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_markdown(rows, path):
     """Every recorded stage, and the sum over the latest successful run of each command."""
     latest = {r["command"]: float(r["wall_s"]) for r in rows if r["exit"] == "0"}
@@ -43,9 +51,7 @@ def write_markdown(rows, path):
     lines += ["| " + " | ".join(str(r[f]) for f in FIELDS) + " |" for r in rows]
     lines += ["", f"Sum over the latest successful run of each of the {len(latest)} commands: "
                   f"{sum(latest.values()) / 3600:.2f} h."]
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, "\n".join(lines) + "\n")
 
 
 def record(results_dir, row):
@@ -53,19 +59,18 @@ def record(results_dir, row):
     path = results_dir / "run_times.csv"
     rows = list(csv.DictReader(path.open())) if path.exists() else []
     rows.append({k: str(v) for k, v in row.items()})
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, table.getvalue())
     write_markdown(rows, results_dir / "run_times.md")
 
 
 def main(argv):
     results_dir = Path("results")
-    if argv[:1] == ["--results-dir"] and len(argv) > 1:
-        results_dir, argv = Path(argv[1]), argv[2:]
+    if argv[:1] == ["--results-dir"]:
+        results_dir, argv = (Path(argv[1]), argv[2:]) if len(argv) > 1 else (None, [])
     if not argv:
         print("usage: python tools/timed.py [--results-dir DIR] COMMAND [ARG ...]", file=sys.stderr)
         return 2
@@ -80,9 +85,12 @@ def main(argv):
     wall = time.perf_counter() - start
     # the python interpreter's path says nothing to a reader: record the script and its flags
     shown = ["python"] + argv[1:] if Path(argv[0]).name.startswith("python") else argv
-    record(results_dir, {"finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-                         "command": " ".join(shown), "exit": code, "wall_s": round(wall, 1),
-                         "commit": commit(), **machine()})
+    try:
+        record(results_dir, {"finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                             "command": " ".join(shown), "exit": code, "wall_s": round(wall, 1),
+                             "commit": commit(), **machine()})
+    except OSError as error:  # the stage's own exit code still stands
+        print(f"error: cannot record the wall time in {results_dir}: {error}", file=sys.stderr)
     return code
 
 
