@@ -368,18 +368,15 @@ def write_summary(results_dir):
         path = Path(results_dir) / f"{stem}.md"
         if path.exists():
             parts += [f"## {heading}\n", markdown_table(path)]
-        if stem == "evaluation_paper_table4" and path.exists():
-            parts.append(table4_note(Path(results_dir) / f"{stem}.csv"))
     core.atomic_write_text(Path(results_dir) / "summary.md", "\n".join(parts))
 
 
-def table4_note(csv_path):
-    """Which of the study's figures lie within our 95% intervals (a generated sentence)."""
-    import csv
-    with open(csv_path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["study_within_ci"] in ("True", "False")]
-    inside = [r for r in rows if r["study_within_ci"] == "True"]
-    outside = [f"{r['configuration']}: {r['measure']}" for r in rows if r["study_within_ci"] == "False"]
+def table4_note(table):
+    """Which of the study's figures lie within our 95% intervals (a generated sentence
+    under the table). table: paper_table's rows."""
+    rows = [r for r in table if r["study_within_ci"] in (True, False)]
+    inside = [r for r in rows if r["study_within_ci"]]
+    outside = [f"{r['configuration']}: {r['measure']}" for r in rows if not r["study_within_ci"]]
     return (f"Of the {len(rows)} figures of the study we could set beside ours with an interval, {len(inside)} lie "
             f"within our 95% interval (a difference within noise) and {len(outside)} do not"
             + (": " + "; ".join(outside) if outside else "") + ".\n")
@@ -524,7 +521,8 @@ def main():
                            f"{len(data.y_test)} test images, attacks on {settings.n_attack} fixed test images; MIA "
                            f"from membership_inference.py")
     if protocol.name == "paper":
-        core.write_table(paper_table(evaluated, mia_rows, args.results_dir, settings), f"{out}_table4",
+        table4 = paper_table(evaluated, mia_rows, args.results_dir, settings)
+        core.write_table(table4, f"{out}_table4", note=table4_note(table4),
                          title=f"The study's Table 4 (its 20 images) beside ours, {tag}; ours in % with exact 95% "
                                "intervals")
     plot_pareto(evaluated, f"Clean vs robust accuracy, {protocol.name} protocol", f"{out}_pareto.png")

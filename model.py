@@ -454,8 +454,9 @@ def _cell(value):
     return str(value)
 
 
-def write_table(rows, path_stem, title=None):
-    """Write rows (a list of dicts with the same keys) as <stem>.csv and <stem>.md."""
+def write_table(rows, path_stem, title=None, note=None):
+    """Write rows (a list of dicts with the same keys) as <stem>.csv and <stem>.md;
+    a note, if given, is a paragraph under the Markdown table."""
     path_stem = Path(path_stem)
     columns = list(rows[0].keys()) if rows else []
     buffer = io.StringIO()
@@ -466,6 +467,7 @@ def write_table(rows, path_stem, title=None):
     lines = [f"# {title}", ""] if title else []
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["", note.strip()] if note else []
     atomic_write_text(path_stem.with_suffix(".md"), "\n".join(lines) + "\n")
 
 

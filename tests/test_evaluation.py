@@ -123,6 +123,12 @@ def test_paper_table_puts_each_figure_in_its_cell(tmp_path):
     assert table["FGSM-k transfer, 1000 fixed"]["ours"] == 62.0
     assert table["MIA accuracy (study's rule)"]["ours"] == 80.0 and table["MIA accuracy (study's rule)"]["n"] == 20
     assert table["MIA F1 (study's rule)"]["ours"] == 0.75
+    note = ev.table4_note(list(table.values()))
+    # in: train accuracy, benign on the 20; out: test accuracy, transfer on the 20, MIA accuracy
+    assert note.startswith("Of the 5 figures") and "2 lie within" in note and "3 do not" in note
+    assert "median filter only: test accuracy;" in note and "median filter only: train accuracy" not in note
+    core.write_table(list(table.values()), tmp_path / "t4", note=note)
+    assert (tmp_path / "t4.md").read_text().rstrip().endswith(note.strip())
     assert table["MIA F1 (study's rule)"]["study"] == study["mia_f1"]
 
 
