@@ -449,8 +449,9 @@ def plot_privacy(evaluated, mia_rows, title, path):
 
 # ------------------------------------------------------------------ run record
 
-def run_record(args, settings, evaluated, seconds):
-    """What produced these results: commit, seed, versions, hardware, wall time."""
+def git_state():
+    """(commit, whether tracked files differ from it); taken when the run starts, since
+    that is the code that produced the results."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent).stdout.strip()
@@ -458,6 +459,12 @@ def run_record(args, settings, evaluated, seconds):
                                     text=True, cwd=Path(__file__).parent).stdout.strip())
     except OSError:
         commit, dirty = "", None
+    return commit, dirty
+
+
+def run_record(args, settings, evaluated, seconds, git):
+    """What produced these results: commit, seed, versions, hardware, wall time."""
+    commit, dirty = git
     sidecars = {}
     for defense, _ in evaluated:
         path = core.model_path(args.models_dir, defense.name).with_suffix(".json")
@@ -480,7 +487,7 @@ def main():
     args = core.parse_args(parser)
     protocol = args.protocol_config
     settings = SETTINGS["quick" if args.quick else protocol.name]
-    start = time.time()
+    start, git = time.time(), git_state()
     data = core.load_data(protocol, args.data_dir, args.quick)
     defenses = load_defenses(args, catalogue(args, data))
     if not defenses or defenses[0][0].kind != "undefended":
@@ -529,8 +536,8 @@ def main():
     plot_eps(evaluated, settings, f"Robust accuracy vs eps, {protocol.name} protocol", f"{out}_eps.png")
     plot_privacy(evaluated, mia_rows, f"Privacy vs robustness, {protocol.name} protocol", f"{out}_privacy.png")
     write_summary(args.results_dir)
-    core.atomic_write_text(f"{out}_run.json", json.dumps(run_record(args, settings, evaluated, time.time() - start),
-                                                         indent=2, default=str) + "\n")
+    record = run_record(args, settings, evaluated, time.time() - start, git)
+    core.atomic_write_text(f"{out}_run.json", json.dumps(record, indent=2, default=str) + "\n")
     print(f"wrote {out}.csv, {out}_summary.md, {out}_checks.md, plots, {args.results_dir / 'summary.md'} "
           f"({time.time() - start:.0f} s)")
 
