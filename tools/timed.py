@@ -74,6 +74,7 @@ def main(argv):
     if not argv:
         print("usage: python tools/timed.py [--results-dir DIR] COMMAND [ARG ...]", file=sys.stderr)
         return 2
+    started_at = commit()  # the code that runs, even if HEAD moves while it does
     start = time.perf_counter()
     try:
         code = subprocess.call(argv)
@@ -88,7 +89,7 @@ def main(argv):
     try:
         record(results_dir, {"finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
                              "command": " ".join(shown), "exit": code, "wall_s": round(wall, 1),
-                             "commit": commit(), **machine()})
+                             "commit": started_at, **machine()})
     except OSError as error:  # the stage's own exit code still stands
         print(f"error: cannot record the wall time in {results_dir}: {error}", file=sys.stderr)
     return code
