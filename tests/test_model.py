@@ -199,3 +199,25 @@ def test_interrupted_training_resumes_from_its_last_epoch(tmp_path, quick_data):
     assert epochs_run == 3 and len(history["loss"]) == 3 and len(history["val_accuracy"]) == 3
     for saved, resumed in zip(stopper.weights, probe.weights):
         np.testing.assert_allclose(saved, resumed, atol=1e-6)
+
+
+def test_progress_reaches_a_log_file_before_the_script_ends(tmp_path):
+    # stdout to a file or pipe is block-buffered by default: `make all > run.log` would
+    # show no progress until a stage ends. The first line must arrive while it runs.
+    import os
+    import select
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    code = "import model, sys; model.run_main(lambda: (print('started'), sys.stdin.readline()))"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as on a user's machine
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        arrived, _, _ = select.select([proc.stdout], [], [], 60)
+        assert arrived, "the progress line stayed in the script's buffer"
+        assert proc.stdout.readline() == "started\n"
+    finally:
+        proc.communicate("\n", timeout=120)
+    assert proc.returncode == 0
