@@ -262,9 +262,14 @@ STANDARD_RECIPES = [Recipe("fgsm"), Recipe("fgsm-rs"), Recipe("pgd"), Recipe("tr
                     Recipe("pgd", filter="dual")]
 
 
-def attack_view(model):
-    """What an adaptive attacker differentiates: the BPDA view if there is a filter."""
-    return ip.bpda_view(model) if ip.filter_layers(model) else model
+def adaptive_correct(model, y, attack):
+    """Correct where attack(view, eot_samples) fails through every view an adaptive
+    attacker would differentiate (input_preprocessing.attack_views: the filter's own
+    gradient and its BPDA view); the same worst case as evaluation.py's."""
+    correct = np.ones(len(y), dtype=bool)
+    for _, view, eot in ip.attack_views(model):
+        correct &= core.predict_labels(model, attack(view, eot)) == y
+    return correct
 
 
 def acc_row(**fields):
@@ -303,8 +308,8 @@ def evaluate_paper(args, data):
                                 study=study["fgsmk_adv"] if is_study else "",
                                 correct=core.predict_labels(model, transfer[sample]) == y))
             rows.append(acc_row(**common, measure=f"FGSM-k adaptive, {sample}", eps=round(attacks.STUDY_EPS, 4),
-                                study="", correct=core.predict_labels(
-                                    model, attacks.fgsm_k(attack_view(model), x, y)) == y))
+                                study="", correct=adaptive_correct(  # deterministic: no EOT
+                                    model, y, lambda view, eot, x=x, y=y: attacks.fgsm_k(view, x, y))))
         for r in rows[-8:]:
             print(f"  {r['measure']:>40}: {core.format_acc(r)}  study: {r['study']}")
     return rows, logs
@@ -321,7 +326,6 @@ def evaluate_standard(args, data, recipes):
         model, sidecar = train_adversarially(args, recipe, data)
         name = recipe.name(protocol.architecture)
         logs[name] = sidecar.get("epoch_log", [])
-        view = attack_view(model)
         common = dict(protocol="standard", model=name, method=recipe.method, filter=recipe.filter or "none",
                       train_eps=recipe.eps, seconds_per_epoch=sidecar.get("seconds_per_epoch"),
                       collapsed_at_epoch=sidecar.get("collapsed_at_epoch") or "")
@@ -331,8 +335,9 @@ def evaluate_standard(args, data, recipes):
                                ("PGD-20", dict(steps=20, step_size=0.01)),
                                (f"PGD-{long_steps}x{restarts}", dict(steps=long_steps, step_size=0.01,
                                                                    restarts=restarts))):
-            x_adv = attacks.pgd(view, x, y, eps=0.1, seed=args.seed, **kwargs)
-            rows.append(acc_row(**common, attack=attack, eps=0.1, correct=core.predict_labels(model, x_adv) == y))
+            correct = adaptive_correct(model, y, lambda view, eot, kwargs=kwargs: attacks.pgd(
+                view, x, y, eps=0.1, seed=args.seed, eot_samples=eot, **kwargs))
+            rows.append(acc_row(**common, attack=attack, eps=0.1, correct=correct))
         for r in rows[-4:]:
             print(f"  {name:>40} {r['attack']:>12}: {core.format_acc(r)}")
     return rows, logs
