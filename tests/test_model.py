@@ -2,7 +2,12 @@
 import csv
 import gzip
 import json
+import os
+import select
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,14 +206,9 @@ def test_interrupted_training_resumes_from_its_last_epoch(tmp_path, quick_data):
         np.testing.assert_allclose(saved, resumed, atol=1e-6)
 
 
-def test_progress_reaches_a_log_file_before_the_script_ends(tmp_path):
+def test_progress_reaches_a_log_file_before_the_script_ends():
     # stdout to a file or pipe is block-buffered by default: `make all > run.log` would
     # show no progress until a stage ends. The first line must arrive while it runs.
-    import os
-    import select
-    import subprocess
-    import sys
-    from pathlib import Path
     repo = Path(__file__).resolve().parent.parent
     code = "import model, sys; model.run_main(lambda: (print('started'), sys.stdin.readline()))"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as on a user's machine
