@@ -263,15 +263,23 @@ def attack_views(model):
     return views
 
 
+def worst_case_correct(model, y, make_adversarial):
+    """Correct only where make_adversarial(view, eot_samples) -> x_adv failed through
+    every attack view of the model: an image counts as robust only if every view's
+    attack missed it."""
+    correct = np.ones(len(y), dtype=bool)
+    for _, view, eot in attack_views(model):
+        correct &= correct_on(model, make_adversarial(view, eot), y)
+    return correct
+
+
 def adaptive_attack(model, x, y, *, seed, **pgd_options):
     """Per-image worst case of PGD through every attack view of the model (a filter's
     own gradient, its BPDA view, EOT over a randomized filter). pgd_options (eps,
     steps, norm, restarts, ...) go to attacks.pgd. Returns (correct mask, description)."""
+    correct = worst_case_correct(model, y, lambda view, eot: attacks.pgd(view, x, y, eot_samples=eot, seed=seed,
+                                                                         **pgd_options))
     views = attack_views(model)
-    correct = np.ones(len(y), dtype=bool)
-    for _, view, eot in views:
-        x_adv = attacks.pgd(view, x, y, eot_samples=eot, seed=seed, **pgd_options)
-        correct &= correct_on(model, x_adv, y)
     eot = views[0][2]
     return correct, " + ".join(label for label, _, _ in views) + (f", EOT-{eot}" if eot > 1 else "")
 

@@ -262,16 +262,6 @@ STANDARD_RECIPES = [Recipe("fgsm"), Recipe("fgsm-rs"), Recipe("pgd"), Recipe("tr
                     Recipe("pgd", filter="dual")]
 
 
-def adaptive_correct(model, y, attack):
-    """Correct where attack(view, eot_samples) fails through every view an adaptive
-    attacker would differentiate (input_preprocessing.attack_views: the filter's own
-    gradient and its BPDA view); the same worst case as evaluation.py's."""
-    correct = np.ones(len(y), dtype=bool)
-    for _, view, eot in ip.attack_views(model):
-        correct &= core.predict_labels(model, attack(view, eot)) == y
-    return correct
-
-
 def acc_row(**fields):
     correct = fields.pop("correct")
     return {**fields, **core.accuracy_ci(correct)}
@@ -308,7 +298,7 @@ def evaluate_paper(args, data):
                                 study=study["fgsmk_adv"] if is_study else "",
                                 correct=core.predict_labels(model, transfer[sample]) == y))
             rows.append(acc_row(**common, measure=f"FGSM-k adaptive, {sample}", eps=round(attacks.STUDY_EPS, 4),
-                                study="", correct=adaptive_correct(  # deterministic: no EOT
+                                study="", correct=ip.worst_case_correct(  # deterministic: no EOT
                                     model, y, lambda view, eot, x=x, y=y: attacks.fgsm_k(view, x, y))))
         for r in rows[-8:]:
             print(f"  {r['measure']:>40}: {core.format_acc(r)}  study: {r['study']}")
@@ -335,7 +325,7 @@ def evaluate_standard(args, data, recipes):
                                ("PGD-20", dict(steps=20, step_size=0.01)),
                                (f"PGD-{long_steps}x{restarts}", dict(steps=long_steps, step_size=0.01,
                                                                    restarts=restarts))):
-            correct = adaptive_correct(model, y, lambda view, eot, kwargs=kwargs: attacks.pgd(
+            correct = ip.worst_case_correct(model, y, lambda view, eot, kwargs=kwargs: attacks.pgd(
                 view, x, y, eps=0.1, seed=args.seed, eot_samples=eot, **kwargs))
             rows.append(acc_row(**common, attack=attack, eps=0.1, correct=correct))
         for r in rows[-4:]:

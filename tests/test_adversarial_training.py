@@ -42,29 +42,6 @@ def test_fgsm_examples_are_remade_for_every_batch_within_eps(small_model, attack
         assert x_adv.min() >= 0 and x_adv.max() <= 1
 
 
-def test_adaptive_accuracy_is_the_worst_case_over_the_filters_views(small_model, attack_set):
-    # a filter model is attacked through its own gradient and through BPDA; an image
-    # counts as robust only if both fail (as in evaluation.py)
-    import input_preprocessing as ip
-    import attacks
-    x, y = attack_set[0][:100], attack_set[1][:100]
-    defended = ip.with_filter(ip.make_filter("dual"), small_model)
-    seen = []
-
-    def fgsm(view, eot):
-        seen.append(view.name)
-        return attacks.pgd(view, x, y, eps=0.1, steps=1, step_size=0.1, random_start=False, seed=0)
-
-    correct = rat.adaptive_correct(defended, y, fgsm)
-    assert seen == [defended.name, defended.name + "_bpda"]
-    each = [rat.core.predict_labels(defended, fgsm(view, 1)) == y for view in (defended, ip.bpda_view(defended))]
-    np.testing.assert_array_equal(correct, each[0] & each[1])
-    assert correct.sum() <= min(e.sum() for e in each)
-    seen.clear()
-    rat.adaptive_correct(small_model, y, fgsm)
-    assert seen == [small_model.name]   # no filter: the model itself, once
-
-
 def test_study_perturbation_reproduces_the_uint8_truncation():
     """Logit 0 = s . x with a +-1 pattern s; for label 0 the loss gradient is -s, so
     pixels with s = +1 step down by 0.085 grey levels, stored as uint8: minus one level

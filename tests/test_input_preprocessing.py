@@ -130,3 +130,24 @@ def test_input_preprocessing_quick_end_to_end(tmp_path, quick_data):
                  "input_preprocessing_standard_summary.md"):
         assert (tmp_path / name).exists()
     assert (tmp_path / "models" / "standard_cnn_dual.keras").exists()
+
+
+def test_adaptive_accuracy_is_the_worst_case_over_the_filters_views(small_model, attack_set):
+    # a filter model is attacked through its own gradient and through BPDA; an image
+    # counts as robust only if both fail (as in evaluation.py and the adversarial-training script)
+    x, y = attack_set[0][:100], attack_set[1][:100]
+    defended = ip.with_filter(ip.make_filter("dual"), small_model)
+    seen = []
+
+    def fgsm(view, eot):
+        seen.append(view.name)
+        return attacks.pgd(view, x, y, eps=0.1, steps=1, step_size=0.1, random_start=False, seed=0)
+
+    correct = ip.worst_case_correct(defended, y, fgsm)
+    assert seen == [defended.name, defended.name + "_bpda"]
+    each = [core.predict_labels(defended, fgsm(view, 1)) == y for view in (defended, ip.bpda_view(defended))]
+    np.testing.assert_array_equal(correct, each[0] & each[1])
+    assert correct.sum() <= min(e.sum() for e in each)
+    seen.clear()
+    ip.worst_case_correct(small_model, y, fgsm)
+    assert seen == [small_model.name]   # no filter: the model itself, once
