@@ -7,17 +7,21 @@ Run it to measure the undefended base model under each attack and budget:
 
     python attacks.py [--protocol standard|paper] [--quick]
 """
+import dataclasses
 import time
 
 import numpy as np
 
-import model as core
-from model import tf
+from cli import common_parser, parse_args, positive_float, positive_int, run_main
+from data import attack_subset, load_data
+from model import get_base_model, predict_labels, tf
+from reporting import accuracy_ci, error_bars, format_acc, pyplot, save_figure, write_table
 
 STUDY_EPS = 20 / 255     # the study's FGSM-k budget (20 of 255 grey levels)
 STUDY_STEP = 8 / 255     # its step
 STUDY_MAX_STEPS = 100
 STUDY_CONFIDENCE = 0.8   # it stops once misclassified with at least this confidence
+HEADLINE_EPS = 0.1       # the L-inf budget of every headline robust accuracy
 
 
 def per_example_loss(logits, y, loss="ce"):
@@ -155,6 +159,11 @@ def pgd(model, x, y, *, eps, norm="linf", steps=20, step_size=None, random_start
     return best
 
 
+def pgd_name(steps, restarts=1):
+    """'PGD-100x2': the name of PGD with that many steps and restarts."""
+    return f"PGD-{steps}" + (f"x{restarts}" if restarts > 1 else "")
+
+
 def fgsm(model, x, y, *, eps, loss="ce", batch_size=500, seed=0):
     """Fast gradient sign method (Goodfellow et al. 2015): one step of size eps."""
     return pgd(model, x, y, eps=eps, norm="linf", steps=1, step_size=eps, random_start=False,
@@ -201,6 +210,34 @@ def fgsm_k(model, x, y, *, eps=STUDY_EPS, step_size=STUDY_STEP, max_steps=STUDY_
 ATTACKS = {"fgsm": fgsm, "pgd": pgd, "fgsm_k": fgsm_k}
 
 
+# ------------------------------------------------------------ the worst case
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A defense as the attacker and the judge see it. judge(x, y) says which images
+    the defense classifies right; views are what an adaptive attacker differentiates,
+    as (label, model, EOT draws). Each defense builds its own (filters.target,
+    certified_robustness.smoothed_target); a plain model is plain_target."""
+    judge: object
+    views: tuple
+
+    def worst_case(self, make_adversarial, y):
+        """Correct only where make_adversarial(view, eot) -> x_adv failed through every
+        view: an image counts as robust only if every view's attack missed it."""
+        correct = np.ones(len(y), dtype=bool)
+        for _, view, eot in self.views:
+            correct &= self.judge(make_adversarial(view, eot), y)
+        return correct
+
+    def describe(self):
+        return " + ".join(label + (f", EOT-{eot}" if eot > 1 else "") for label, _, eot in self.views)
+
+
+def plain_target(model):
+    """A deterministic model with a useful gradient: judged and attacked as it is."""
+    return Target(lambda x, y: predict_labels(model, x) == y, (("autodiff", model, 1),))
+
+
 # ------------------------------------------------------------------- experiment
 
 DEFAULT_EPS = {"standard": (0.02, 0.05, 0.1, 0.15, 0.2, 0.3), "paper": (0.05, 0.1, 0.2)}
@@ -227,52 +264,43 @@ def attack_grid(protocol, quick, eps_values=None):
     return grid
 
 
-def main():
-    parser = core.common_parser("Robust accuracy of the undefended base CNN under every attack "
-                                "(the sanity baseline of attacks.py).")
-    parser.add_argument("--n", type=core.positive_int, default=None,
-                        help="test images attacked (default: the protocol's 1,000; 200 with --quick)")
-    parser.add_argument("--eps", type=core.positive_float, nargs="+", default=None,
-                        help="L-inf budgets to sweep (default: "
-                             f"{' '.join(map(str, DEFAULT_EPS['standard']))}; paper protocol "
-                             f"{' '.join(map(str, DEFAULT_EPS['paper']))})")
-    args = core.parse_args(parser)
-    protocol = args.protocol_config
-    data = core.load_data(protocol, args.data_dir, args.quick)
-    model, _ = core.get_base_model(args, data)
-    n = args.n or (200 if args.quick else protocol.n_attack)
-    idx = core.attack_subset(len(data.y_test), n)
+def run_attacks(ctx, n=None, eps_values=None):
+    """The undefended base CNN under every attack of attack_grid, on n fixed test images."""
+    protocol = ctx.protocol
+    data = load_data(protocol, ctx.data_dir, ctx.quick)
+    model, _ = get_base_model(ctx, data)
+    n = n or (200 if ctx.quick else protocol.n_attack)
+    idx = attack_subset(len(data.y_test), n)
     x, y = data.x_test[idx], data.y_test[idx]
     rows = [{"protocol": protocol.name, "attack": "none (clean)", "norm": "-", "eps": 0.0,
-             **core.accuracy_ci(core.predict_labels(model, x) == y), "seconds": 0.0}]
-    print(f"clean: {core.format_acc(rows[0])}")
-    for label, attack, eps, kwargs in attack_grid(protocol.name, args.quick, args.eps):
+             **accuracy_ci(predict_labels(model, x) == y), "seconds": 0.0}]
+    print(f"clean: {format_acc(rows[0])}")
+    for label, attack, eps, kwargs in attack_grid(protocol.name, ctx.quick, eps_values):
         start = time.time()
-        x_adv = attack(model, x, y, eps=eps, seed=args.seed, **kwargs)
+        x_adv = attack(model, x, y, eps=eps, seed=ctx.seed, **kwargs)
         seconds = time.time() - start
-        stats = core.accuracy_ci(core.predict_labels(model, x_adv) == y)
+        stats = accuracy_ci(predict_labels(model, x_adv) == y)
         norm = kwargs.get("norm", "linf")
         rows.append({"protocol": protocol.name, "attack": label, "norm": norm, "eps": round(eps, 4),
                      **stats, "seconds": round(seconds, 2)})
-        print(f"{label:>32} {norm:>4} eps={eps:.4f}: {core.format_acc(stats)} ({seconds:.1f} s)")
-    stem = args.results_dir / f"attacks_{protocol.name}"
-    core.write_table(rows, stem, title=f"Undefended {protocol.architecture} under each attack, "
-                     f"{protocol.name} protocol, seed {args.seed} (exact 95% intervals)")
-    plot_accuracy_vs_eps(rows, f"Undefended {protocol.architecture} ({protocol.name} protocol, "
-                         f"n={n})", args.results_dir / f"attacks_{protocol.name}.png")
+        print(f"{label:>32} {norm:>4} eps={eps:.4f}: {format_acc(stats)} ({seconds:.1f} s)")
+    stem = ctx.results_dir / f"attacks_{protocol.name}"
+    write_table(rows, stem, title=f"Undefended {protocol.architecture} under each attack, "
+                f"{protocol.name} protocol, seed {ctx.seed} (exact 95% intervals)")
+    plot_accuracy_vs_eps(rows, f"Undefended {protocol.architecture} ({protocol.name} protocol, n={n})",
+                         ctx.results_dir / f"attacks_{protocol.name}.png")
     print(f"wrote {stem}.csv, {stem}.md, {stem}.png")
 
 
 def plot_accuracy_vs_eps(rows, title, path):
-    plt = core.pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     clean = rows[0]
     for label in dict.fromkeys(r["attack"] for r in rows[1:]):
         sel = [r for r in rows if r["attack"] == label and r["norm"] == "linf"]
         if len(sel) == 1 and sel[0]["eps"] < 1:  # one budget only: a point with its interval
             r = sel[0]
-            ax.errorbar([r["eps"]], [100 * r["acc"]], fmt="s", capsize=3, label=label,
-                        yerr=[[100 * (r["acc"] - r["ci_low"])], [100 * (r["ci_high"] - r["acc"])]])
+            ax.errorbar([r["eps"]], [100 * r["acc"]], fmt="s", capsize=3, label=label, yerr=error_bars([r]))
         if len(sel) < 2:
             continue
         eps = [0.0] + [r["eps"] for r in sel]
@@ -285,8 +313,21 @@ def plot_accuracy_vs_eps(rows, title, path):
            title=title, ylim=(0, 100))
     ax.grid(alpha=0.3)
     ax.legend()
-    core.save_figure(fig, path)
+    save_figure(fig, path)
+
+
+def main():
+    parser = common_parser("Robust accuracy of the undefended base CNN under every attack "
+                           "(the sanity baseline of attacks.py).")
+    parser.add_argument("--n", type=positive_int, default=None,
+                        help="test images attacked (default: the protocol's 1,000; 200 with --quick)")
+    parser.add_argument("--eps", type=positive_float, nargs="+", default=None,
+                        help="L-inf budgets to sweep (default: "
+                             f"{' '.join(map(str, DEFAULT_EPS['standard']))}; paper protocol "
+                             f"{' '.join(map(str, DEFAULT_EPS['paper']))})")
+    args, ctx = parse_args(parser)
+    run_attacks(ctx, args.n, args.eps)
 
 
 if __name__ == "__main__":
-    core.run_main(main)
+    run_main(main)

@@ -14,10 +14,11 @@ import numpy as np
 from scipy.stats import norm
 
 import attacks
-import certified_robustness as cr
-import input_preprocessing as ip
-import model as core
-from model import tf
+import filters  # also registers the filter layers, so that filter models load
+from cli import UserError, common_parser, parse_args, positive_int, run_main
+from data import Data, load_data
+from model import build_model, get_base_model, get_or_train, load_model, model_path, predict_logits, tf
+from reporting import pyplot, save_figure, write_table
 
 ATTACKS = ("study", "confidence", "loss", "shadow", "lira")
 STUDY_THRESHOLD = 0.9999
@@ -122,12 +123,12 @@ def query_logits(model, x, noise_sigma=None, seed=0):
     """The model's logits; for a smoothed classifier the log of its mean softmax
     over NOISY_QUERIES Gaussian draws (its 'noisy predictions')."""
     if not noise_sigma:
-        return core.predict_logits(model, x)
+        return predict_logits(model, x)
     rng = np.random.default_rng(seed)
     probs = np.zeros((len(x), 10), np.float64)
     for _ in range(NOISY_QUERIES):
         noisy = (x + noise_sigma * rng.standard_normal(x.shape)).astype(np.float32)
-        probs += tf.nn.softmax(core.predict_logits(model, noisy)).numpy()
+        probs += tf.nn.softmax(predict_logits(model, noisy)).numpy()
     return np.log(probs / NOISY_QUERIES + 1e-12).astype(np.float32)
 
 
@@ -162,25 +163,24 @@ def shadow_pool(data, sets, size):
     return x, y
 
 
-def get_shadows(args, data, sets, k, pool_size):
+def get_shadows(ctx, data, sets, k, pool_size):
     """K shadow models, each trained on a random half of the pool from its own
     initialisation (seed + 1 + s; cached in models/); returns their logits on the
     pool and the in/out matrix (k, pool)."""
-    protocol = args.protocol_config
     x_pool, y_pool = shadow_pool(data, sets, pool_size)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(ctx.seed)
     inside = np.zeros((k, len(y_pool)), bool)
     logits = np.zeros((k, len(y_pool), 10), np.float32)
     for s in range(k):
         half = rng.permutation(len(y_pool))[:len(y_pool) // 2]
         inside[s, half] = True
-        name = f"shadow_{protocol.architecture}_pool{len(y_pool)}_{s}of{k}"
-        shadow_data = core.Data(x_pool[half], y_pool[half], data.x_val[:500], data.y_val[:500],
-                                data.x_test[:0], data.y_test[:0], half, np.arange(500), np.arange(0))
-        model, _ = core.get_or_train(args, name, lambda: core.build_model(protocol), shadow_data,
-                                     extra={"shadow_of": protocol.name, "pool_size": len(y_pool)},
-                                     seed=(args.seed + 1 + s) % 2 ** 32)
-        logits[s] = core.predict_logits(model, x_pool)
+        name = f"shadow_{ctx.protocol.architecture}_pool{len(y_pool)}_{s}of{k}"
+        shadow_data = Data(x_pool[half], y_pool[half], data.x_val[:500], data.y_val[:500],
+                           data.x_test[:0], data.y_test[:0], half, np.arange(500), np.arange(0))
+        model, _ = get_or_train(ctx, name, lambda: build_model(ctx.protocol), shadow_data,
+                                extra={"shadow_of": ctx.protocol.name, "pool_size": len(y_pool)},
+                                seed=(ctx.seed + 1 + s) % 2 ** 32)
+        logits[s] = predict_logits(model, x_pool)
     return x_pool, y_pool, inside, logits
 
 
@@ -199,32 +199,40 @@ def lira_offline_scores(target_scaled, shadow_scaled, inside):
 
 # ------------------------------------------------------------------ experiment
 
-def custom_objects():
-    return {**ip.CUSTOM_OBJECTS, "GaussianNoiseAlways": cr.GaussianNoiseAlways}
+def scores_path(results_dir, model_name, attack, adversarial_queries=False):
+    """Where one model's scores under one attack are saved (arrays score, is_member, decision)."""
+    return Path(results_dir) / "mia" / f"{model_name}_{attack}{'_adv' if adversarial_queries else ''}.npz"
 
 
-def saved_models(args):
+def table_stem(results_dir, protocol_name, adversarial_queries=False):
+    """The results table of a protocol's membership inference (.csv and .md)."""
+    suffix = "_adversarial_queries" if adversarial_queries else ""
+    return Path(results_dir) / f"membership_inference_{protocol_name}{suffix}"
+
+
+def saved_models(models_dir, protocol_name):
     """(name, sidecar) of every saved model of this protocol, shadows excluded."""
     found = []
-    for sidecar_path in sorted(Path(args.models_dir).glob("*.json")):
+    for sidecar_path in sorted(Path(models_dir).glob("*.json")):
         sidecar = json.loads(sidecar_path.read_text())
-        if sidecar.get("protocol") == args.protocol and not sidecar_path.stem.startswith("shadow_") \
-                and core.model_path(args.models_dir, sidecar_path.stem).exists():
+        if sidecar.get("protocol") == protocol_name and not sidecar_path.stem.startswith("shadow_") \
+                and model_path(models_dir, sidecar_path.stem).exists():
             found.append((sidecar_path.stem, sidecar))
     return found
 
 
-def attack_model(args, name, model, sidecar, data, sets, shadows):
-    """Every attack on one model; returns table rows and writes the score files."""
+def attack_scores(model, sidecar, data, sets, shadows, seed, adversarial_queries=False):
+    """Every attack's (scores, decisions) on the evaluation members and non-members,
+    and whether each is a member."""
     sigma = sidecar.get("noise_sigma")
     x_eval, y_eval, is_member = stack(data, sets.eval_members, sets.eval_nonmembers)
     x_cal, y_cal, cal_member = stack(data, sets.calib_members, sets.calib_nonmembers)
-    if args.adversarial_queries:
-        view = ip.bpda_view(model) if ip.filter_layers(model) else model
-        x_eval = attacks.pgd(view, x_eval, y_eval, eps=0.1, steps=10, seed=args.seed)
-        x_cal = attacks.pgd(view, x_cal, y_cal, eps=0.1, steps=10, seed=args.seed)
-    ev = scores_from_logits(query_logits(model, x_eval, sigma, args.seed), y_eval)
-    cal = scores_from_logits(query_logits(model, x_cal, sigma, args.seed + 1), y_cal)
+    if adversarial_queries:
+        view = filters.bpda_view(model) if filters.filter_layers(model) else model
+        x_eval = attacks.pgd(view, x_eval, y_eval, eps=0.1, steps=10, seed=seed)
+        x_cal = attacks.pgd(view, x_cal, y_cal, eps=0.1, steps=10, seed=seed)
+    ev = scores_from_logits(query_logits(model, x_eval, sigma, seed), y_eval)
+    cal = scores_from_logits(query_logits(model, x_cal, sigma, seed + 1), y_cal)
     results = {"study": (ev["max_softmax"], study_decisions(ev["max_softmax"]))}
     for attack, key in (("confidence", "p_true"), ("loss", "neg_loss")):
         results[attack] = (ev[key], threshold_decisions(ev[key], cal[key], cal_member))
@@ -233,8 +241,8 @@ def attack_model(args, name, model, sidecar, data, sets, shadows):
         _, y_pool, inside, shadow_logits = shadows
         n_eval = len(y_eval)
         features = np.concatenate([shadow_features(shadow_logits[s], y_pool) for s in range(len(inside))])
-        classifier = HistGradientBoostingClassifier(random_state=args.seed).fit(features, inside.ravel())
-        target_logits = query_logits(model, x_eval, sigma, args.seed)
+        classifier = HistGradientBoostingClassifier(random_state=seed).fit(features, inside.ravel())
+        target_logits = query_logits(model, x_eval, sigma, seed)
         member_prob = classifier.predict_proba(shadow_features(target_logits, y_eval))[:, 1]
         results["shadow"] = (member_prob, member_prob >= 0.5)
         shadow_scaled = np.stack([scores_from_logits(shadow_logits[s][:n_eval], y_pool[:n_eval])["scaled"]
@@ -242,30 +250,37 @@ def attack_model(args, name, model, sidecar, data, sets, shadows):
         lira = lira_offline_scores(ev["scaled"], shadow_scaled, inside[:, :n_eval])
         # decision threshold: the OUT shadows' own 5% tail (no evaluation labels used)
         results["lira"] = (lira, lira >= np.log(0.95))
+    return results, is_member
+
+
+def attack_model(ctx, name, model, sidecar, data, sets, shadows, adversarial_queries=False):
+    """Every attack on one model; returns table rows and writes the score files."""
+    results, is_member = attack_scores(model, sidecar, data, sets, shadows, ctx.seed, adversarial_queries)
     rows = []
-    query = "adversarial" if args.adversarial_queries else "clean"
     for attack, (score, decision) in results.items():
-        out = args.results_dir / "mia" / f"{name}_{attack}{'_adv' if args.adversarial_queries else ''}.npz"
+        out = scores_path(ctx.results_dir, name, attack, adversarial_queries)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.stem}.tmp.npz")
         np.savez(tmp, score=np.asarray(score, np.float64), is_member=is_member, decision=np.asarray(decision))
         tmp.replace(out)
-        rows.append({"protocol": args.protocol, "model": name, "attack": attack, "queries": query,
+        rows.append({"protocol": ctx.protocol.name, "model": name, "attack": attack,
+                     "queries": "adversarial" if adversarial_queries else "clean",
                      **mia_metrics(score, is_member, decision)})
         r = rows[-1]
-        print(f"  {name:>36} {attack:>10}: AUC {r['auc']:.3f} [{r['auc_ci_low']:.3f}, {r['auc_ci_high']:.3f}], balanced acc {100 * r['balanced_acc']:.1f}%, "
-              f"TPR@0.1%FPR {100 * r['tpr_at_0.1%_fpr']:.2f}%, study-style acc {100 * r['accuracy']:.1f}%")
+        print(f"  {name:>36} {attack:>10}: AUC {r['auc']:.3f} [{r['auc_ci_low']:.3f}, {r['auc_ci_high']:.3f}], "
+              f"balanced acc {100 * r['balanced_acc']:.1f}%, TPR@0.1%FPR {100 * r['tpr_at_0.1%_fpr']:.2f}%, "
+              f"study-style acc {100 * r['accuracy']:.1f}%")
     return rows
 
 
-def plot_roc(args, rows, attack, path):
+def plot_roc(results_dir, protocol_name, rows, attack, path, adversarial_queries=False):
     from sklearn.metrics import roc_curve
-    plt = core.pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     rows = [r for r in rows if r["attack"] == attack]
     colors = plt.cm.tab20(np.linspace(0, 1, 20))
     for i, r in enumerate(rows):
-        saved = np.load(args.results_dir / "mia" / f"{r['model']}_{attack}{'_adv' if args.adversarial_queries else ''}.npz")
+        saved = np.load(scores_path(results_dir, r["model"], attack, adversarial_queries))
         fpr, tpr, _ = roc_curve(saved["is_member"], saved["score"])
         ax.loglog(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4), color=colors[i % 20],
                   label=f"{r['model']} (AUC {r['auc']:.3f})")
@@ -274,47 +289,54 @@ def plot_roc(args, rows, attack, path):
         ax.axvspan(1e-4, 1 / rows[0]["n_nonmembers"], color="0.85", zorder=0,
                    label=f"FPR < 1/{rows[0]['n_nonmembers']} non-members")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(1e-4, 1), ylim=(1e-4, 1),
-           title=f"Membership inference ({attack}), {args.protocol} protocol")
+           title=f"Membership inference ({attack}), {protocol_name} protocol")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6)
-    core.save_figure(fig, path)
+    save_figure(fig, path)
 
 
-def main():
-    parser = core.common_parser("Membership inference against every saved model of a protocol.")
-    parser.add_argument("--shadows", type=core.positive_int, default=None,
-                        help="shadow models for the shadow and LiRA attacks (default 16; 4 for the paper "
-                             "protocol's slow CNN; 2 with --quick)")
-    parser.add_argument("--n", type=core.positive_int, default=None,
-                        help="members and non-members evaluated (default 2,000, the study's; 300 with --quick)")
-    parser.add_argument("--adversarial-queries", action="store_true",
-                        help="query with PGD examples (L-inf 0.1, 10 steps) instead of clean images")
-    args = core.parse_args(parser)
-    protocol = args.protocol_config
-    data = core.load_data(protocol, args.data_dir, args.quick)
-    n = args.n or (300 if args.quick else 2000)
+def run_membership_inference(ctx, n, k, adversarial_queries=False):
+    """Every attack against every saved model of the protocol, with k shadow models
+    and n members / n non-members."""
+    protocol = ctx.protocol
+    data = load_data(protocol, ctx.data_dir, ctx.quick)
     if 2 * n > len(data.y_train) or n > len(data.y_test) // 2:
-        parser.error(f"--n {n} is too large for this protocol's data")
+        most = min(len(data.y_train), len(data.y_test)) // 2
+        raise UserError(f"--n {n} is too large for this protocol's data ({len(data.y_train)} training, "
+                        f"{len(data.y_test)} test images: at most {most})")
     sets = membership_sets(data, n)
-    core.get_base_model(args, data)
-    models = saved_models(args)
-    k = args.shadows or (2 if args.quick else (4 if protocol.name == "paper" else 16))
+    get_base_model(ctx, data)
+    models = saved_models(ctx.models_dir, protocol.name)
     pool = min(len(data.y_train), 2 * protocol.n_train if protocol.name == "paper" else 20000)
     print(f"{len(models)} models; {n} members / {n} non-members; {k} shadow models on a pool of {pool}")
     start = time.time()
-    shadows = get_shadows(args, data, sets, k, pool)
+    shadows = get_shadows(ctx, data, sets, k, pool)
     rows = []
     for name, sidecar in models:
-        model, _ = core.load_model(args.models_dir, name, custom_objects())
-        rows += attack_model(args, name, model, sidecar, data, sets, shadows)
-    suffix = "_adversarial_queries" if args.adversarial_queries else ""
-    stem = args.results_dir / f"membership_inference_{protocol.name}{suffix}"
-    core.write_table(rows, stem, title=f"Membership inference, {protocol.name} protocol, {n} members (first training "
-                     f"images) and {n} non-members (first test images), {k} shadow models, seed {args.seed}; "
-                     f"sets {json.dumps(sets.describe())}")
-    plot_roc(args, rows, "lira", Path(f"{stem}_roc.png"))
+        model, _ = load_model(ctx.models_dir, name)
+        rows += attack_model(ctx, name, model, sidecar, data, sets, shadows, adversarial_queries)
+    stem = table_stem(ctx.results_dir, protocol.name, adversarial_queries)
+    write_table(rows, stem, title=f"Membership inference, {protocol.name} protocol, {n} members (first training "
+                f"images) and {n} non-members (first test images), {k} shadow models, seed {ctx.seed}; "
+                f"sets {json.dumps(sets.describe())}")
+    plot_roc(ctx.results_dir, protocol.name, rows, "lira", Path(f"{stem}_roc.png"), adversarial_queries)
     print(f"wrote {stem}.csv, {stem}.md, {stem}_roc.png ({time.time() - start:.0f} s)")
 
 
+def main():
+    parser = common_parser("Membership inference against every saved model of a protocol.")
+    parser.add_argument("--shadows", type=positive_int, default=None,
+                        help="shadow models for the shadow and LiRA attacks (default 16; 4 for the paper "
+                             "protocol's slow CNN; 2 with --quick)")
+    parser.add_argument("--n", type=positive_int, default=None,
+                        help="members and non-members evaluated (default 2,000, the study's; 300 with --quick)")
+    parser.add_argument("--adversarial-queries", action="store_true",
+                        help="query with PGD examples (L-inf 0.1, 10 steps) instead of clean images")
+    args, ctx = parse_args(parser)
+    n = args.n or (300 if ctx.quick else 2000)
+    k = args.shadows or (2 if ctx.quick else (4 if ctx.protocol.name == "paper" else 16))
+    run_membership_inference(ctx, n, k, args.adversarial_queries)
+
+
 if __name__ == "__main__":
-    core.run_main(main)
+    run_main(main)

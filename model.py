@@ -1,26 +1,24 @@
-"""Shared core: Fashion-MNIST loading, the two protocols and their CNNs, training,
-saving and loading, statistics, atomic results I/O and the common command line.
+"""The CNNs of both protocols, compiling and (resumable) training, saving and loading
+with JSON sidecars, and the base-model experiment. Importing it imports TensorFlow
+and Keras without their start-up noise.
 
 Run it to train (or load) and test the base model of a protocol:
 
     python model.py [--protocol standard|paper] [--quick] [--retrain]
 """
-import argparse
-import contextlib
-import csv
 import dataclasses
-import gzip
-import io
 import json
 import os
 import platform
-import struct
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from cli import UserError, common_parser, parse_args, run_main
+from data import load_data
+from reporting import accuracy_ci, atomic_write_text, format_acc, pyplot, save_figure, write_table
 
 
 def _import_tensorflow_quietly():
@@ -44,205 +42,6 @@ def _import_tensorflow_quietly():
 
 
 tf, keras = _import_tensorflow_quietly()
-sys.stdout.reconfigure(line_buffering=True)  # progress shows up in logs as it happens
-
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-DEBIAN_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
-KERAS_CACHE_DIR = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "fashion-mnist"
-IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
-EXPECTED_COUNTS = {"x_train": 60000, "y_train": 60000, "x_test": 10000, "y_test": 10000}
-INSTALL_HINT = ("install it with 'apt-get install dataset-fashion-mnist' (Debian) or put the "
-                "four IDX files (gzipped or not) in a folder and pass --data-dir")
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad argument, missing or corrupt data): reported as
-    one line and exit code 2, never as a traceback."""
-
-
-# --------------------------------------------------------------------------- data
-
-def read_idx(path):
-    """Read one IDX file (gzipped or raw) into a uint8 array, checking its header."""
-    path = Path(path)
-    try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UserError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise UserError(f"{path} is truncated (incomplete header)")
-    shape = struct.unpack(">" + "I" * ndim, raw[4:header])
-    size = int(np.prod(shape))
-    if len(raw) != header + size:
-        raise UserError(f"{path} is truncated or corrupt: header says {size} bytes of data, "
-                        f"file has {len(raw) - header}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-
-
-def _idx_paths(folder):
-    """The four IDX files in a folder (gzipped or raw), or None if any is missing."""
-    found = {}
-    for key, name in IDX_FILES.items():
-        for candidate in (folder / name, folder / (name + ".gz")):
-            if candidate.is_file():
-                found[key] = candidate
-                break
-        else:
-            return None
-    return found
-
-
-def _validate(arrays, source):
-    for key, expected in EXPECTED_COUNTS.items():
-        if arrays[key].shape[0] != expected:
-            raise UserError(f"{source}: {key} has {arrays[key].shape[0]} items, expected {expected}")
-    for key in ("x_train", "x_test"):
-        if arrays[key].shape[1:] != (28, 28):
-            raise UserError(f"{source}: {key} images are {arrays[key].shape[1:]}, expected 28x28")
-    for key in ("y_train", "y_test"):
-        if arrays[key].ndim != 1 or arrays[key].max() > 9:
-            raise UserError(f"{source}: {key} must hold labels 0..9")
-
-
-def load_fashion_mnist(data_dir=None, allow_download=True):
-    """Fashion-MNIST as uint8 arrays (x_train, y_train, x_test, y_test).
-
-    Looks in data_dir, then Debian's /usr/share/datasets/fashion-mnist, then Keras'
-    cache, then lets Keras download it. Raises UserError naming what was tried."""
-    folders = ([Path(data_dir)] if data_dir else []) + [DEBIAN_DATA_DIR, KERAS_CACHE_DIR]
-    for folder in folders:
-        paths = _idx_paths(folder) if folder.is_dir() else None
-        if paths:
-            arrays = {key: read_idx(p) for key, p in paths.items()}
-            _validate(arrays, folder)
-            return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
-    tried = ", ".join(str(f) for f in folders)
-    if allow_download:
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
-        except Exception as e:  # any network or file error: report it as one line
-            raise UserError(f"Fashion-MNIST not found in {tried} and Keras' download failed "
-                            f"({type(e).__name__}); {INSTALL_HINT}") from None
-        arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-        _validate(arrays, "Keras download")
-        return x_train, y_train, x_test, y_test
-    raise UserError(f"Fashion-MNIST not found in {tried}; {INSTALL_HINT}")
-
-
-def to_unit_float(images):
-    """uint8 images (N, 28, 28) -> float32 in [0, 1], shape (N, 28, 28, 1)."""
-    return (np.asarray(images, dtype=np.float32) / 255.0)[..., None]
-
-
-# ---------------------------------------------------------------------- protocols
-
-@dataclasses.dataclass(frozen=True)
-class Protocol:
-    """Everything that differs between the study's setup and the rigorous one."""
-    name: str
-    architecture: str           # key of ARCHITECTURES
-    n_train: int                # training images; the rest of the 60,000 validate
-    split: str                  # "first": first n_train train, rest validate; "random": seeded permutation
-    epochs: int
-    batch_size: int
-    optimizer: str
-    learning_rate: float
-    early_stopping_patience: int
-    seed: int
-    n_attack: int               # test images every attack is evaluated on
-    quick_train: int = 2000     # --quick: data subset sizes and epochs
-    quick_val: int = 500
-    quick_test: int = 1000
-    quick_epochs: int = 1
-
-
-# The study's published Fashion-MNIST results (its Table 4, PAPER.md), in percent;
-# FGSM-k columns are on its 20 test images drawn with replacement.
-STUDY_TABLE4 = {
-    "median filter only": dict(train_acc=70.56, test_acc=67.41, fgsmk_benign=75.0, fgsmk_adv=60.0,
-                               mia_acc=51.10, mia_f1=0.210),
-    "adversarial training only (0.085, 20 ep, batch 16)": dict(
-        train_acc=86.98, test_acc=83.24, fgsmk_benign=100.0, fgsmk_adv=45.0, mia_acc=50.12, mia_f1=0.222),
-    "dual median + AT (0.085, 20 ep, batch 16)": dict(
-        train_acc=65.70, test_acc=64.38, fgsmk_benign=75.0, fgsmk_adv=65.0, mia_acc=50.48, mia_f1=0.059),
-    "dual median + AT (50 ep, batch 16)": dict(
-        train_acc=71.74, test_acc=69.23, fgsmk_benign=75.0, fgsmk_adv=45.0, mia_acc=50.30, mia_f1=0.039),
-    "dual median + AT (25 ep, batch 16), the final pick": dict(
-        train_acc=78.16, test_acc=74.44, fgsmk_benign=80.0, fgsmk_adv=70.0, mia_acc=50.08, mia_f1=0.012),
-    "dual median + AT (25 ep, batch 32)": dict(
-        train_acc=75.52, test_acc=72.97, fgsmk_benign=85.0, fgsmk_adv=45.0, mia_acc=49.93, mia_f1=0.020),
-}
-
-SPLIT_SEED = 20231201  # fixed: the standard train/validation split never changes with --seed
-
-PROTOCOLS = {
-    # The study's Fashion-MNIST setup (PAPER.md), checked against its code.
-    "paper": Protocol(name="paper", architecture="paper_cnn", n_train=5000, split="first",
-                      epochs=10, batch_size=128, optimizer="nadam", learning_rate=1e-3,
-                      early_stopping_patience=10, seed=62861020, n_attack=1000,
-                      quick_train=1000, quick_val=500, quick_test=500),
-    # The rigorous setup: 55,000 training images, the compact CNN, 1,000 attack images.
-    "standard": Protocol(name="standard", architecture="standard_cnn", n_train=55000,
-                         split="random", epochs=15, batch_size=128, optimizer="adam",
-                         learning_rate=1e-3, early_stopping_patience=5, seed=62861020,
-                         n_attack=1000),
-}
-
-
-@dataclasses.dataclass
-class Data:
-    """One protocol's split, float32 in [0, 1] with integer labels, plus the index of
-    each image in the original Fashion-MNIST arrays (for membership inference)."""
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    train_index: np.ndarray
-    val_index: np.ndarray
-    test_index: np.ndarray
-
-    def describe(self):
-        return {"n_train": len(self.y_train), "n_val": len(self.y_val), "n_test": len(self.y_test),
-                "train_index_head": self.train_index[:5].tolist(), "split_seed": SPLIT_SEED}
-
-
-def load_data(protocol, data_dir=None, quick=False):
-    """The protocol's train / validation / test split (subsets of it under quick)."""
-    x_train, y_train, x_test, y_test = load_fashion_mnist(data_dir)
-    if protocol.split == "first":
-        order = np.arange(len(y_train))
-    else:
-        order = np.random.default_rng(SPLIT_SEED).permutation(len(y_train))
-    train_index, val_index = order[:protocol.n_train], order[protocol.n_train:]
-    test_index = np.arange(len(y_test))
-    if quick:
-        train_index = train_index[:protocol.quick_train]
-        val_index = val_index[:protocol.quick_val]
-        test_index = test_index[:protocol.quick_test]
-    return Data(to_unit_float(x_train[train_index]), y_train[train_index].astype(np.int64),
-                to_unit_float(x_train[val_index]), y_train[val_index].astype(np.int64),
-                to_unit_float(x_test[test_index]), y_test[test_index].astype(np.int64),
-                train_index, val_index, test_index)
-
-
-def attack_subset(n_test, n, seed=SPLIT_SEED):
-    """Indices of the fixed, seeded test images every attack is evaluated on."""
-    return np.sort(np.random.default_rng(seed).permutation(n_test)[:min(n, n_test)])
-
-
-def study_sample(n_test, seed, size=20):
-    """The study's attack set: `size` test indices drawn with replacement."""
-    return np.random.default_rng(seed).integers(0, n_test, size)
 
 
 # ------------------------------------------------------------------------- models
@@ -398,13 +197,15 @@ def save_model(model, models_dir, name, sidecar):
     return path
 
 
-def load_model(models_dir, name, custom_objects=None):
-    """Load a saved model in Keras' safe mode, with its sidecar; None if absent."""
+def load_model(models_dir, name):
+    """Load a saved model in Keras' safe mode, with its sidecar; (None, None) if absent.
+    Every layer class of the repository is registered with Keras where it is defined,
+    so the module that defines it must have been imported."""
     path = model_path(models_dir, name)
     if not path.exists():
         return None, None
     try:
-        model = keras.models.load_model(path, safe_mode=True, custom_objects=custom_objects)
+        model = keras.models.load_model(path, safe_mode=True)
     except Exception as e:  # a truncated or foreign file: say which, and how to recover
         raise UserError(f"cannot load cached model {path} ({type(e).__name__}); delete it to "
                         "retrain") from None
@@ -413,178 +214,11 @@ def load_model(models_dir, name, custom_objects=None):
     return model, sidecar
 
 
-# -------------------------------------------------------------------- statistics
-
-def accuracy_ci(correct, confidence=0.95):
-    """Accuracy of a 0/1 vector with its exact (Clopper-Pearson) interval."""
-    from scipy.stats import binomtest
-    correct = np.asarray(correct).astype(bool).ravel()
-    n, k = correct.size, int(correct.sum())
-    if n == 0:
-        return {"n": 0, "acc": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
-    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
-    return {"n": n, "acc": k / n, "ci_low": float(ci.low), "ci_high": float(ci.high)}
-
-
-def format_acc(stats):
-    """'91.23% [90.66, 91.77] (n=10000)' from accuracy_ci's dict."""
-    return (f"{100 * stats['acc']:.2f}% [{100 * stats['ci_low']:.2f}, "
-            f"{100 * stats['ci_high']:.2f}] (n={stats['n']})")
-
-
-# ------------------------------------------------------------------- results I/O
-
-def atomic_write_text(path, text):
-    """Write a file so that readers see the old or the new content, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _cell(value):
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def write_table(rows, path_stem, title=None, note=None):
-    """Write rows (a list of dicts with the same keys) as <stem>.csv and <stem>.md;
-    a note, if given, is a paragraph under the Markdown table."""
-    path_stem = Path(path_stem)
-    columns = list(rows[0].keys()) if rows else []
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path_stem.with_suffix(".csv"), buffer.getvalue())
-    lines = [f"# {title}", ""] if title else []
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
-    lines += ["", note.strip()] if note else []
-    atomic_write_text(path_stem.with_suffix(".md"), "\n".join(lines) + "\n")
-
-
-def save_figure(fig, path):
-    """Save a matplotlib figure atomically as PNG and close it."""
-    import matplotlib.pyplot as plt
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-# -------------------------------------------------------------------------- CLI
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one line (and exit code 2)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def seed_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= value < 2 ** 32:
-        raise argparse.ArgumentTypeError(f"must be in 0 .. 2**32-1, got {text}")
-    return value
-
-
-def common_parser(description):
-    """The flags every script shares; each script adds its own."""
-    parser = ArgumentParser(description=description,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="standard",
-                        help="'paper' mirrors the study exactly; 'standard' is the rigorous setup")
-    parser.add_argument("--seed", type=seed_int, default=None,
-                        help="random seed (default: the protocol's, 62861020)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run of a minute or two on a data subset; writes to "
-                             "results_quick/ and models/quick/ unless the dirs are given")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with the four Fashion-MNIST IDX files (searched first)")
-    parser.add_argument("--results-dir", default=None, help="where tables and plots go (default: results)")
-    parser.add_argument("--models-dir", default=None, help="model cache (default: models)")
-    return parser
-
-
-def parse_args(parser, argv=None):
-    """Parse, check the common flags, and fill in defaults that depend on --quick
-    (a quick run never writes over the full results or models)."""
-    args = parser.parse_args(argv)
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        parser.error(f"--data-dir {args.data_dir} does not exist")
-    args.protocol_config = PROTOCOLS[args.protocol]
-    if args.seed is None:
-        args.seed = args.protocol_config.seed
-    if args.results_dir is None:
-        args.results_dir = "results_quick" if args.quick else "results"
-    if args.models_dir is None:
-        args.models_dir = os.path.join("models", "quick") if args.quick else "models"
-    args.results_dir, args.models_dir = Path(args.results_dir), Path(args.models_dir)
-    for flag, folder in (("--results-dir", args.results_dir), ("--models-dir", args.models_dir)):
-        if folder.exists() and not folder.is_dir():
-            parser.error(f"{flag} {folder} is not a folder")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            parser.error(f"{flag} {folder} cannot be created ({e.strerror})")
-        if not os.access(folder, os.W_OK):
-            parser.error(f"{flag} {folder} is not writable")
-    keras.utils.set_random_seed(args.seed)
-    return args
-
-
-def run_main(main):
-    """Run a script's main(): a UserError becomes one line on stderr and exit 2, an
-    interrupt exit 130 (every stage resumes from what it saved)."""
-    try:
-        main()
-    except UserError as e:
-        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"\n{Path(sys.argv[0]).name}: interrupted; run again to resume", file=sys.stderr)
-        sys.exit(130)
+def base_classifier(model):
+    """The CNN inside a wrapped model (a filter or noise layer in front of it); a plain
+    CNN is its own base classifier."""
+    inner = model.layers[-1]
+    return inner if isinstance(inner, keras.Model) else model
 
 
 # ------------------------------------------------------------- the base model
@@ -593,42 +227,40 @@ def base_model_name(protocol):
     return protocol.architecture
 
 
-def get_or_train(args, name, build, data=None, retrain=False, custom_objects=None, extra=None, seed=None):
-    """A model from the cache, or built by build(), trained on the protocol's data
-    (resuming from its last finished epoch) and saved with its sidecar. seed: the
-    training seed when it must differ from --seed (e.g. one per shadow model)."""
-    protocol = args.protocol_config
-    seed = args.seed if seed is None else seed
+def get_or_train(ctx, name, build, data=None, retrain=False, extra=None, seed=None):
+    """A model from ctx.models_dir, or built by build(), trained on the protocol's
+    data (resuming from its last finished epoch) and saved with its sidecar. seed: the
+    training seed when it must differ from the run's (e.g. one per shadow model)."""
+    protocol = ctx.protocol
+    seed = ctx.seed if seed is None else seed
     if not retrain:
-        model, sidecar = load_model(args.models_dir, name, custom_objects)
+        model, sidecar = load_model(ctx.models_dir, name)
         if model is not None:
-            print(f"loaded {model_path(args.models_dir, name)}")
+            print(f"loaded {model_path(ctx.models_dir, name)}")
             if sidecar.get("seed") not in (None, seed):
-                print(f"note: it was trained with seed {sidecar['seed']}; --seed {args.seed} applies to this "
+                print(f"note: it was trained with seed {sidecar['seed']}; --seed {ctx.seed} applies to this "
                       "run's own randomness only (use --retrain or another --models-dir to retrain)")
             return model, sidecar
-    data = data or load_data(protocol, args.data_dir, args.quick)
+    data = data or load_data(protocol, ctx.data_dir, ctx.quick)
     keras.utils.set_random_seed(seed)
     model = compile_model(build(), protocol)
-    epochs = protocol.quick_epochs if args.quick else protocol.epochs
+    epochs = protocol.quick_epochs if ctx.quick else protocol.epochs
     print(f"training {name} ({model.count_params():,} parameters) on {len(data.y_train):,} "
           f"images, {epochs} epochs, seed {seed}")
-    history, epochs_run, seconds = train(model, data, protocol, epochs,
-                                         args.models_dir / f".{name}_backup")
+    history, epochs_run, seconds = train(model, data, protocol, epochs, ctx.models_dir / f".{name}_backup")
     sidecar = {"protocol": protocol.name, "config": dataclasses.asdict(protocol),
-               "seed": seed, "quick": args.quick, "data": data.describe(),
+               "seed": seed, "quick": ctx.quick, "data": data.describe(),
                "epochs_run": epochs_run, "train_seconds": round(seconds, 1),
                "seconds_per_epoch": round(seconds / max(epochs_run, 1), 1), "history": history,
                **(extra or {})}
-    save_model(model, args.models_dir, name, sidecar)
-    print(f"saved {model_path(args.models_dir, name)} ({seconds:.0f} s)")
+    save_model(model, ctx.models_dir, name, sidecar)
+    print(f"saved {model_path(ctx.models_dir, name)} ({seconds:.0f} s)")
     return model, sidecar
 
 
-def get_base_model(args, data=None, retrain=False):
+def get_base_model(ctx, data=None, retrain=False):
     """The protocol's undefended CNN: loaded from the cache, or trained and saved."""
-    protocol = args.protocol_config
-    return get_or_train(args, base_model_name(protocol), lambda: build_model(protocol), data, retrain)
+    return get_or_train(ctx, base_model_name(ctx.protocol), lambda: build_model(ctx.protocol), data, retrain)
 
 
 def plot_training_curve(history, title, path):
@@ -648,30 +280,34 @@ def plot_training_curve(history, title, path):
     save_figure(fig, path)
 
 
-def main():
-    parser = common_parser("Train (or load) and test the protocol's undefended base CNN.")
-    parser.add_argument("--retrain", action="store_true", help="ignore the cached model")
-    args = parse_args(parser)
-    protocol = args.protocol_config
-    data = load_data(protocol, args.data_dir, args.quick)
-    model, sidecar = get_base_model(args, data, retrain=args.retrain)
+def run_base_model(ctx, retrain=False):
+    """Train (or load) the base CNN; its accuracy on each split, with the training curve."""
+    protocol = ctx.protocol
+    data = load_data(protocol, ctx.data_dir, ctx.quick)
+    model, sidecar = get_base_model(ctx, data, retrain=retrain)
     rows = []
     for split, x, y in (("train", data.x_train, data.y_train), ("validation", data.x_val, data.y_val),
                         ("test", data.x_test, data.y_test)):
         stats = accuracy_ci(predict_labels(model, x) == y)
         print(f"{split:>10} accuracy {format_acc(stats)}")
         rows.append({"protocol": protocol.name, "model": base_model_name(protocol), "split": split,
-                     **stats, "seed": sidecar.get("seed", args.seed),
+                     **stats, "seed": sidecar.get("seed", ctx.seed),
                      "epochs_run": sidecar.get("epochs_run"),
                      "seconds_per_epoch": sidecar.get("seconds_per_epoch")})
-    stem = args.results_dir / f"base_model_{protocol.name}"
+    stem = ctx.results_dir / f"base_model_{protocol.name}"
     write_table(rows, stem, title=f"Undefended base CNN, {protocol.name} protocol "
                                   f"(exact 95% Clopper-Pearson intervals)")
     if sidecar.get("history"):
-        plot_training_curve(sidecar["history"], f"{base_model_name(protocol)} training, "
-                            f"{protocol.name} protocol", args.results_dir /
-                            f"training_curve_{protocol.name}.png")
+        plot_training_curve(sidecar["history"], f"{base_model_name(protocol)} training, {protocol.name} protocol",
+                            ctx.results_dir / f"training_curve_{protocol.name}.png")
     print(f"wrote {stem}.csv, {stem}.md")
+
+
+def main():
+    parser = common_parser("Train (or load) and test the protocol's undefended base CNN.")
+    parser.add_argument("--retrain", action="store_true", help="ignore the cached model")
+    args, ctx = parse_args(parser)
+    run_base_model(ctx, retrain=args.retrain)
 
 
 if __name__ == "__main__":

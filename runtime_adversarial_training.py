@@ -11,9 +11,12 @@ import dataclasses
 import numpy as np
 
 import attacks
-import input_preprocessing as ip
-import model as core
-from model import keras, tf
+import filters
+from cli import UserError, common_parser, parse_args, positive_float, positive_int, run_main
+from data import SPLIT_SEED, STUDY_TABLE4, attack_subset, load_data, paper_samples
+from model import (EpochLog, base_model_name, build_model, get_base_model, keras, keras_verbosity, load_model,
+                   model_path, predict_labels, save_model, tf)
+from reporting import accuracy_ci, format_acc, pyplot, save_figure, write_table
 
 METHODS = ("study", "fgsm", "fgsm-rs", "pgd", "trades")
 STUDY_STEP_255 = 0.085   # the study's FGSM step, applied to 0..255 pixels (a [0,1] value carried over)
@@ -137,7 +140,7 @@ class AdversarialTrainer(keras.Model):
         return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
 
 
-class RobustnessMonitor(core.EpochLog):
+class RobustnessMonitor(EpochLog):
     """Clean and PGD accuracy on a fixed held-out set after every epoch, plus seconds
     (kept in log_path, so a resumed run still reports every epoch). With guard=True it
     is Wong et al.'s early stop against catastrophic overfitting: when PGD accuracy
@@ -152,9 +155,9 @@ class RobustnessMonitor(core.EpochLog):
         self.best, self.best_weights, self.collapsed_at = -1.0, None, None
 
     def _measure(self):
-        clean = float(np.mean(core.predict_labels(self.classifier, self.x) == self.y))
+        clean = float(np.mean(predict_labels(self.classifier, self.x) == self.y))
         x_adv = attacks.pgd(self.classifier, self.x, self.y, eps=self.eps, steps=10, seed=1)
-        return clean, float(np.mean(core.predict_labels(self.classifier, x_adv) == self.y))
+        return clean, float(np.mean(predict_labels(self.classifier, x_adv) == self.y))
 
     def on_epoch_end(self, epoch, logs=None):
         clean, robust = self.measure()
@@ -178,79 +181,84 @@ class RobustnessMonitor(core.EpochLog):
 # ------------------------------------------------------------------- training
 
 def monitor_set(data, n):
-    idx = core.attack_subset(len(data.y_val), n, seed=core.SPLIT_SEED + 1)
+    idx = attack_subset(len(data.y_val), n, seed=SPLIT_SEED + 1)
     return data.x_val[idx], data.y_val[idx]
 
 
-def initial_model(args, recipe, data):
+def initial_model(ctx, recipe, data):
     """The network to train: a saved model (fine-tuning), or a fresh CNN, with the
     recipe's filter in front unless the saved model already has one."""
-    protocol = args.protocol_config
     if recipe.method == "study" and not recipe.init:  # the study fine-tuned its trained CNN
-        recipe = dataclasses.replace(recipe, init=core.base_model_name(protocol))
-        core.get_base_model(args, data)
+        recipe = dataclasses.replace(recipe, init=base_model_name(ctx.protocol))
+        get_base_model(ctx, data)
     if recipe.init:
-        model, _ = core.load_model(args.models_dir, recipe.init, ip.CUSTOM_OBJECTS)
+        model, _ = load_model(ctx.models_dir, recipe.init)
         if model is None:
-            raise core.UserError(f"--init {recipe.init}: no {core.model_path(args.models_dir, recipe.init)}")
-        if recipe.filter and not ip.filter_layers(model):
-            model = ip.with_filter(ip.make_filter(recipe.filter), model)
+            raise UserError(f"--init {recipe.init}: no {model_path(ctx.models_dir, recipe.init)}")
+        if recipe.filter and not filters.filter_layers(model):
+            model = filters.with_filter(filters.make_filter(recipe.filter), model)
         return model
-    classifier = core.build_model(protocol)
-    return ip.with_filter(ip.make_filter(recipe.filter), classifier) if recipe.filter else classifier
+    classifier = build_model(ctx.protocol)
+    return filters.with_filter(filters.make_filter(recipe.filter), classifier) if recipe.filter else classifier
 
 
-def train_adversarially(args, recipe, data):
+def fine_tune_on_study_images(model, data, recipe, optimizer, epochs, callbacks):
+    """The study's adversarial training: the once-made uint8 images alone, no
+    validation. Returns the size of the perturbation it trained on."""
+    x_train = study_perturbation(model, data.x_train, data.y_train)
+    delta = (x_train - data.x_train).reshape(len(x_train), -1)
+    size = {"linf_max": float(np.abs(delta).max()), "l2_mean": float(np.linalg.norm(delta, axis=1).mean()),
+            "fraction_of_pixels_changed": float(np.mean(np.abs(delta) > 1e-6))}
+    print(f"  the study's 'adversarial' images: L-inf {size['linf_max']:.4f}, mean L2 {size['l2_mean']:.3f}, "
+          f"{100 * size['fraction_of_pixels_changed']:.1f}% of pixels changed")
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x_train, data.y_train, epochs=epochs, batch_size=recipe.batch_size, shuffle=True,
+              callbacks=callbacks, verbose=keras_verbosity())
+    return size
+
+
+def train_adversarially(ctx, recipe, data):
     """Train (or load from the cache) one recipe; returns (model, sidecar)."""
-    protocol = args.protocol_config
+    protocol = ctx.protocol
     name = recipe.name(protocol.architecture)
-    cached, sidecar = core.load_model(args.models_dir, name, ip.CUSTOM_OBJECTS)
+    cached, sidecar = load_model(ctx.models_dir, name)
     if cached is not None:
-        print(f"loaded {core.model_path(args.models_dir, name)}")
+        print(f"loaded {model_path(ctx.models_dir, name)}")
         return cached, sidecar
-    keras.utils.set_random_seed(args.seed)
-    model = initial_model(args, recipe, data)
-    x_mon, y_mon = monitor_set(data, 100 if args.quick else 500)
+    keras.utils.set_random_seed(ctx.seed)
+    model = initial_model(ctx, recipe, data)
+    x_mon, y_mon = monitor_set(data, 100 if ctx.quick else 500)
     monitor = RobustnessMonitor(model, x_mon, y_mon, recipe.eps, guard=recipe.method == "fgsm-rs",
-                                log_path=args.models_dir / f".{name}_epochs.json")
-    epochs = 1 if args.quick else recipe.epochs
+                                log_path=ctx.models_dir / f".{name}_epochs.json")
+    epochs = 1 if ctx.quick else recipe.epochs
     optimizer = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}[protocol.optimizer]
-    backup = keras.callbacks.BackupAndRestore(str(args.models_dir / f".{name}_backup"))
+    callbacks = [monitor, keras.callbacks.BackupAndRestore(str(ctx.models_dir / f".{name}_backup"))]
     print(f"training {name}: {recipe}")
     extra = {}
-    if recipe.method == "study":   # fine-tune on the once-made adversarial images alone, no validation
-        x_train = study_perturbation(model, data.x_train, data.y_train)
-        delta = (x_train - data.x_train).reshape(len(x_train), -1)
-        extra = {"study_perturbation": {
-            "linf_max": float(np.abs(delta).max()), "l2_mean": float(np.linalg.norm(delta, axis=1).mean()),
-            "fraction_of_pixels_changed": float(np.mean(np.abs(delta) > 1e-6))}}
-        print(f"  the study's 'adversarial' images: L-inf {extra['study_perturbation']['linf_max']:.4f}, "
-              f"mean L2 {extra['study_perturbation']['l2_mean']:.3f}, "
-              f"{100 * extra['study_perturbation']['fraction_of_pixels_changed']:.1f}% of pixels changed")
-        model.compile(optimizer=optimizer(protocol.learning_rate),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-        model.fit(x_train, data.y_train, epochs=epochs, batch_size=recipe.batch_size, shuffle=True,
-                  callbacks=[monitor, backup], verbose=core.keras_verbosity())
+    if recipe.method == "study":
+        extra["study_perturbation"] = fine_tune_on_study_images(model, data, recipe,
+                                                                optimizer(protocol.learning_rate), epochs, callbacks)
     else:
-        trainer = AdversarialTrainer(model, recipe, seed=args.seed)
+        trainer = AdversarialTrainer(model, recipe, seed=ctx.seed)
         trainer.compile(optimizer=optimizer(protocol.learning_rate))
         trainer(data.x_train[:1])  # build it, so that BackupAndRestore can resume it
         trainer.fit(data.x_train, data.y_train, epochs=epochs, batch_size=recipe.batch_size, shuffle=True,
-                    callbacks=[monitor, backup], verbose=core.keras_verbosity())
+                    callbacks=callbacks, verbose=keras_verbosity())
     monitor.finish()
     seconds = monitor.seconds()
-    sidecar = {"protocol": protocol.name, "recipe": dataclasses.asdict(recipe), "seed": args.seed,
-               "quick": args.quick, "data": data.describe(), "epochs_run": len(monitor.log),
+    sidecar = {"protocol": protocol.name, "recipe": dataclasses.asdict(recipe), "seed": ctx.seed,
+               "quick": ctx.quick, "data": data.describe(), "epochs_run": len(monitor.log),
                "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(len(monitor.log), 1), 1),
                "collapsed_at_epoch": monitor.collapsed_at, "epoch_log": monitor.log, **extra}
-    core.save_model(model, args.models_dir, name, sidecar)
-    print(f"saved {core.model_path(args.models_dir, name)} ({seconds:.0f} s)")
-    return model, core.load_model(args.models_dir, name, ip.CUSTOM_OBJECTS)[1]
+    save_model(model, ctx.models_dir, name, sidecar)
+    print(f"saved {model_path(ctx.models_dir, name)} ({seconds:.0f} s)")
+    return model, load_model(ctx.models_dir, name)[1]
 
 
 # ----------------------------------------------------------------- experiments
 
-PAPER_RECIPES = {  # the study's Table 4 rows: key -> (recipe, initial model)
+PAPER_RECIPES = {  # the study's Table 4 rows: key -> recipe
     "adversarial training only (0.085, 20 ep, batch 16)": Recipe("study", epochs=20, batch_size=16),
     "dual median + AT (0.085, 20 ep, batch 16)": Recipe("study", epochs=20, batch_size=16, filter="dual"),
     "dual median + AT (50 ep, batch 16)": Recipe("study", epochs=50, batch_size=16, filter="dual"),
@@ -262,79 +270,91 @@ STANDARD_RECIPES = [Recipe("fgsm"), Recipe("fgsm-rs"), Recipe("pgd"), Recipe("tr
                     Recipe("pgd", filter="dual")]
 
 
+def paper_recipe(key, architecture):
+    """The study's row `key` as trained here: fine-tuning its CNN, or its dual-filter CNN."""
+    recipe = PAPER_RECIPES[key]
+    return dataclasses.replace(recipe, init=architecture + ("_dual" if recipe.filter else ""))
+
+
 def acc_row(**fields):
     correct = fields.pop("correct")
-    return {**fields, **core.accuracy_ci(correct)}
+    return {**fields, **accuracy_ci(correct)}
 
 
-def evaluate_paper(args, data):
-    protocol = args.protocol_config
-    base, _ = core.get_base_model(args, data)
-    ip.get_filter_model(args, "dual", data)   # the dual-filter CNN the study fine-tuned
-    n_test, n = len(data.y_test), 100 if args.quick else protocol.n_attack
-    samples = {"20 with replacement (study)": core.study_sample(n_test, args.seed),
-               f"{n} fixed": core.attack_subset(n_test, n)}
-    transfer = {k: attacks.fgsm_k(base, data.x_test[i], data.y_test[i]) for k, i in samples.items()}
+def paper_rows(ctx, data, model, sidecar, key, samples, transfer):
+    """One study row's measures: train and test accuracy, and on each image sample the
+    benign accuracy, the transferred and the adaptive FGSM-k; the study's figures beside."""
+    study = STUDY_TABLE4[key]
+    architecture = ctx.protocol.architecture
+    common = dict(protocol="paper", configuration=key, model=paper_recipe(key, architecture).name(architecture),
+                  perturbation_linf=round(sidecar.get("study_perturbation", {}).get("linf_max", float("nan")), 4))
+    rows = [acc_row(**common, measure="train accuracy", eps=0.0, study=study["train_acc"],
+                    correct=predict_labels(model, data.x_train) == data.y_train),
+            acc_row(**common, measure="test accuracy", eps=0.0, study=study["test_acc"],
+                    correct=predict_labels(model, data.x_test) == data.y_test)]
+    target = filters.target(model)
+    for sample in samples:
+        x, y = data.x_test[sample.indices], data.y_test[sample.indices]
+        rows.append(acc_row(**common, measure=f"FGSM-k benign, {sample.label}", eps=0.0,
+                            study=study["fgsmk_benign"] if sample.is_study else "",
+                            correct=predict_labels(model, x) == y))
+        rows.append(acc_row(**common, measure=f"FGSM-k transfer, {sample.label}", eps=round(attacks.STUDY_EPS, 4),
+                            study=study["fgsmk_adv"] if sample.is_study else "",
+                            correct=predict_labels(model, transfer[sample.label]) == y))
+        rows.append(acc_row(**common, measure=f"FGSM-k adaptive, {sample.label}", eps=round(attacks.STUDY_EPS, 4),
+                            study="", correct=target.worst_case(  # deterministic: no EOT
+                                lambda view, eot, x=x, y=y: attacks.fgsm_k(view, x, y), y)))
+    return rows
+
+
+def evaluate_paper(ctx, data):
+    """The study's five adversarial-training rows, each beside its figures."""
+    base, _ = get_base_model(ctx, data)
+    filters.get_filter_model(ctx, "dual", data)   # the dual-filter CNN the study fine-tuned
+    samples = paper_samples(len(data.y_test), 100 if ctx.quick else ctx.protocol.n_attack, ctx.seed)
+    transfer = {s.label: attacks.fgsm_k(base, data.x_test[s.indices], data.y_test[s.indices]) for s in samples}
     rows, logs = [], {}
-    for key, recipe in PAPER_RECIPES.items():
-        init = protocol.architecture + ("_dual" if recipe.filter else "")
-        recipe = dataclasses.replace(recipe, init=init)
-        model, sidecar = train_adversarially(args, recipe, data)
+    for key in PAPER_RECIPES:
+        model, sidecar = train_adversarially(ctx, paper_recipe(key, ctx.protocol.architecture), data)
         logs[key] = sidecar.get("epoch_log", [])
-        study = core.STUDY_TABLE4[key]
-        common = dict(protocol="paper", configuration=key, model=recipe.name(protocol.architecture),
-                      perturbation_linf=round(sidecar.get("study_perturbation", {}).get("linf_max", float("nan")), 4))
-        rows.append(acc_row(**common, measure="train accuracy", eps=0.0, study=study["train_acc"],
-                            correct=core.predict_labels(model, data.x_train) == data.y_train))
-        rows.append(acc_row(**common, measure="test accuracy", eps=0.0, study=study["test_acc"],
-                            correct=core.predict_labels(model, data.x_test) == data.y_test))
-        for sample, idx in samples.items():
-            x, y = data.x_test[idx], data.y_test[idx]
-            is_study = sample.startswith("20")
-            rows.append(acc_row(**common, measure=f"FGSM-k benign, {sample}", eps=0.0,
-                                study=study["fgsmk_benign"] if is_study else "",
-                                correct=core.predict_labels(model, x) == y))
-            rows.append(acc_row(**common, measure=f"FGSM-k transfer, {sample}", eps=round(attacks.STUDY_EPS, 4),
-                                study=study["fgsmk_adv"] if is_study else "",
-                                correct=core.predict_labels(model, transfer[sample]) == y))
-            rows.append(acc_row(**common, measure=f"FGSM-k adaptive, {sample}", eps=round(attacks.STUDY_EPS, 4),
-                                study="", correct=ip.worst_case_correct(  # deterministic: no EOT
-                                    model, y, lambda view, eot, x=x, y=y: attacks.fgsm_k(view, x, y))))
+        rows += paper_rows(ctx, data, model, sidecar, key, samples, transfer)
         for r in rows[-8:]:
-            print(f"  {r['measure']:>40}: {core.format_acc(r)}  study: {r['study']}")
+            print(f"  {r['measure']:>40}: {format_acc(r)}  study: {r['study']}")
     return rows, logs
 
 
-def evaluate_standard(args, data, recipes):
-    protocol = args.protocol_config
-    n = 200 if args.quick else protocol.n_attack
-    idx = core.attack_subset(len(data.y_test), n)
+def evaluate_standard(ctx, data, recipes):
+    """Clean accuracy and FGSM, PGD-20 and PGD-100x2 at eps 0.1 (worst case over the
+    model's attack views) of each recipe's model."""
+    n = 200 if ctx.quick else ctx.protocol.n_attack
+    idx = attack_subset(len(data.y_test), n)
     x, y = data.x_test[idx], data.y_test[idx]
-    long_steps, restarts = (40, 2) if args.quick else (100, 2)
+    long_steps, restarts = (40, 2) if ctx.quick else (100, 2)
     rows, logs = [], {}
     for recipe in recipes:
-        model, sidecar = train_adversarially(args, recipe, data)
-        name = recipe.name(protocol.architecture)
+        model, sidecar = train_adversarially(ctx, recipe, data)
+        name = recipe.name(ctx.protocol.architecture)
         logs[name] = sidecar.get("epoch_log", [])
         common = dict(protocol="standard", model=name, method=recipe.method, filter=recipe.filter or "none",
                       train_eps=recipe.eps, seconds_per_epoch=sidecar.get("seconds_per_epoch"),
                       collapsed_at_epoch=sidecar.get("collapsed_at_epoch") or "")
         rows.append(acc_row(**common, attack="clean", eps=0.0,
-                            correct=core.predict_labels(model, data.x_test) == data.y_test))
+                            correct=predict_labels(model, data.x_test) == data.y_test))
+        target = filters.target(model)
         for attack, kwargs in (("FGSM", dict(steps=1, step_size=0.1, random_start=False)),
                                ("PGD-20", dict(steps=20, step_size=0.01)),
                                (f"PGD-{long_steps}x{restarts}", dict(steps=long_steps, step_size=0.01,
                                                                    restarts=restarts))):
-            correct = ip.worst_case_correct(model, y, lambda view, eot, kwargs=kwargs: attacks.pgd(
-                view, x, y, eps=0.1, seed=args.seed, eot_samples=eot, **kwargs))
+            correct = target.worst_case(lambda view, eot, kwargs=kwargs: attacks.pgd(
+                view, x, y, eps=0.1, seed=ctx.seed, eot_samples=eot, **kwargs), y)
             rows.append(acc_row(**common, attack=attack, eps=0.1, correct=correct))
         for r in rows[-4:]:
-            print(f"  {name:>40} {r['attack']:>12}: {core.format_acc(r)}")
+            print(f"  {name:>40} {r['attack']:>12}: {format_acc(r)}")
     return rows, logs
 
 
 def plot_epoch_logs(logs, title, path):
-    plt = core.pyplot()
+    plt = pyplot()
     fig, (ax_clean, ax_pgd) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, layout="constrained")
     for name, log in logs.items():
         if not log:
@@ -348,11 +368,11 @@ def plot_epoch_logs(logs, title, path):
         ax.grid(alpha=0.3)
     ax_clean.legend(fontsize=7)
     fig.suptitle(title)
-    core.save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_clean_vs_robust(rows, robust_attack, title, path):
-    plt = core.pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name in dict.fromkeys(r["model"] for r in rows):
         clean = next(r for r in rows if r["model"] == name and r["attack"] == "clean")
@@ -363,48 +383,67 @@ def plot_clean_vs_robust(rows, robust_attack, title, path):
     ax.set(xlabel=f"{robust_attack} accuracy at eps 0.1 (%)", ylabel="clean test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    core.save_figure(fig, path)
+    save_figure(fig, path)
 
 
-def main():
-    parser = core.common_parser("Adversarial training with examples generated per batch: the study's "
-                                "version and the methods an expert compares it with.")
-    parser.add_argument("--method", choices=METHODS, default=None,
-                        help="train one method only (default: the protocol's whole experiment)")
-    parser.add_argument("--eps", type=core.positive_float, default=0.1, help="L-inf training budget")
-    parser.add_argument("--epochs", type=core.positive_int, default=10)
-    parser.add_argument("--batch-size", type=core.positive_int, default=128)
-    parser.add_argument("--steps", type=core.positive_int, default=7, help="PGD/TRADES inner steps")
-    parser.add_argument("--clean-weight", type=float, default=0.0,
-                        help="fgsm/pgd: weight of the clean loss, 0..1 (0 = adversarial only)")
-    parser.add_argument("--beta", type=core.positive_float, default=6.0, help="TRADES trade-off")
-    parser.add_argument("--filter", type=ip.filter_argument, default=None, help="input filter, e.g. dual")
-    parser.add_argument("--init", default="", help="fine-tune this model from --models-dir (name without .keras)")
-    args = core.parse_args(parser)
-    if not 0 <= args.clean_weight <= 1:
-        parser.error(f"--clean-weight must be in 0..1, got {args.clean_weight}")
-    protocol = args.protocol_config
-    data = core.load_data(protocol, args.data_dir, args.quick)
-    stem = args.results_dir / f"adversarial_training_{protocol.name}"
-    if args.method:
-        recipe = Recipe(args.method, eps=args.eps, epochs=args.epochs, batch_size=args.batch_size,
-                        steps=args.steps, clean_weight=args.clean_weight, beta=args.beta,
-                        filter=args.filter or "", init=args.init)
-        stem = args.results_dir / f"adversarial_training_{recipe.name(protocol.architecture)}"
-        rows, logs = evaluate_standard(args, data, [recipe])
-    elif protocol.name == "paper":
-        rows, logs = evaluate_paper(args, data)
-    else:
-        rows, logs = evaluate_standard(args, data, [Recipe("fgsm"), Recipe("pgd")] if args.quick
-                                       else STANDARD_RECIPES)
-    core.write_table(rows, stem, title=f"Adversarial training, {protocol.name} protocol, seed {args.seed} "
-                                       "(exact 95% intervals)")
-    plot_epoch_logs(logs, f"Adversarial training per epoch ({protocol.name} protocol)", f"{stem}_epochs.png")
-    if protocol.name == "standard" or args.method:
+def write_results(ctx, rows, logs, stem, clean_vs_robust):
+    write_table(rows, stem, title=f"Adversarial training, {ctx.protocol.name} protocol, seed {ctx.seed} "
+                                  "(exact 95% intervals)")
+    plot_epoch_logs(logs, f"Adversarial training per epoch ({ctx.protocol.name} protocol)", f"{stem}_epochs.png")
+    if clean_vs_robust:
         robust = next(r["attack"] for r in rows if r["attack"].startswith("PGD-") and "x" in r["attack"])
         plot_clean_vs_robust(rows, robust, "Clean vs robust accuracy per method", f"{stem}_clean_vs_robust.png")
     print(f"wrote {stem}.csv, {stem}.md and plots")
 
 
+def run_recipe(ctx, recipe):
+    """Train and evaluate one recipe, into its own table."""
+    data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
+    rows, logs = evaluate_standard(ctx, data, [recipe])
+    write_results(ctx, rows, logs, ctx.results_dir / f"adversarial_training_{recipe.name(ctx.protocol.architecture)}",
+                  clean_vs_robust=True)
+
+
+def run_paper(ctx):
+    """The study's five adversarial-training rows of its Table 4."""
+    data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
+    rows, logs = evaluate_paper(ctx, data)
+    write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_paper", clean_vs_robust=False)
+
+
+def run_standard(ctx):
+    """FGSM, FGSM-RS, PGD, TRADES and dual + PGD training at eps 0.1, compared."""
+    data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
+    rows, logs = evaluate_standard(ctx, data, [Recipe("fgsm"), Recipe("pgd")] if ctx.quick else STANDARD_RECIPES)
+    write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_standard", clean_vs_robust=True)
+
+
+def main():
+    parser = common_parser("Adversarial training with examples generated per batch: the study's "
+                           "version and the methods an expert compares it with.")
+    parser.add_argument("--method", choices=METHODS, default=None,
+                        help="train one method only (default: the protocol's whole experiment)")
+    parser.add_argument("--eps", type=positive_float, default=0.1, help="L-inf training budget")
+    parser.add_argument("--epochs", type=positive_int, default=10)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--steps", type=positive_int, default=7, help="PGD/TRADES inner steps")
+    parser.add_argument("--clean-weight", type=float, default=0.0,
+                        help="fgsm/pgd: weight of the clean loss, 0..1 (0 = adversarial only)")
+    parser.add_argument("--beta", type=positive_float, default=6.0, help="TRADES trade-off")
+    parser.add_argument("--filter", type=filters.filter_argument, default=None, help="input filter, e.g. dual")
+    parser.add_argument("--init", default="", help="fine-tune this model from --models-dir (name without .keras)")
+    args, ctx = parse_args(parser)
+    if not 0 <= args.clean_weight <= 1:
+        parser.error(f"--clean-weight must be in 0..1, got {args.clean_weight}")
+    if args.method:
+        run_recipe(ctx, Recipe(args.method, eps=args.eps, epochs=args.epochs, batch_size=args.batch_size,
+                               steps=args.steps, clean_weight=args.clean_weight, beta=args.beta,
+                               filter=args.filter or "", init=args.init))
+    elif ctx.protocol.name == "paper":
+        run_paper(ctx)
+    else:
+        run_standard(ctx)
+
+
 if __name__ == "__main__":
-    core.run_main(main)
+    run_main(main)

@@ -12,21 +12,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-import model as core  # noqa: E402
+from cli import common_parser, parse_args, positive_int, run_main  # noqa: E402
+from data import PROTOCOLS, load_data  # noqa: E402
+from model import build_standard_cnn, compile_model, keras, tf  # noqa: E402
 import runtime_adversarial_training as rat  # noqa: E402
-from model import keras, tf  # noqa: E402
+from reporting import write_table  # noqa: E402
 from timing import bare_gradients, best_time  # noqa: E402
 
 BATCH = 128
 
 
 def main():
-    parser = core.common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=core.positive_int, default=60)
-    parser.add_argument("--repeats", type=core.positive_int, default=2)
-    args = core.parse_args(parser)
-    protocol = core.PROTOCOLS["standard"]
-    data = core.load_data(protocol, args.data_dir)
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=positive_int, default=60)
+    parser.add_argument("--repeats", type=positive_int, default=2)
+    args, ctx = parse_args(parser)
+    protocol = PROTOCOLS["standard"]
+    data = load_data(protocol, ctx.data_dir)
     n = args.batches * BATCH
     x, y = data.x_train[:n], data.y_train[:n].astype(np.int32)
     per_epoch = len(data.y_train) / n
@@ -37,12 +39,12 @@ def main():
 
     for recipe in (rat.Recipe("fgsm"), rat.Recipe("fgsm-rs"), rat.Recipe("pgd", steps=7),
                    rat.Recipe("trades", steps=7)):
-        trainer = rat.AdversarialTrainer(core.build_standard_cnn(), recipe, seed=0)
+        trainer = rat.AdversarialTrainer(build_standard_cnn(), recipe, seed=0)
         trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
         seconds, _ = best_time(one_pass(trainer.fit), args.repeats)
         rows.append({"method": recipe.method, "steps": recipe.steps if recipe.method in ("pgd", "trades") else 1,
                      "seconds_per_epoch": round(seconds * per_epoch, 1)})
-    plain = core.compile_model(core.build_standard_cnn(), protocol)
+    plain = compile_model(build_standard_cnn(), protocol)
     plain_s, _ = best_time(one_pass(plain.fit), args.repeats)
 
     grads_s, _ = best_time(bare_gradients(plain, x, y, BATCH, 7), args.repeats)
@@ -55,12 +57,12 @@ def main():
         r["vs_limit"] = round(r["seconds_per_epoch"] / limit, 2)
         print(f"  {r['method']:>48}: {r['seconds_per_epoch']:7.1f} s per epoch of 55,000 ({r['vs_limit']:.2f}x limit)")
     print(f"PGD-7 training / limit = {pgd / limit:.2f}x")
-    stem = args.results_dir / "benchmark_adversarial_training"
-    core.write_table(rows, stem, title=f"Adversarial training speed, standard CNN, batch {BATCH}, timed on "
+    stem = ctx.results_dir / "benchmark_adversarial_training"
+    write_table(rows, stem, title=f"Adversarial training speed, standard CNN, batch {BATCH}, timed on "
                      f"{n:,} images and scaled to an epoch of 55,000, best of {args.repeats}; "
                      f"{os.cpu_count()} CPU cores, TF {tf.__version__}")
     print(f"wrote {stem}.csv, {stem}.md")
 
 
 if __name__ == "__main__":
-    core.run_main(main)
+    run_main(main)

@@ -14,25 +14,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import certified_robustness as cr  # noqa: E402
-import model as core  # noqa: E402
-from model import keras, tf  # noqa: E402
+from cli import common_parser, parse_args, positive_int, run_main  # noqa: E402
+from data import attack_subset, load_data  # noqa: E402
+from model import get_base_model, keras, tf  # noqa: E402
+from reporting import write_table  # noqa: E402
 from timing import best_time  # noqa: E402
 
 SIGMA, N0, ALPHA = 0.25, 100, 0.001
 
 
 def main():
-    parser = core.common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--images", type=core.positive_int, default=5)
-    parser.add_argument("--n", type=core.positive_int, default=10_000)
-    parser.add_argument("--batch-size", type=core.positive_int, default=1000)
-    parser.add_argument("--repeats", type=core.positive_int, default=2)
-    args = core.parse_args(parser)
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--images", type=positive_int, default=5)
+    parser.add_argument("--n", type=positive_int, default=10_000)
+    parser.add_argument("--batch-size", type=positive_int, default=1000)
+    parser.add_argument("--repeats", type=positive_int, default=2)
+    args, ctx = parse_args(parser)
     from art.estimators.certification.randomized_smoothing import TensorFlowV2RandomizedSmoothing
 
-    data = core.load_data(args.protocol_config, args.data_dir)
-    base, _ = core.get_base_model(args, data)   # speed does not depend on how it was trained
-    x = data.x_test[core.attack_subset(len(data.y_test), args.images)]
+    data = load_data(ctx.protocol, ctx.data_dir)
+    base, _ = get_base_model(ctx, data)   # speed does not depend on how it was trained
+    x = data.x_test[attack_subset(len(data.y_test), args.images)]
     samples = args.images * (N0 + args.n)
 
     smooth = cr.Smooth(base, SIGMA, batch_size=args.batch_size)
@@ -69,12 +71,12 @@ def main():
         print(f"  {r['implementation']:>50}: {r['seconds']:8.3f} s  {r['samples_per_s']:>9,} samples/s")
     print(f"ours / limit throughput = {limit_s / ours_s:.2f}x; ART / ours time = {art_s / ours_s:.2f}x")
     print(f"same decisions: ours {[p for p, _, _ in ours]}, ART {art_pred.tolist()}")
-    stem = args.results_dir / "benchmark_certify"
-    core.write_table(rows, stem, title=f"CERTIFY on {args.images} images, n0 {N0}, n {args.n:,}, sigma {SIGMA}, "
+    stem = ctx.results_dir / "benchmark_certify"
+    write_table(rows, stem, title=f"CERTIFY on {args.images} images, n0 {N0}, n {args.n:,}, sigma {SIGMA}, "
                      f"batch {args.batch_size} ({samples:,} noisy samples); ours and the limit best of "
                      f"{args.repeats}, ART once; {os.cpu_count()} CPU cores, TF {tf.__version__}")
     print(f"wrote {stem}.csv, {stem}.md")
 
 
 if __name__ == "__main__":
-    core.run_main(main)
+    run_main(main)

@@ -13,20 +13,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from scipy.ndimage import median_filter  # noqa: E402
 
-import input_preprocessing as ip  # noqa: E402
-import model as core  # noqa: E402
-from timing import best_time  # noqa: E402
+from filters import make_filter  # noqa: E402
+from cli import common_parser, parse_args, positive_int, run_main  # noqa: E402
+from data import load_fashion_mnist, to_unit_float  # noqa: E402
 from model import tf  # noqa: E402
+from reporting import write_table  # noqa: E402
+from timing import best_time  # noqa: E402
 
 
 def main():
-    parser = core.common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--n", type=core.positive_int, default=10000)
-    parser.add_argument("--batch-size", type=core.positive_int, default=1000)
-    parser.add_argument("--repeats", type=core.positive_int, default=3)
-    args = core.parse_args(parser)
-    x = core.to_unit_float(core.load_fashion_mnist(args.data_dir)[2][:args.n])
-    layer = ip.make_filter("dual")
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--n", type=positive_int, default=10000)
+    parser.add_argument("--batch-size", type=positive_int, default=1000)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    args, ctx = parse_args(parser)
+    x = to_unit_float(load_fashion_mnist(ctx.data_dir)[2][:args.n])
+    layer = make_filter("dual")
     filter_batch = tf.function(layer.call, reduce_retracing=True)
 
     def ours():
@@ -43,8 +45,8 @@ def main():
     print(f"  TensorFlow, batched ({args.batch_size}): {ours_s:.3f} s  ({len(x) / ours_s:,.0f} images/s)")
     print(f"  scipy, one image at a time:  {scipy_s:.3f} s  ({len(x) / scipy_s:,.0f} images/s)")
     print(f"  scipy / TensorFlow = {scipy_s / ours_s:.1f}x; outputs identical: {identical}")
-    stem = args.results_dir / "benchmark_median_filter"
-    core.write_table([{"implementation": "TensorFlow layer, batched", "seconds": round(ours_s, 3),
+    stem = ctx.results_dir / "benchmark_median_filter"
+    write_table([{"implementation": "TensorFlow layer, batched", "seconds": round(ours_s, 3),
                        "images_per_s": round(len(x) / ours_s), "identical_to_scipy": identical},
                       {"implementation": "scipy.ndimage.median_filter per image (the study's way)",
                        "seconds": round(scipy_s, 3), "images_per_s": round(len(x) / scipy_s),
@@ -55,4 +57,4 @@ def main():
 
 
 if __name__ == "__main__":
-    core.run_main(main)
+    run_main(main)

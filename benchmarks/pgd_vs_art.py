@@ -13,29 +13,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import attacks  # noqa: E402
-import model as core  # noqa: E402
+from cli import common_parser, parse_args, positive_int, run_main  # noqa: E402
+from data import attack_subset, load_data  # noqa: E402
+from model import get_base_model, keras, predict_labels, tf  # noqa: E402
+from reporting import accuracy_ci, format_acc, write_table  # noqa: E402
 from timing import bare_gradients, best_time  # noqa: E402
-from model import keras, tf  # noqa: E402
 
 EPS, STEP, STEPS = 0.1, 0.01, 20
 
 
 def main():
-    parser = core.common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--n", type=core.positive_int, default=1000)
-    parser.add_argument("--batch-size", type=core.positive_int, default=500)
-    parser.add_argument("--repeats", type=core.positive_int, default=3)
-    args = core.parse_args(parser)
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--n", type=positive_int, default=1000)
+    parser.add_argument("--batch-size", type=positive_int, default=500)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    args, ctx = parse_args(parser)
     from art.attacks.evasion import ProjectedGradientDescent
     from art.estimators.classification import TensorFlowV2Classifier
 
-    data = core.load_data(args.protocol_config, args.data_dir, args.quick)
-    model, _ = core.get_base_model(args, data)
-    idx = core.attack_subset(len(data.y_test), args.n)
+    data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
+    model, _ = get_base_model(ctx, data)
+    idx = attack_subset(len(data.y_test), args.n)
     x, y = data.x_test[idx], data.y_test[idx].astype(np.int32)
 
     ours_s, x_ours = best_time(lambda: attacks.pgd(model, x, y, eps=EPS, steps=STEPS, step_size=STEP,
-                                                   random_start=True, seed=args.seed,
+                                                   random_start=True, seed=ctx.seed,
                                                    batch_size=args.batch_size), args.repeats)
     classifier = TensorFlowV2Classifier(model, nb_classes=10, input_shape=(28, 28, 1),
                                         loss_object=keras.losses.CategoricalCrossentropy(from_logits=True),
@@ -46,12 +48,12 @@ def main():
     art_s, x_art = best_time(lambda: art_pgd.generate(x, y=y_onehot), args.repeats)
     limit_s, _ = best_time(bare_gradients(model, x, y, args.batch_size, STEPS), args.repeats)
 
-    acc_ours = core.accuracy_ci(core.predict_labels(model, x_ours) == y)
-    acc_art = core.accuracy_ci(core.predict_labels(model, x_art) == y)
+    acc_ours = accuracy_ci(predict_labels(model, x_ours) == y)
+    acc_art = accuracy_ci(predict_labels(model, x_art) == y)
     print(f"PGD-{STEPS}, L-inf eps {EPS}, step {STEP}, {args.n} images, batch {args.batch_size}, "
           f"best of {args.repeats}, TF {tf.__version__}, {tf.config.list_physical_devices()[-1].name}")
-    print(f"  ours   {ours_s:7.3f} s   robust accuracy {core.format_acc(acc_ours)}")
-    print(f"  ART    {art_s:7.3f} s   robust accuracy {core.format_acc(acc_art)}")
+    print(f"  ours   {ours_s:7.3f} s   robust accuracy {format_acc(acc_ours)}")
+    print(f"  ART    {art_s:7.3f} s   robust accuracy {format_acc(acc_art)}")
     print(f"  limit  {limit_s:7.3f} s   ({STEPS} bare forward+backward passes)")
     print(f"  ART / ours = {art_s / ours_s:.2f}x   ours / limit = {ours_s / limit_s:.2f}x")
     print(f"  max |x_adv - x|: ours {np.abs(x_ours - x).max():.4f}, ART {np.abs(x_art - x).max():.4f}")
@@ -63,13 +65,13 @@ def main():
     for row in rows:
         row.setdefault("n", ""), row.setdefault("acc", ""), row.setdefault("ci_low", ""), row.setdefault("ci_high", "")
     import art
-    stem = args.results_dir / "benchmark_pgd_vs_art"
-    core.write_table(rows, stem, title=(
+    stem = ctx.results_dir / "benchmark_pgd_vs_art"
+    write_table(rows, stem, title=(
         f"PGD-{STEPS} (L-inf {EPS}, step {STEP}, random start) on {args.n} test images of the "
-        f"{args.protocol} base CNN, batch {args.batch_size}, best of {args.repeats}; TF {tf.__version__}, "
+        f"{ctx.protocol.name} base CNN, batch {args.batch_size}, best of {args.repeats}; TF {tf.__version__}, "
         f"ART {art.__version__}, {os.cpu_count()} CPU cores, {tf.config.list_physical_devices()[-1].device_type}"))
     print(f"wrote {stem}.csv, {stem}.md")
 
 
 if __name__ == "__main__":
-    core.run_main(main)
+    run_main(main)

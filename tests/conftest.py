@@ -10,14 +10,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import model as core  # noqa: E402
+from cli import UserError, run_main  # noqa: E402
+from data import PROTOCOLS, attack_subset, load_data  # noqa: E402
+from model import build_standard_cnn, compile_model, keras  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def quick_data():
     try:
-        return core.load_data(core.PROTOCOLS["standard"], quick=True)
-    except core.UserError as e:
+        return load_data(PROTOCOLS["standard"], quick=True)
+    except UserError as e:
         pytest.skip(f"Fashion-MNIST not installed: {e}")
 
 
@@ -25,15 +27,15 @@ def quick_data():
 def small_model(quick_data):
     """The standard CNN after 2 epochs on 2,000 images: accurate enough (~70%) that
     attacks have something to break."""
-    core.keras.utils.set_random_seed(0)
-    m = core.compile_model(core.build_standard_cnn(), core.PROTOCOLS["standard"])
+    keras.utils.set_random_seed(0)
+    m = compile_model(build_standard_cnn(), PROTOCOLS["standard"])
     m.fit(quick_data.x_train, quick_data.y_train, epochs=2, batch_size=64, verbose=0)
     return m
 
 
 @pytest.fixture(scope="session")
 def attack_set(quick_data):
-    idx = core.attack_subset(len(quick_data.y_test), 200)
+    idx = attack_subset(len(quick_data.y_test), 200)
     return quick_data.x_test[idx], quick_data.y_test[idx].astype(np.int32)
 
 
@@ -43,10 +45,26 @@ def run_script(*args, cwd=ROOT, timeout=600):
                           text=True, timeout=timeout)
 
 
-def assert_one_line_error(proc):
+@pytest.fixture
+def main_in_process(monkeypatch, capsys, tmp_path):
+    """Run a script's main() in this process as the shell would (its argv, through
+    cli.run_main), in an empty working folder; returns (exit code, stderr). Saves
+    the ~4 s of a fresh TensorFlow import that run_script pays per call."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(module, *argv):
+        monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *map(str, argv)])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(module.main)
+        return exit_info.value.code, capsys.readouterr().err
+    return run
+
+
+def assert_one_line_error(returncode, stderr):
     """A bad input ends with a non-zero exit and one line on stderr, no traceback."""
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
+    assert returncode not in (0, None)
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
     assert "error" in lines[0]

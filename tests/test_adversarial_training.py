@@ -92,8 +92,8 @@ def test_guard_stays_quiet_without_a_collapse(small_model):
 
 @pytest.mark.parametrize("argv", [["--method", "pgd", "--eps", "-0.1"], ["--method", "nope"],
                                   ["--clean-weight", "2"], ["--filter", "median0"]])
-def test_bad_arguments_end_with_one_line(argv):
-    assert_one_line_error(run_script("runtime_adversarial_training.py", *argv))
+def test_bad_arguments_end_with_one_line(argv, main_in_process):
+    assert_one_line_error(*main_in_process(rat, *argv))
 
 
 def test_quick_fgsm_end_to_end(tmp_path, quick_data):

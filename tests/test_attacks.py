@@ -6,8 +6,7 @@ import pytest
 
 from conftest import run_script
 import attacks
-import model as core
-from model import keras, tf
+from model import keras, predict_labels, tf
 
 
 def mean_loss(model, x, y):
@@ -15,7 +14,7 @@ def mean_loss(model, x, y):
 
 
 def accuracy(model, x, y):
-    return float(np.mean(core.predict_labels(model, x) == y))
+    return float(np.mean(predict_labels(model, x) == y))
 
 
 def test_fgsm_within_eps_and_box_and_raises_loss(small_model, attack_set):
@@ -50,7 +49,7 @@ def test_more_restarts_never_raise_accuracy(small_model, attack_set):
     correct = {}
     for restarts in (1, 3):
         x_adv = attacks.pgd(small_model, x, y, eps=0.03, steps=5, restarts=restarts, seed=7)
-        correct[restarts] = core.predict_labels(small_model, x_adv) == y
+        correct[restarts] = predict_labels(small_model, x_adv) == y
     assert not np.any(correct[3] & ~correct[1])  # no image survives 3 restarts that fell to 1
     assert correct[3].mean() <= correct[1].mean()
 

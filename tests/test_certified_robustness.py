@@ -8,8 +8,9 @@ from scipy.stats import binomtest, norm
 
 from conftest import assert_one_line_error, run_script
 import certified_robustness as cr
-import model as core
-from model import keras, tf
+from cli import UserError
+from data import PROTOCOLS
+from model import base_classifier, keras, load_model, save_model, tf
 
 
 @pytest.mark.parametrize("n_a, n", [(990, 1000), (600, 1000), (99_990, 100_000), (51, 100)])
@@ -110,20 +111,29 @@ def test_shards_merge_into_one_log(tmp_path, small_model, attack_set):
     assert [int(r["idx"]) for r in cr.read_log(path)] == list(range(10))
 
 
+def test_a_noise_trained_model_saves_and_loads_and_is_deterministic_at_test_time(tmp_path, attack_set):
+    x = attack_set[0][:8]
+    model = cr.build_noise_model(PROTOCOLS["standard"], 0.25)
+    save_model(model, tmp_path, "noisy", {})
+    loaded, _ = load_model(tmp_path, "noisy")
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)
+    assert base_classifier(loaded).name == "standard_cnn"   # what the smoothed classifier wraps
+
+
 def test_bad_parameters():
-    with pytest.raises(core.UserError, match="sigma"):
+    with pytest.raises(UserError, match="sigma"):
         cr.Smooth(None, sigma=0)
     smooth = cr.Smooth(None, sigma=0.5)
-    with pytest.raises(core.UserError, match="n0"):
+    with pytest.raises(UserError, match="n0"):
         smooth.certify(np.zeros((28, 28, 1)), n0=1000, n=100, alpha=0.001)
-    with pytest.raises(core.UserError, match="alpha"):
+    with pytest.raises(UserError, match="alpha"):
         smooth.certify(np.zeros((28, 28, 1)), n0=10, n=100, alpha=1.5)
 
 
 @pytest.mark.parametrize("argv", [["--sigmas", "0"], ["--sigmas", "-0.5"], ["--n0", "500", "--n", "100"],
                                   ["--alpha", "1.5"], ["--alpha", "0"], ["--shard", "5/4"]])
-def test_bad_arguments_end_with_one_line(argv):
-    assert_one_line_error(run_script("certified_robustness.py", *argv))
+def test_bad_arguments_end_with_one_line(argv, main_in_process):
+    assert_one_line_error(*main_in_process(cr, *argv))
 
 
 def test_certified_robustness_quick_end_to_end(tmp_path, quick_data):

@@ -8,8 +8,11 @@ import pytest
 from conftest import assert_one_line_error, run_script
 import attacks
 import evaluation as ev
-import model as core
-from model import keras, tf
+import evaluation_report as report
+import filters
+from data import attack_subset, STUDY_TABLE4
+from model import keras, predict_labels, tf
+from reporting import accuracy_ci, write_table
 
 SETTINGS = ev.Settings(n_attack=100, eps_grid=(0.05, 0.1), long_attacks=((40, 1),), l2_radii=(0.5,), eot=2, n_vote=10)
 SEED = 7
@@ -17,7 +20,7 @@ SEED = 7
 
 @pytest.fixture(scope="module")
 def fixed_set(quick_data):
-    return core.attack_subset(len(quick_data.y_test), SETTINGS.n_attack)
+    return attack_subset(len(quick_data.y_test), SETTINGS.n_attack)
 
 
 def transfer_from(model, data, idx):
@@ -28,25 +31,25 @@ def transfer_from(model, data, idx):
 def test_uniform_evaluation_equals_direct_calls(small_model, quick_data, fixed_set):
     data, idx = quick_data, fixed_set
     x, y = data.x_test[idx], data.y_test[idx]
-    target = ev.Target(small_model, 0, SETTINGS, SEED)
+    target = filters.target(small_model)
     rows = ev.evaluate(target, data, idx, transfer_from(small_model, data, idx), SETTINGS, SEED)
-    predict = lambda x_: core.predict_labels(small_model, x_)  # noqa: E731
+    predict = lambda x_: predict_labels(small_model, x_)  # noqa: E731
     expected = {
-        ("clean", 0.0): core.accuracy_ci(predict(data.x_test) == data.y_test),
-        ("FGSM", 0.1): core.accuracy_ci(predict(attacks.fgsm(small_model, x, y, eps=0.1, seed=SEED)) == y),
-        ("PGD-20", 0.05): core.accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.05, steps=20, seed=SEED)) == y),
-        ("PGD-40", 0.1): core.accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.1, steps=40, seed=SEED)) == y),
-        ("L2 PGD-20", 0.5): core.accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.5, norm="l2", steps=20,
+        ("clean", 0.0): accuracy_ci(predict(data.x_test) == data.y_test),
+        ("FGSM", 0.1): accuracy_ci(predict(attacks.fgsm(small_model, x, y, eps=0.1, seed=SEED)) == y),
+        ("PGD-20", 0.05): accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.05, steps=20, seed=SEED)) == y),
+        ("PGD-40", 0.1): accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.1, steps=40, seed=SEED)) == y),
+        ("L2 PGD-20", 0.5): accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.5, norm="l2", steps=20,
                                                                  step_size=0.5 / 8, seed=SEED)) == y),
-        ("FGSM-k adaptive", round(attacks.STUDY_EPS, 4)): core.accuracy_ci(predict(attacks.fgsm_k(small_model, x, y)) == y),
+        ("FGSM-k adaptive", round(attacks.STUDY_EPS, 4)): accuracy_ci(predict(attacks.fgsm_k(small_model, x, y)) == y),
     }
     for (attack, eps), stats in expected.items():
-        row = ev.find(rows, attack, eps)
+        row = report.find(rows, attack, eps)
         assert row is not None, attack
         for key in ("n", "acc", "ci_low", "ci_high"):
             assert row[key] == pytest.approx(stats[key]), (attack, key)
     # the worst case at 0.1 is no better than any single attack at 0.1
-    worst = ev.find(rows, "worst case", 0.1)["acc"]
+    worst = report.find(rows, "worst case", 0.1)["acc"]
     assert all(worst <= r["acc"] for r in rows if r["eps"] == 0.1 and r["norm"] == "linf")
 
 
@@ -64,7 +67,7 @@ def test_sanity_checks_flag_a_gradient_masked_model(small_model, quick_data, fix
     transfer = transfer_from(small_model, data, idx)
     results = {}
     for label, model in (("healthy", small_model), ("masked", masked)):
-        rows = ev.evaluate(ev.Target(model, 0, SETTINGS, SEED), data, idx, transfer, SETTINGS, SEED)
+        rows = ev.evaluate(filters.target(model), data, idx, transfer, SETTINGS, SEED)
         results[label] = {check: passed for check, passed, _ in ev.sanity_checks(rows, SETTINGS)}
     assert results["healthy"]["adaptive no weaker than transfer"]
     assert results["healthy"]["unbounded attack reaches ~0%"]
@@ -110,8 +113,8 @@ def test_paper_table_puts_each_figure_in_its_cell(tmp_path):
     np.savez(tmp_path / "mia" / "paper_cnn_dual_study.npz", score=np.zeros(20), is_member=is_member,
              decision=decision)
     mia_rows = {("paper_cnn_dual", "study"): {"f1": "0.75", "accuracy": "0.8"}}
-    table = {r["measure"]: r for r in ev.paper_table([(defense, rows)], mia_rows, tmp_path, SETTINGS)}
-    study = core.STUDY_TABLE4[key]
+    table = {r["measure"]: r for r in report.paper_table([(defense, rows)], mia_rows, tmp_path, SETTINGS)}
+    study = STUDY_TABLE4[key]
     assert table["train accuracy"]["study"] == study["train_acc"] and table["train accuracy"]["ours"] == 70.0
     assert table["train accuracy"]["study_within_ci"] is True          # 70.56 in [65, 75]
     assert table["test accuracy"]["study"] == study["test_acc"] and table["test accuracy"]["ours"] == 80.0
@@ -123,18 +126,18 @@ def test_paper_table_puts_each_figure_in_its_cell(tmp_path):
     assert table["FGSM-k transfer, 1000 fixed"]["ours"] == 62.0
     assert table["MIA accuracy (study's rule)"]["ours"] == 80.0 and table["MIA accuracy (study's rule)"]["n"] == 20
     assert table["MIA F1 (study's rule)"]["ours"] == 0.75
-    note = ev.table4_note(list(table.values()))
+    note = report.table4_note(list(table.values()))
     # in: train accuracy, benign on the 20; out: test accuracy, transfer on the 20, MIA accuracy
     assert note.startswith("Of the 5 figures") and "2 lie within" in note and "3 do not" in note
     assert "median filter only: test accuracy;" in note and "median filter only: train accuracy" not in note
-    core.write_table(list(table.values()), tmp_path / "t4", note=note)
+    write_table(list(table.values()), tmp_path / "t4", note=note)
     assert (tmp_path / "t4.md").read_text().rstrip().endswith(note.strip())
     assert table["MIA F1 (study's rule)"]["study"] == study["mia_f1"]
 
 
 def test_missing_models_give_one_line(tmp_path, quick_data):
     proc = run_script("evaluation.py", "--quick", "--results-dir", tmp_path / "r", "--models-dir", tmp_path / "m")
-    assert_one_line_error(proc)
+    assert_one_line_error(proc.returncode, proc.stderr)
     assert "--train-missing" in proc.stderr
 
 

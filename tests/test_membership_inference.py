@@ -3,7 +3,6 @@ leakage between two non-member sets, high AUC on a memorising model), thresholds
 blind to evaluation labels, the study's rule, and an end-to-end run."""
 import csv
 import json
-import types
 
 import numpy as np
 import pytest
@@ -11,8 +10,9 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score, ro
 
 from conftest import assert_one_line_error, run_script
 import membership_inference as mi
-import model as core
-from model import keras
+from cli import RunContext
+from data import Data, PROTOCOLS
+from model import build_standard_cnn, compile_model, keras
 
 
 def test_metrics_equal_sklearn_on_random_scores():
@@ -57,37 +57,40 @@ def test_the_studys_rule_on_a_hand_made_case():
     assert (m["accuracy"], m["advantage"], m["precision"], m["recall"], m["f1"]) == (0.5, 0.0, 0.5, 0.5, 0.5)
 
 
-def test_threshold_ignores_the_evaluation_labels():
+def test_threshold_is_the_best_one_on_the_calibration_data_alone():
+    """The decisions are 'score >= t' with the t that a brute-force sweep finds best
+    (balanced accuracy) on the calibration set; the evaluation labels are never seen."""
     rng = np.random.default_rng(1)
     calib_member = rng.random(400) < 0.5
     calib_score = rng.normal(size=400) + calib_member
     eval_score = rng.normal(size=300)
+    candidates = np.unique(calib_score)
+    balanced = [0.5 * ((calib_score[calib_member] >= t).mean() + (calib_score[~calib_member] < t).mean())
+                for t in candidates]
+    best = candidates[int(np.argmax(balanced))]
     first = mi.threshold_decisions(eval_score, calib_score, calib_member)
-    again = mi.threshold_decisions(eval_score.copy(), calib_score, calib_member)
-    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, eval_score >= best)
+    assert 0.05 < first.mean() < 0.95   # a threshold inside the data, not a degenerate one
     # the calibration labels do matter: flipping them moves the threshold
     flipped = mi.threshold_decisions(eval_score, calib_score, ~calib_member)
     assert not np.array_equal(first, flipped)
 
 
-def fake_args(tmp_path, quick=True):
-    return types.SimpleNamespace(protocol="standard", protocol_config=core.PROTOCOLS["standard"], seed=0,
-                                 quick=quick, data_dir=None, models_dir=tmp_path, results_dir=tmp_path,
-                                 adversarial_queries=False)
+def context(tmp_path):
+    return RunContext(PROTOCOLS["standard"], seed=0, quick=True, models_dir=tmp_path, results_dir=tmp_path)
 
 
 def test_two_sets_of_nonmembers_give_chance_auc(tmp_path, small_model, quick_data):
     """Members and non-members both drawn from images the model never saw: every
     attack, shadow and LiRA included, must find nothing (AUC within noise of 0.5)."""
-    unseen = core.Data(quick_data.x_test[:600], quick_data.y_test[:600], quick_data.x_val, quick_data.y_val,
-                       quick_data.x_test[600:], quick_data.y_test[600:], np.arange(600), np.arange(500),
-                       np.arange(400))
+    unseen = Data(quick_data.x_test[:600], quick_data.y_test[:600], quick_data.x_val, quick_data.y_val,
+                  quick_data.x_test[600:], quick_data.y_test[600:], np.arange(600), np.arange(500), np.arange(400))
     sets = mi.MembershipSets(np.arange(200), np.arange(200), np.arange(200, 400), np.arange(200, 400))
-    args = fake_args(tmp_path)
-    shadows = mi.get_shadows(args, unseen, sets, 2, 600)
+    ctx = context(tmp_path)
+    shadows = mi.get_shadows(ctx, unseen, sets, 2, 600)
     shadow_seeds = {json.loads(p.read_text())["seed"] for p in tmp_path.glob("shadow_*.json")}
     assert len(shadow_seeds) == 2, "each shadow model must start from its own initialisation"
-    rows = mi.attack_model(args, "target", small_model, {}, unseen, sets, shadows)
+    rows = mi.attack_model(ctx, "target", small_model, {}, unseen, sets, shadows)
     assert {r["attack"] for r in rows} == set(mi.ATTACKS)
     for r in rows:
         assert abs(r["auc"] - 0.5) < 0.1, r
@@ -96,20 +99,19 @@ def test_two_sets_of_nonmembers_give_chance_auc(tmp_path, small_model, quick_dat
 def test_loss_attack_catches_a_memorising_model(tmp_path, quick_data):
     rng = np.random.default_rng(0)
     x, y = quick_data.x_train[:400], rng.integers(0, 10, 400)   # random labels: only memory helps
-    data = core.Data(x[:200], y[:200], x[:10], y[:10], x[200:], y[200:], np.arange(200), np.arange(10),
-                     np.arange(200))
+    data = Data(x[:200], y[:200], x[:10], y[:10], x[200:], y[200:], np.arange(200), np.arange(10), np.arange(200))
     keras.utils.set_random_seed(0)
-    m = core.compile_model(core.build_standard_cnn(), core.PROTOCOLS["standard"])
+    m = compile_model(build_standard_cnn(), PROTOCOLS["standard"])
     m.fit(data.x_train, data.y_train, epochs=60, batch_size=32, verbose=0)
     sets = mi.MembershipSets(np.arange(100), np.arange(100), np.arange(100, 200), np.arange(100, 200))
-    rows = {r["attack"]: r for r in mi.attack_model(fake_args(tmp_path), "memo", m, {}, data, sets, None)}
+    rows = {r["attack"]: r for r in mi.attack_model(context(tmp_path), "memo", m, {}, data, sets, None)}
     assert rows["loss"]["auc"] > 0.9
     assert rows["loss"]["balanced_acc"] > 0.75
 
 
-def test_bad_arguments_end_with_one_line():
-    assert_one_line_error(run_script("membership_inference.py", "--shadows", "0"))
-    assert_one_line_error(run_script("membership_inference.py", "--quick", "--n", "100000"))
+def test_bad_arguments_end_with_one_line(main_in_process, quick_data):
+    assert_one_line_error(*main_in_process(mi, "--shadows", "0"))
+    assert_one_line_error(*main_in_process(mi, "--quick", "--n", "100000"))
 
 
 def test_membership_inference_quick_end_to_end(tmp_path, quick_data):

@@ -16,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from reporting import atomic_write_text  # noqa: E402  (no TensorFlow: this wrapper starts fast)
+
 FIELDS = ["finished_utc", "command", "exit", "wall_s", "commit", "cpus", "gpu", "host"]
 
 
@@ -36,13 +39,6 @@ def commit():
     return probe.stdout.strip() or "unknown"
 
 
-def atomic_write(path, text):
-    """Write a whole file or nothing (model.atomic_write_text would import TensorFlow)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_markdown(rows, path):
     """Every recorded stage, and the sum over the latest successful run of each command."""
     latest = {r["command"]: float(r["wall_s"]) for r in rows if r["exit"] == "0"}
@@ -51,7 +47,7 @@ def write_markdown(rows, path):
     lines += ["| " + " | ".join(str(r[f]) for f in FIELDS) + " |" for r in rows]
     lines += ["", f"Sum over the latest successful run of each of the {len(latest)} commands: "
                   f"{sum(latest.values()) / 3600:.2f} h."]
-    atomic_write(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def record(results_dir, row):
@@ -63,7 +59,7 @@ def record(results_dir, row):
     writer = csv.DictWriter(table, FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(path, table.getvalue())
+    atomic_write_text(path, table.getvalue())
     write_markdown(rows, results_dir / "run_times.md")
 
 

@@ -9,6 +9,9 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from reporting import markdown_table  # noqa: E402
+
 BLOCK = re.compile(r"(<!-- include: (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- end include -->)", re.S)
 
 
@@ -16,10 +19,7 @@ def render(root, name):
     path = root / name
     if not path.exists():
         return f"*(not generated yet: run the command above to write `{name}`)*\n"
-    lines = path.read_text().splitlines()
-    if lines and lines[0].startswith("# "):
-        lines[0] = f"**{lines[0][2:]}**"
-    return "\n".join(lines).rstrip() + "\n"
+    return markdown_table(path)
 
 
 def update(readme):

@@ -1,0 +1,125 @@
+"""The command line every script shares: the common flags, the run context they
+become, argument types, and one-line errors instead of tracebacks."""
+import argparse
+import dataclasses
+import math
+import os
+import sys
+from pathlib import Path
+
+sys.stdout.reconfigure(line_buffering=True)  # progress shows up in logs as it happens
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad argument, missing or corrupt data): reported as
+    one line and exit code 2, never as a traceback."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What the common flags decide for a whole run; library functions take this,
+    never the argparse namespace."""
+    protocol: object            # data.Protocol
+    seed: int
+    quick: bool = False
+    data_dir: Path = None
+    results_dir: Path = Path("results")
+    models_dir: Path = Path("models")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line (and exit code 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(text, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+
+
+def positive_float(text):
+    value = _number(text, float)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def positive_int(text):
+    value = _number(text, int)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def seed_int(text):
+    value = _number(text, int)
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be in 0 .. 2**32-1, got {text}")
+    return value
+
+
+def common_parser(description):
+    """The flags every script shares; each script adds its own."""
+    from data import PROTOCOLS  # data.py raises this module's UserError, so it cannot be imported above
+    parser = ArgumentParser(description=description,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="standard",
+                        help="'paper' mirrors the study exactly; 'standard' is the rigorous setup")
+    parser.add_argument("--seed", type=seed_int, default=None,
+                        help="random seed (default: the protocol's, 62861020)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run of a minute or two on a data subset; writes to "
+                             "results_quick/ and models/quick/ unless the dirs are given")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the four Fashion-MNIST IDX files (searched first)")
+    parser.add_argument("--results-dir", default=None, help="where tables and plots go (default: results)")
+    parser.add_argument("--models-dir", default=None, help="model cache (default: models)")
+    return parser
+
+
+def _writable_folder(parser, flag, folder):
+    if folder.exists() and not folder.is_dir():
+        parser.error(f"{flag} {folder} is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"{flag} {folder} cannot be created ({e.strerror})")
+    if not os.access(folder, os.W_OK):
+        parser.error(f"{flag} {folder} is not writable")
+
+
+def parse_args(parser, argv=None):
+    """Parse; check the common flags; return (namespace, RunContext) with the defaults
+    that depend on --quick filled in (a quick run never writes over the full results or
+    models) and every library seeded."""
+    from data import PROTOCOLS
+    args = parser.parse_args(argv)
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        parser.error(f"--data-dir {args.data_dir} does not exist")
+    protocol = PROTOCOLS[args.protocol]
+    results_dir = Path(args.results_dir or ("results_quick" if args.quick else "results"))
+    models_dir = Path(args.models_dir or (os.path.join("models", "quick") if args.quick else "models"))
+    _writable_folder(parser, "--results-dir", results_dir)
+    _writable_folder(parser, "--models-dir", models_dir)
+    ctx = RunContext(protocol=protocol, seed=protocol.seed if args.seed is None else args.seed,
+                     quick=args.quick, data_dir=args.data_dir, results_dir=results_dir, models_dir=models_dir)
+    import keras  # imported (quietly) by model.py before any script parses its arguments
+    keras.utils.set_random_seed(ctx.seed)
+    return args, ctx
+
+
+def run_main(main):
+    """Run a script's main(): a UserError becomes one line on stderr and exit 2, an
+    interrupt exit 130 (every stage resumes from what it saved)."""
+    try:
+        main()
+    except UserError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"\n{Path(sys.argv[0]).name}: interrupted; run again to resume", file=sys.stderr)
+        sys.exit(130)

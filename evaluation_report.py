@@ -1,0 +1,223 @@
+"""The tables and plots of evaluation.py, made from its rows: the summary of every
+defense, the study's Table 4 beside ours, results/summary.md, and the figures. It
+reads what the other stages wrote (membership inference, certification) through
+their own path functions."""
+import csv
+from pathlib import Path
+
+import numpy as np
+
+import certified_robustness as cr
+import membership_inference as mia
+from attacks import HEADLINE_EPS, pgd_name
+from data import STUDY_TABLE4
+from reporting import accuracy_ci, atomic_write_text, error_bars, markdown_table, pct, pyplot, save_figure
+
+
+# ------------------------------------------------------------------- the rows
+
+def fixed_images(rows):
+    """The 'images' tag of the fixed attack set in a defense's rows."""
+    return next(r["images"] for r in rows if r["attack"] == "benign" and r["images"].endswith("fixed"))
+
+
+def find(rows, attack, eps=None, images=None):
+    """The row of an attack (at eps, on those images); None if absent."""
+    for r in rows:
+        if r["attack"] == attack and (eps is None or abs(r["eps"] - eps) < 1e-4) and \
+                (images is None or r["images"] == images):
+            return r
+    return None
+
+
+# ---------------------------------------------------------- membership inference
+
+def mia_results(results_dir, protocol_name):
+    """membership_inference.py's rows for this protocol, by (model, attack); {} if it has not run."""
+    path = mia.table_stem(results_dir, protocol_name).with_suffix(".csv")
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {(r["model"], r["attack"]): r for r in csv.DictReader(f)}
+
+
+def study_mia_accuracy(results_dir, model_name):
+    """The study's MIA accuracy with its interval, from the saved decisions."""
+    path = mia.scores_path(results_dir, model_name, "study")
+    if not path.exists():
+        return None
+    saved = np.load(path)
+    return accuracy_ci(saved["decision"] == saved["is_member"])
+
+
+# ------------------------------------------------------------------------ tables
+
+def certified_at(results_dir, defense, radius):
+    """Certified accuracy at an L2 radius from certified_robustness.py's log (largest n)."""
+    log = cr.largest_certify_log(results_dir, defense.name, defense.sigma) if defense.sigma else None
+    return cr.certified_accuracy(cr.read_log(log), radius) if log else None
+
+
+def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
+    fixed = fixed_images(rows)
+    mia_cell = lambda attack, key: mia_rows.get((defense.name, attack), {}).get(key, "")  # noqa: E731
+    fmt = lambda v: f"{float(v):.3f}" if v != "" else ""  # noqa: E731
+    last = pgd_name(*settings.long_attacks[-1])
+    row = {"defense": defense.label, "kind": defense.kind, "model": defense.name,
+           "clean (test set)": pct(find(rows, "clean")),
+           "FGSM-k transfer": pct(find(rows, "FGSM-k transfer", images=fixed)),
+           "FGSM-k adaptive": pct(find(rows, "FGSM-k adaptive", images=fixed)),
+           f"PGD-20 @{HEADLINE_EPS:g}": pct(find(rows, "PGD-20", HEADLINE_EPS, fixed)),
+           f"{last} @{HEADLINE_EPS:g}": pct(find(rows, last, HEADLINE_EPS, fixed)),
+           f"worst case @{HEADLINE_EPS:g}": pct(find(rows, "worst case", HEADLINE_EPS, fixed))}
+    for radius in settings.l2_radii:
+        row[f"L2 PGD @{radius:g}"] = pct(find(rows, "L2 PGD-20", radius, fixed))
+        row[f"certified @{radius:g}"] = pct(certified_at(results_dir, defense, radius))
+    row.update({"MIA loss AUC": fmt(mia_cell("loss", "auc")), "LiRA AUC": fmt(mia_cell("lira", "auc")),
+                "LiRA TPR@0.1%FPR": fmt(mia_cell("lira", "tpr_at_0.1%_fpr")),
+                "study-rule MIA acc": fmt(mia_cell("study", "accuracy")),
+                "n (attacks)": find(rows, "benign", images=fixed)["n"],
+                "sanity": "ok" if all(p for _, p, _ in checks) else
+                          "FLAGGED: " + "; ".join(c for c, p, _ in checks if not p)})
+    return row
+
+
+TABLE4_MEASURES = (  # (our measure, the study's column, which rows of ours)
+    ("train accuracy", "train_acc", ("clean (train)", None)),
+    ("test accuracy", "test_acc", ("clean", None)),
+    ("FGSM-k benign, study's 20", "fgsmk_benign", ("benign", "study's 20")),
+    ("FGSM-k adversarial (transfer), study's 20", "fgsmk_adv", ("FGSM-k transfer", "study's 20")),
+    ("FGSM-k benign, {fixed}", None, ("benign", "fixed")),
+    ("FGSM-k transfer, {fixed}", None, ("FGSM-k transfer", "fixed")),
+    ("FGSM-k adaptive, {fixed}", None, ("FGSM-k adaptive", "fixed")),
+    ("MIA accuracy (study's rule)", "mia_acc", None),
+    ("MIA F1 (study's rule)", "mia_f1", None),
+)
+
+
+def paper_table(evaluated, mia_rows, results_dir, settings):
+    """The study's Table 4 beside ours: one row per (configuration, measure), with the
+    study's figure, ours with n and interval, and whether the study's figure lies in
+    our 95% interval. evaluated: (defense, rows) pairs."""
+    table = []
+    for defense, rows in evaluated:
+        if not defense.paper_row:
+            continue
+        study = STUDY_TABLE4[defense.paper_row]
+        for measure, study_key, which in TABLE4_MEASURES:
+            ours = None
+            if which:
+                attack, images = which
+                images = fixed_images(rows) if images == "fixed" else images
+                ours = find(rows, attack, images=images)
+            elif study_key == "mia_acc":
+                ours = study_mia_accuracy(results_dir, defense.name)
+            study_value = study.get(study_key, "") if study_key else ""
+            cell = {"configuration": defense.paper_row, "model": defense.name,
+                    "measure": measure.format(fixed=fixed_images(rows)), "study": study_value}
+            if study_key == "mia_f1":
+                f1 = mia_rows.get((defense.name, "study"), {}).get("f1", "")
+                cell.update(n="", ours=round(float(f1), 3) if f1 != "" else "", ci_low="", ci_high="",
+                            study_within_ci="")
+            elif ours:
+                within = "" if study_value == "" else \
+                    bool(100 * ours["ci_low"] <= study_value <= 100 * ours["ci_high"])
+                cell.update(n=ours["n"], ours=round(100 * ours["acc"], 2), ci_low=round(100 * ours["ci_low"], 2),
+                            ci_high=round(100 * ours["ci_high"], 2), study_within_ci=within)
+            else:
+                cell.update(n="", ours="", ci_low="", ci_high="", study_within_ci="")
+            table.append(cell)
+    return table
+
+
+def write_summary(results_dir):
+    """results/summary.md: the generated tables of every protocol evaluated so far."""
+    parts = ["# Summary of the evaluation\n",
+             "Generated by `python evaluation.py` from the files in this folder; nothing here is typed by hand. "
+             "Accuracies in %, with exact 95% Clopper-Pearson intervals.\n"]
+    for stem, heading in (("evaluation_standard_summary", "Standard protocol: every defense"),
+                          ("evaluation_standard_checks", "Standard protocol: sanity checks"),
+                          ("evaluation_paper_table4", "Paper protocol: the study's Table 4 beside ours"),
+                          ("evaluation_paper_summary", "Paper protocol: every defense"),
+                          ("evaluation_paper_checks", "Paper protocol: sanity checks")):
+        path = Path(results_dir) / f"{stem}.md"
+        if path.exists():
+            parts += [f"## {heading}\n", markdown_table(path)]
+    atomic_write_text(Path(results_dir) / "summary.md", "\n".join(parts))
+
+
+def table4_note(table):
+    """Which of the study's figures lie within our 95% intervals (a generated sentence
+    under the table). table: paper_table's rows."""
+    rows = [r for r in table if r["study_within_ci"] in (True, False)]
+    inside = [r for r in rows if r["study_within_ci"]]
+    outside = [f"{r['configuration']}: {r['measure']}" for r in rows if not r["study_within_ci"]]
+    return (f"Of the {len(rows)} figures of the study we could set beside ours with an interval, {len(inside)} lie "
+            f"within our 95% interval (a difference within noise) and {len(outside)} do not"
+            + (": " + "; ".join(outside) if outside else "") + ".\n")
+
+
+# ------------------------------------------------------------------------- plots
+
+def plot_pareto(evaluated, title, path):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, (defense, rows) in enumerate(evaluated):
+        clean, robust = find(rows, "clean"), find(rows, "worst case", HEADLINE_EPS)
+        ax.errorbar(100 * robust["acc"], 100 * clean["acc"], fmt="os^vD<>p*hX"[i % 11], color=f"C{i % 10}",
+                    capsize=2, label=defense.label,
+                    xerr=error_bars([robust]), yerr=error_bars([clean]))
+    ax.set(xlabel=f"robust accuracy at L-inf eps {HEADLINE_EPS:g}, worst case over every attack (%)",
+           ylabel="clean test accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_eps(evaluated, settings, title, path):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, (defense, rows) in enumerate(evaluated):
+        fixed = fixed_images(rows)
+        curve = [find(rows, "benign", images=fixed)] + [find(rows, "PGD-20", eps, fixed) for eps in settings.eps_grid]
+        eps = [0.0] + list(settings.eps_grid)
+        ax.errorbar(eps, [100 * r["acc"] for r in curve], color=f"C{i % 10}", marker="o", ms=3, capsize=2,
+                    ls="-" if i < 10 else "--", label=defense.label,
+                    yerr=error_bars(curve))
+    ax.set(xlabel="L-inf eps (pixels in [0, 1])", ylabel="accuracy under adaptive PGD-20 (%)", ylim=(0, 100),
+           title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_privacy(evaluated, mia_rows, title, path):
+    plt = pyplot()
+    fig, (ax_auc, ax_tpr) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for i, (defense, rows) in enumerate(evaluated):
+        robust = 100 * find(rows, "worst case", HEADLINE_EPS)["acc"]
+        for ax, attack, key in ((ax_auc, "loss", "auc"), (ax_tpr, "lira", "tpr_at_0.1%_fpr")):
+            value = mia_rows.get((defense.name, attack), {}).get(key, "")
+            if value != "":
+                ax.plot(robust, float(value) * (1 if key == "auc" else 100), "os^vD<>p*hX"[i % 11],
+                        color=f"C{i % 10}", label=defense.label)
+    ax_auc.axhline(0.5, color="k", ls=":", lw=1)
+    ax_auc.set(xlabel=f"robust accuracy at eps {HEADLINE_EPS:g}, worst case (%)",
+               ylabel="membership inference ROC AUC (loss attack)", title="leakage on average")
+    ax_tpr.axhline(0.1, color="k", ls=":", lw=1)
+    ax_tpr.set(xlabel=f"robust accuracy at eps {HEADLINE_EPS:g}, worst case (%)",
+               ylabel="LiRA TPR at 0.1% FPR (%)", title="leakage at low FPR (dotted: chance)")
+    for ax in (ax_auc, ax_tpr):
+        ax.grid(alpha=0.3)
+    handles, labels = ax_auc.get_legend_handles_labels()
+    if not labels:
+        handles, labels = ax_tpr.get_legend_handles_labels()
+    if labels:
+        fig.legend(handles, labels, fontsize=7, loc="center right")
+    else:
+        for ax in (ax_auc, ax_tpr):
+            ax.text(0.5, 0.5, "no membership_inference.py results yet", ha="center", transform=ax.transAxes)
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
