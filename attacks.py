@@ -24,21 +24,32 @@ STUDY_CONFIDENCE = 0.8   # it stops once misclassified with at least this confid
 HEADLINE_EPS = 0.1       # the L-inf budget of every headline robust accuracy
 
 
+KERAS_EPSILON = 1e-7     # Keras clips probabilities to [eps, 1 - eps] in its cross-entropy
+LOSSES = {"ce": "cross-entropy on logits",
+          "study": "the study's: cross-entropy on softmax probabilities clipped to [1e-7, 1 - 1e-7]",
+          "margin": "margin (best wrong logit - true logit)"}
+
+
 def per_example_loss(logits, y, loss="ce"):
-    """Loss the attacker maximises: cross-entropy, the margin (best wrong logit minus
-    true logit, Carlini-Wagner) which does not saturate, or "kl": the KL divergence
+    """Loss the attacker maximises: cross-entropy on the logits; "study", the study's
+    loss (Keras' cross-entropy on the softmax output, whose clipping gives an image the
+    model is nearly certain of a zero gradient); the margin (best wrong logit minus
+    true logit, Carlini-Wagner) which does not saturate; or "kl": the KL divergence
     from reference probabilities passed as y (TRADES' inner maximisation)."""
     if loss == "kl":
         return tf.reduce_sum(y * (tf.math.log(y + 1e-12) - tf.nn.log_softmax(logits)), axis=1)
     y = tf.cast(y, tf.int32)
     if loss == "ce":
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+    if loss == "study":
+        probs = tf.clip_by_value(tf.nn.softmax(logits), KERAS_EPSILON, 1.0 - KERAS_EPSILON)
+        return -tf.math.log(tf.gather(probs, y, axis=1, batch_dims=1))
     if loss == "margin":
         true = tf.one_hot(y, tf.shape(logits)[1], dtype=logits.dtype)
         true_logit = tf.reduce_sum(logits * true, axis=1)
         best_other = tf.reduce_max(logits - 1e9 * true, axis=1)
         return best_other - true_logit
-    raise ValueError(f"unknown loss {loss!r}: use 'ce' or 'margin'")
+    raise ValueError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
 
 
 def _input_gradient(model, x, y, loss, eot_samples):
@@ -171,15 +182,16 @@ def fgsm(model, x, y, *, eps, loss="ce", batch_size=500, seed=0):
 
 
 @tf.function(reduce_retracing=True)
-def _fgsm_k_step(model, x, x_adv, y, eps, step_size, confidence):
-    """One step of the study's FGSM-k; images already misclassified with enough
-    confidence stay as they are. Returns the new images and that 'done' mask."""
+def _fgsm_k_step(model, x, x_adv, y, eps, step_size, confidence, loss, first):
+    """One step of the study's FGSM-k. Like the study, it always takes the first step
+    and then stops an image once the step before left it misclassified with enough
+    confidence. Returns the new images and that 'done' mask."""
     with tf.GradientTape() as tape:
         tape.watch(x_adv)
         logits = model(x_adv, training=False)
-        total = tf.reduce_sum(per_example_loss(logits, y, "ce"))
+        total = tf.reduce_sum(per_example_loss(logits, y, loss))
     wrong = tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), y)
-    done = wrong & (tf.reduce_max(tf.nn.softmax(logits), axis=1) >= confidence)
+    done = wrong & (tf.reduce_max(tf.nn.softmax(logits), axis=1) >= confidence) & tf.logical_not(first)
     stepped = x_adv + step_size * tf.sign(tape.gradient(total, x_adv,
                                                         unconnected_gradients=tf.UnconnectedGradients.ZERO))
     stepped = tf.clip_by_value(tf.clip_by_value(stepped, x - eps, x + eps), 0.0, 1.0)
@@ -188,10 +200,12 @@ def _fgsm_k_step(model, x, x_adv, y, eps, step_size, confidence):
 
 
 def fgsm_k(model, x, y, *, eps=STUDY_EPS, step_size=STUDY_STEP, max_steps=STUDY_MAX_STEPS,
-           confidence=STUDY_CONFIDENCE, batch_size=500, seed=0):
+           confidence=STUDY_CONFIDENCE, loss="ce", batch_size=500, seed=0):
     """The study's iterative FGSM in [0, 1] units: steps of 8/255 within 20/255, pixels
     rounded to the 1/255 grid (the study cast to integers), each image stopping once it
-    is misclassified with softmax confidence >= 0.8. Deterministic (seed unused)."""
+    is misclassified with softmax confidence >= 0.8. loss="study" is the study's own
+    gradient (see per_example_loss); "ce" the stronger logit loss. Deterministic (seed
+    unused)."""
     x, y = _check(x, y, eps)
     out = np.empty_like(x)
     eps_t, step_t = tf.constant(eps, tf.float32), tf.constant(step_size, tf.float32)
@@ -199,8 +213,9 @@ def fgsm_k(model, x, y, *, eps=STUDY_EPS, step_size=STUDY_STEP, max_steps=STUDY_
     for lo, hi in _batches(len(x), batch_size):
         xb, yb = tf.constant(x[lo:hi]), tf.constant(y[lo:hi])
         x_adv = xb
-        for _ in range(max_steps):
-            x_adv, done = _fgsm_k_step(model, xb, x_adv, yb, eps_t, step_t, confidence_t)
+        for step in range(max_steps):
+            x_adv, done = _fgsm_k_step(model, xb, x_adv, yb, eps_t, step_t, confidence_t, loss,
+                                       tf.constant(step == 0))
             if bool(tf.reduce_all(done)):
                 break
         out[lo:hi] = x_adv.numpy()
@@ -246,15 +261,16 @@ QUICK_EPS = (0.05, 0.1, 0.2)
 
 def attack_grid(protocol, quick, eps_values=None):
     """(label, attack, eps, keyword arguments) rows of the base-model experiment: the
-    study's FGSM-k, FGSM and PGD-20 at each eps, stronger PGD (more steps, restarts)
-    at the headline eps 0.1, a margin loss, an unbounded sanity attack and L2 PGD."""
-    eps_values = eps_values or (QUICK_EPS if quick else DEFAULT_EPS[protocol])
+    study's FGSM-k (with the protocol's loss), FGSM and PGD-20 at each eps, stronger PGD
+    (more steps, restarts) at the headline eps 0.1, a margin loss, an unbounded sanity
+    attack and L2 PGD."""
+    eps_values = eps_values or (QUICK_EPS if quick else DEFAULT_EPS[protocol.name])
     long_steps = 40 if quick else 100
-    grid = [("FGSM-k (study)", fgsm_k, STUDY_EPS, {})]
+    grid = [("FGSM-k (study)", fgsm_k, STUDY_EPS, dict(loss=protocol.fgsm_k_loss))]
     for eps in eps_values:
         grid += [("FGSM", fgsm, eps, {}),
                  ("PGD-20", pgd, eps, dict(steps=20, step_size=eps / 10))]
-    restarts = (2,) if quick or protocol == "paper" else (2, 5)
+    restarts = (2,) if quick or protocol.name == "paper" else (2, 5)
     grid += [(f"PGD-{long_steps}x{r}", pgd, 0.1, dict(steps=long_steps, restarts=r, step_size=0.01))
              for r in restarts]
     grid += [("PGD-20 (margin loss)", pgd, 0.1, dict(steps=20, step_size=0.01, loss="margin")),
@@ -272,21 +288,22 @@ def run_attacks(ctx, n=None, eps_values=None):
     n = n or (200 if ctx.quick else protocol.n_attack)
     idx = attack_subset(len(data.y_test), n)
     x, y = data.x_test[idx], data.y_test[idx]
-    rows = [{"protocol": protocol.name, "attack": "none (clean)", "norm": "-", "eps": 0.0,
+    rows = [{"protocol": protocol.name, "attack": "none (clean)", "norm": "-", "eps": 0.0, "loss": "-",
              **accuracy_ci(predict_labels(model, x) == y), "seconds": 0.0}]
     print(f"clean: {format_acc(rows[0])}")
-    for label, attack, eps, kwargs in attack_grid(protocol.name, ctx.quick, eps_values):
+    for label, attack, eps, kwargs in attack_grid(protocol, ctx.quick, eps_values):
         start = time.time()
         x_adv = attack(model, x, y, eps=eps, seed=ctx.seed, **kwargs)
         seconds = time.time() - start
         stats = accuracy_ci(predict_labels(model, x_adv) == y)
         norm = kwargs.get("norm", "linf")
         rows.append({"protocol": protocol.name, "attack": label, "norm": norm, "eps": round(eps, 4),
-                     **stats, "seconds": round(seconds, 2)})
+                     "loss": kwargs.get("loss", "ce"), **stats, "seconds": round(seconds, 2)})
         print(f"{label:>32} {norm:>4} eps={eps:.4f}: {format_acc(stats)} ({seconds:.1f} s)")
     stem = ctx.results_dir / f"attacks_{protocol.name}"
     write_table(rows, stem, title=f"Undefended {protocol.architecture} under each attack, "
-                f"{protocol.name} protocol, seed {ctx.seed} (exact 95% intervals)")
+                f"{protocol.name} protocol, seed {ctx.seed} (exact 95% intervals; loss: "
+                f"{'; '.join(f'{k} = {v}' for k, v in LOSSES.items())})")
     plot_accuracy_vs_eps(rows, f"Undefended {protocol.architecture} ({protocol.name} protocol, n={n})",
                          ctx.results_dir / f"attacks_{protocol.name}.png")
     print(f"wrote {stem}.csv, {stem}.md, {stem}.png")

@@ -121,6 +121,7 @@ class Protocol:
     early_stopping_patience: int
     seed: int
     n_attack: int               # test images every attack is evaluated on
+    fgsm_k_loss: str            # the loss FGSM-k ascends: "study" (its clipped softmax) or "ce" (logits)
     quick_train: int = 2000     # --quick: data subset sizes and epochs
     quick_val: int = 500
     quick_test: int = 1000
@@ -134,12 +135,12 @@ PROTOCOLS = {
     "paper": Protocol(name="paper", architecture="paper_cnn", n_train=5000, split="first",
                       epochs=10, batch_size=128, optimizer="nadam", learning_rate=1e-3,
                       early_stopping_patience=10, seed=62861020, n_attack=1000,
-                      quick_train=1000, quick_val=500, quick_test=500),
+                      fgsm_k_loss="study", quick_train=1000, quick_val=500, quick_test=500),
     # The rigorous setup: 55,000 training images, the compact CNN, 1,000 attack images.
     "standard": Protocol(name="standard", architecture="standard_cnn", n_train=55000,
                          split="random", epochs=15, batch_size=128, optimizer="adam",
                          learning_rate=1e-3, early_stopping_patience=5, seed=62861020,
-                         n_attack=1000),
+                         n_attack=1000, fgsm_k_loss="ce"),
 }
 
 # The study's published Fashion-MNIST results (its Table 4), in percent; the FGSM-k

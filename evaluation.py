@@ -16,14 +16,12 @@ from pathlib import Path
 import numpy as np
 
 import attacks
-import certified_robustness as cr
-import filters
-import runtime_adversarial_training as rat
 from cli import UserError, common_parser, parse_args, run_main
 from data import attack_subset, load_data, study_sample
+from defenses import catalogue, load_defenses
 from evaluation_report import (find, fixed_images, mia_results, paper_table, plot_eps, plot_pareto, plot_privacy,
                                summary_row, table4_note, write_summary)
-from model import get_base_model, library_versions, load_model, model_path
+from model import library_versions, model_path
 from reporting import accuracy_ci, atomic_write_text, format_acc, write_table
 
 UNBOUNDED_MAX_ACC = 0.05    # an eps = 1 attack that leaves more than this correct is not working
@@ -49,78 +47,9 @@ SETTINGS = {
 }
 
 
-# ------------------------------------------------------------------ the defenses
-
-@dataclasses.dataclass
-class Defense:
-    """One defended model: what the tables call it, where it is cached, and how its
-    technique script trains it (for --train-missing)."""
-    label: str
-    kind: str
-    name: str                 # models/<name>.keras
-    train: object             # () -> (model, sidecar), the technique script's own function
-    sigma: float = 0.0        # > 0: the smoothed classifier around this noise-trained model
-    paper_row: str = ""       # the study's Table 4 configuration it reproduces
-
-
-def catalogue(ctx, data):
-    """Every defense of the protocol, in table order (a subset with --quick)."""
-    arch = ctx.protocol.architecture
-    paper = ctx.protocol.name == "paper"
-    defenses = [Defense("undefended CNN", "undefended", arch, lambda: get_base_model(ctx, data))]
-    for f in ("dual",) if paper else ("median3", "dual"):
-        defenses.append(Defense(f"{f} filter", "filter", f"{arch}_{f}",
-                                lambda f=f: filters.get_filter_model(ctx, f, data),
-                                paper_row="median filter only" if paper else ""))
-    if paper:
-        for key in rat.PAPER_RECIPES:
-            recipe = rat.paper_recipe(key, arch)
-            label = ("dual + " if recipe.filter else "") + f"study AT {recipe.epochs} ep b{recipe.batch_size}"
-            defenses.append(Defense(label, "filter + adversarial training" if recipe.filter else "adversarial training",
-                                    recipe.name(arch), lambda r=recipe: rat.train_adversarially(ctx, r, data),
-                                    paper_row=key))
-    else:
-        for recipe in rat.STANDARD_RECIPES:
-            label = ("dual + " if recipe.filter else "") + f"{recipe.method} AT"
-            defenses.append(Defense(label, "filter + adversarial training" if recipe.filter else "adversarial training",
-                                    recipe.name(arch), lambda r=recipe: rat.train_adversarially(ctx, r, data)))
-        for sigma in cr.SIGMAS:
-            defenses.append(Defense(f"smoothing sigma {sigma:g}", "randomized smoothing",
-                                    cr.noise_model_name(ctx.protocol, sigma),
-                                    lambda s=sigma: cr.get_noise_model(ctx, s, data), sigma=sigma))
-    if ctx.quick:
-        keep = {arch, f"{arch}_dual", rat.Recipe("pgd").name(arch), cr.noise_model_name(ctx.protocol, 0.25),
-                rat.PAPER_RECIPES["dual median + AT (25 ep, batch 16), the final pick"].name(arch)}
-        defenses = [d for d in defenses if d.name in keep]
-    return defenses
-
-
-def load_defenses(models_dir, defenses, train_missing):
-    """(defense, model) for each defense whose model is cached; trained first with
-    train_missing, otherwise reported and skipped."""
-    found = []
-    for defense in defenses:
-        model, _ = load_model(models_dir, defense.name)
-        if model is None and train_missing:
-            model, _ = defense.train()
-        if model is None:
-            print(f"  skipped {defense.label}: no {model_path(models_dir, defense.name)} "
-                  "(run its script, or this one with --train-missing)")
-            continue
-        found.append((defense, model))
-    return found
-
-
-def target_of(defense, model, settings, seed):
-    """How the defense is attacked and judged, as its own module defines it."""
-    if defense.sigma:
-        return cr.smoothed_target(model, defense.sigma, settings.n_vote, settings.eot, seed)
-    return filters.target(model)
-
-
 # ------------------------------------------------------ the one evaluation function
 
-def evaluate(target, data, idx, transfer, settings, seed, study_idx=None):
+def evaluate(target, data, idx, transfer, settings, seed, study_idx=None, fgsm_k_loss="ce"):
     """Every measurement of one defense, as rows (attack, norm, eps, images, n, acc,
     ci_low, ci_high). Attacks run on the test images idx; transfer holds FGSM-k and
     PGD-20 examples crafted on the undefended CNN for those images."""
@@ -131,7 +60,7 @@ def evaluate(target, data, idx, transfer, settings, seed, study_idx=None):
         return target.worst_case(lambda view, eot: attacks.pgd(view, x, y, eot_samples=eot, seed=seed, **options), y)
 
     def fgsm_k(xs, ys):
-        return target.worst_case(lambda view, eot: attacks.fgsm_k(view, xs, ys), ys)
+        return target.worst_case(lambda view, eot: attacks.fgsm_k(view, xs, ys, loss=fgsm_k_loss), ys)
 
     def add(attack, norm, eps, images, correct):
         rows.append({"attack": attack, "norm": norm, "eps": round(float(eps), 4), "images": images,
@@ -231,13 +160,14 @@ def run_record(ctx, settings, evaluated, seconds, git):
 
 # -------------------------------------------------------------------------- main
 
-def transfer_examples(base, data, idx, study_idx, seed):
+def transfer_examples(base, data, idx, study_idx, seed, fgsm_k_loss):
     """FGSM-k and PGD-20 examples crafted on the undefended CNN, to transfer."""
     x, y = data.x_test[idx], data.y_test[idx]
-    transfer = {"fgsm_k": attacks.fgsm_k(base, x, y),
+    transfer = {"fgsm_k": attacks.fgsm_k(base, x, y, loss=fgsm_k_loss),
                 "pgd": attacks.pgd(base, x, y, eps=attacks.HEADLINE_EPS, steps=20, seed=seed)}
     if study_idx is not None:
-        transfer["fgsm_k_study"] = attacks.fgsm_k(base, data.x_test[study_idx], data.y_test[study_idx])
+        transfer["fgsm_k_study"] = attacks.fgsm_k(base, data.x_test[study_idx], data.y_test[study_idx],
+                                                  loss=fgsm_k_loss)
     return transfer
 
 
@@ -247,17 +177,18 @@ def evaluate_all(ctx, settings, data, defenses):
     idx = attack_subset(len(data.y_test), settings.n_attack)
     study_idx = study_sample(len(data.y_test), ctx.seed) if ctx.protocol.name == "paper" else None
     print(f"crafting transfer attacks on the undefended {ctx.protocol.architecture} ({len(idx)} images)")
-    transfer = transfer_examples(defenses[0][1], data, idx, study_idx, ctx.seed)
+    loss = ctx.protocol.fgsm_k_loss
+    transfer = transfer_examples(defenses[0][1], data, idx, study_idx, ctx.seed, loss)
     mia_rows = mia_results(ctx.results_dir, ctx.protocol.name)
     evaluated, long_rows, summary, check_rows = [], [], [], []
     for defense, model in defenses:
         t0 = time.time()
-        target = target_of(defense, model, settings, ctx.seed)
-        print(f"evaluating {defense.label} ({defense.name}; attacked through: {target.describe()})")
-        rows = evaluate(target, data, idx, transfer, settings, ctx.seed, study_idx)
+        target = defense.target(model, settings.n_vote, settings.eot, ctx.seed)
+        print(f"evaluating {defense.label} ({defense.key}; attacked through: {target.describe()})")
+        rows = evaluate(target, data, idx, transfer, settings, ctx.seed, study_idx, loss)
         checks = sanity_checks(rows, settings)
         evaluated.append((defense, rows))
-        common = {"protocol": ctx.protocol.name, "defense": defense.label, "kind": defense.kind, "model": defense.name}
+        common = {"protocol": ctx.protocol.name, "defense": defense.label, "kind": defense.kind, "model": defense.key}
         long_rows += [{**common, **r, "attacked_through": target.describe()} for r in rows]
         check_rows.append({**common, **{c: f"{'pass' if p else 'FAIL'} ({d})" for c, p, d in checks}})
         summary.append(summary_row(defense, rows, checks, mia_rows, settings, ctx.results_dir))
@@ -285,8 +216,9 @@ def run_evaluation(ctx, train_missing=False):
     write_table(check_rows, f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019), {tag}")
     write_table(summary, f"{out}_summary",
                 title=f"Every defense at a glance, {tag}: accuracy % [95% interval]; clean on "
-                      f"{len(data.y_test)} test images, attacks on {settings.n_attack} fixed test images; MIA "
-                      f"from membership_inference.py")
+                      f"{len(data.y_test)} test images, attacks on {settings.n_attack} fixed test images; FGSM-k "
+                      f"ascends the {attacks.LOSSES[protocol.fgsm_k_loss]}, every other attack the "
+                      f"{attacks.LOSSES['ce']}; MIA from membership_inference.py")
     mia_rows = mia_results(ctx.results_dir, protocol.name)
     if protocol.name == "paper":
         table4 = paper_table(evaluated, mia_rows, ctx.results_dir, settings)

@@ -60,10 +60,10 @@ def certified_at(results_dir, defense, radius):
 
 def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
     fixed = fixed_images(rows)
-    mia_cell = lambda attack, key: mia_rows.get((defense.name, attack), {}).get(key, "")  # noqa: E731
+    mia_cell = lambda attack, key: mia_rows.get((defense.key, attack), {}).get(key, "")  # noqa: E731
     fmt = lambda v: f"{float(v):.3f}" if v != "" else ""  # noqa: E731
     last = pgd_name(*settings.long_attacks[-1])
-    row = {"defense": defense.label, "kind": defense.kind, "model": defense.name,
+    row = {"defense": defense.label, "kind": defense.kind, "model": defense.key,
            "clean (test set)": pct(find(rows, "clean")),
            "FGSM-k transfer": pct(find(rows, "FGSM-k transfer", images=fixed)),
            "FGSM-k adaptive": pct(find(rows, "FGSM-k adaptive", images=fixed)),
@@ -111,12 +111,12 @@ def paper_table(evaluated, mia_rows, results_dir, settings):
                 images = fixed_images(rows) if images == "fixed" else images
                 ours = find(rows, attack, images=images)
             elif study_key == "mia_acc":
-                ours = study_mia_accuracy(results_dir, defense.name)
+                ours = study_mia_accuracy(results_dir, defense.key)
             study_value = study.get(study_key, "") if study_key else ""
-            cell = {"configuration": defense.paper_row, "model": defense.name,
+            cell = {"configuration": defense.paper_row, "model": defense.key,
                     "measure": measure.format(fixed=fixed_images(rows)), "study": study_value}
             if study_key == "mia_f1":
-                f1 = mia_rows.get((defense.name, "study"), {}).get("f1", "")
+                f1 = mia_rows.get((defense.key, "study"), {}).get("f1", "")
                 cell.update(n="", ours=round(float(f1), 3) if f1 != "" else "", ci_low="", ci_high="",
                             study_within_ci="")
             elif ours:
@@ -197,7 +197,7 @@ def plot_privacy(evaluated, mia_rows, title, path):
     for i, (defense, rows) in enumerate(evaluated):
         robust = 100 * find(rows, "worst case", HEADLINE_EPS)["acc"]
         for ax, attack, key in ((ax_auc, "loss", "auc"), (ax_tpr, "lira", "tpr_at_0.1%_fpr")):
-            value = mia_rows.get((defense.name, attack), {}).get(key, "")
+            value = mia_rows.get((defense.key, attack), {}).get(key, "")
             if value != "":
                 ax.plot(robust, float(value) * (1 if key == "auc" else 100), "os^vD<>p*hX"[i % 11],
                         color=f"C{i % 10}", label=defense.label)

@@ -14,10 +14,11 @@ import numpy as np
 from scipy.stats import norm
 
 import attacks
-import filters  # also registers the filter layers, so that filter models load
+import filters
 from cli import UserError, common_parser, parse_args, positive_int, run_main
 from data import Data, load_data
-from model import build_model, get_base_model, get_or_train, load_model, model_path, predict_logits, tf
+from defenses import catalogue, load_defenses
+from model import build_model, get_base_model, get_or_train, predict_logits, tf
 from reporting import pyplot, save_figure, write_table
 
 ATTACKS = ("study", "confidence", "loss", "shadow", "lira")
@@ -210,21 +211,10 @@ def table_stem(results_dir, protocol_name, adversarial_queries=False):
     return Path(results_dir) / f"membership_inference_{protocol_name}{suffix}"
 
 
-def saved_models(models_dir, protocol_name):
-    """(name, sidecar) of every saved model of this protocol, shadows excluded."""
-    found = []
-    for sidecar_path in sorted(Path(models_dir).glob("*.json")):
-        sidecar = json.loads(sidecar_path.read_text())
-        if sidecar.get("protocol") == protocol_name and not sidecar_path.stem.startswith("shadow_") \
-                and model_path(models_dir, sidecar_path.stem).exists():
-            found.append((sidecar_path.stem, sidecar))
-    return found
-
-
-def attack_scores(model, sidecar, data, sets, shadows, seed, adversarial_queries=False):
+def attack_scores(model, sigma, data, sets, shadows, seed, adversarial_queries=False):
     """Every attack's (scores, decisions) on the evaluation members and non-members,
-    and whether each is a member."""
-    sigma = sidecar.get("noise_sigma")
+    and whether each is a member. sigma > 0: the model is the base of a smoothed
+    classifier, queried through its noisy predictions."""
     x_eval, y_eval, is_member = stack(data, sets.eval_members, sets.eval_nonmembers)
     x_cal, y_cal, cal_member = stack(data, sets.calib_members, sets.calib_nonmembers)
     if adversarial_queries:
@@ -253,9 +243,9 @@ def attack_scores(model, sidecar, data, sets, shadows, seed, adversarial_queries
     return results, is_member
 
 
-def attack_model(ctx, name, model, sidecar, data, sets, shadows, adversarial_queries=False):
+def attack_model(ctx, name, model, data, sets, shadows, sigma=0.0, adversarial_queries=False):
     """Every attack on one model; returns table rows and writes the score files."""
-    results, is_member = attack_scores(model, sidecar, data, sets, shadows, ctx.seed, adversarial_queries)
+    results, is_member = attack_scores(model, sigma, data, sets, shadows, ctx.seed, adversarial_queries)
     rows = []
     for attack, (score, decision) in results.items():
         out = scores_path(ctx.results_dir, name, attack, adversarial_queries)
@@ -296,8 +286,9 @@ def plot_roc(results_dir, protocol_name, rows, attack, path, adversarial_queries
 
 
 def run_membership_inference(ctx, n, k, adversarial_queries=False):
-    """Every attack against every saved model of the protocol, with k shadow models
-    and n members / n non-members."""
+    """Every attack against every defense of the protocol's catalogue whose model is
+    cached, queried through the defense (a filter at prediction time included), with k
+    shadow models and n members / n non-members."""
     protocol = ctx.protocol
     data = load_data(protocol, ctx.data_dir, ctx.quick)
     if 2 * n > len(data.y_train) or n > len(data.y_test) // 2:
@@ -306,15 +297,14 @@ def run_membership_inference(ctx, n, k, adversarial_queries=False):
                         f"{len(data.y_test)} test images: at most {most})")
     sets = membership_sets(data, n)
     get_base_model(ctx, data)
-    models = saved_models(ctx.models_dir, protocol.name)
+    models = load_defenses(ctx.models_dir, catalogue(ctx, data))
     pool = min(len(data.y_train), 2 * protocol.n_train if protocol.name == "paper" else 20000)
     print(f"{len(models)} models; {n} members / {n} non-members; {k} shadow models on a pool of {pool}")
     start = time.time()
     shadows = get_shadows(ctx, data, sets, k, pool)
     rows = []
-    for name, sidecar in models:
-        model, _ = load_model(ctx.models_dir, name)
-        rows += attack_model(ctx, name, model, sidecar, data, sets, shadows, adversarial_queries)
+    for defense, model in models:
+        rows += attack_model(ctx, defense.key, model, data, sets, shadows, defense.sigma, adversarial_queries)
     stem = table_stem(ctx.results_dir, protocol.name, adversarial_queries)
     write_table(rows, stem, title=f"Membership inference, {protocol.name} protocol, {n} members (first training "
                 f"images) and {n} non-members (first test images), {k} shadow models, seed {ctx.seed}; "
@@ -324,16 +314,16 @@ def run_membership_inference(ctx, n, k, adversarial_queries=False):
 
 
 def main():
-    parser = common_parser("Membership inference against every saved model of a protocol.")
+    parser = common_parser("Membership inference against every defense of a protocol whose model is cached.")
     parser.add_argument("--shadows", type=positive_int, default=None,
                         help="shadow models for the shadow and LiRA attacks (default 16; 4 for the paper "
                              "protocol's slow CNN; 2 with --quick)")
     parser.add_argument("--n", type=positive_int, default=None,
-                        help="members and non-members evaluated (default 2,000, the study's; 300 with --quick)")
+                        help="members and non-members evaluated (default 2,000, the study's; 200 with --quick)")
     parser.add_argument("--adversarial-queries", action="store_true",
                         help="query with PGD examples (L-inf 0.1, 10 steps) instead of clean images")
     args, ctx = parse_args(parser)
-    n = args.n or (300 if ctx.quick else 2000)
+    n = args.n or (200 if ctx.quick else 2000)
     k = args.shadows or (2 if ctx.quick else (4 if ctx.protocol.name == "paper" else 16))
     run_membership_inference(ctx, n, k, args.adversarial_queries)
 

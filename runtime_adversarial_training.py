@@ -7,6 +7,7 @@ and a catastrophic-overfitting guard (`fgsm-rs`), PGD training (`pgd`) and TRADE
     python runtime_adversarial_training.py --method pgd --eps 0.1 --epochs 10 [--filter dual] [--init NAME]
 """
 import dataclasses
+import math
 
 import numpy as np
 
@@ -34,6 +35,14 @@ class Recipe:
     beta: float = 6.0             # TRADES
     filter: str = ""              # input filter in front of the CNN ("" = none)
     init: str = ""                # fine-tune this saved model instead of training from scratch
+    snapshots: tuple = ()         # also save the model after these epochs, as the shorter recipe's model
+
+    def for_run(self, quick):
+        """The recipe as a run trains it: under --quick a tenth of the epochs (at least one)."""
+        if not quick:
+            return self
+        tenth = lambda epochs: math.ceil(epochs / 10)  # noqa: E731
+        return dataclasses.replace(self, epochs=tenth(self.epochs), snapshots=tuple(map(tenth, self.snapshots)))
 
     def name(self, architecture):
         parts = [architecture, self.filter, f"at-{self.method}"]
@@ -51,7 +60,7 @@ def study_perturbation(model, x, y):
     once, stored as uint8. Truncation makes a pixel drop by one grey level where the
     gradient sign is negative (0 stays 0) and leaves it unchanged elsewhere."""
     levels = np.round(x * 255.0)
-    stepped = attacks.fgsm(model, x, y, eps=STUDY_STEP_255 / 255.0)
+    stepped = attacks.fgsm(model, x, y, eps=STUDY_STEP_255 / 255.0, loss="study")
     sign = np.sign(np.round((stepped * 255.0 - levels) / STUDY_STEP_255))
     return (np.clip(np.floor(levels + STUDY_STEP_255 * sign), 0, 255) / 255.0).astype(np.float32)
 
@@ -202,24 +211,52 @@ def initial_model(ctx, recipe, data):
     return filters.with_filter(filters.make_filter(recipe.filter), classifier) if recipe.filter else classifier
 
 
-def fine_tune_on_study_images(model, data, recipe, optimizer, epochs, callbacks):
-    """The study's adversarial training: the once-made uint8 images alone, no
-    validation. Returns the size of the perturbation it trained on."""
+def study_training_images(model, data):
+    """The study's adversarial training set (its once-made uint8 images) and the size
+    of the perturbation it carries."""
     x_train = study_perturbation(model, data.x_train, data.y_train)
     delta = (x_train - data.x_train).reshape(len(x_train), -1)
     size = {"linf_max": float(np.abs(delta).max()), "l2_mean": float(np.linalg.norm(delta, axis=1).mean()),
             "fraction_of_pixels_changed": float(np.mean(np.abs(delta) > 1e-6))}
     print(f"  the study's 'adversarial' images: L-inf {size['linf_max']:.4f}, mean L2 {size['l2_mean']:.3f}, "
           f"{100 * size['fraction_of_pixels_changed']:.1f}% of pixels changed")
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    model.fit(x_train, data.y_train, epochs=epochs, batch_size=recipe.batch_size, shuffle=True,
-              callbacks=callbacks, verbose=keras_verbosity())
-    return size
+    return x_train, size
+
+
+class Snapshots(keras.callbacks.Callback):
+    """Saves the model after each of the recipe's snapshot epochs under the name of the
+    same recipe run for that many epochs: training is deterministic, so the snapshot is
+    that shorter run's model (the study's 20- and 25-epoch rows are the first epochs of
+    its 50-epoch run)."""
+
+    def __init__(self, ctx, recipe, monitor, extra):
+        super().__init__()
+        self.ctx, self.recipe, self.monitor, self.extra = ctx, recipe, monitor, extra
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 in self.recipe.snapshots:
+            shorter = dataclasses.replace(self.recipe, epochs=epoch + 1, snapshots=())
+            save_run(self.ctx, self.monitor.classifier, shorter, self.monitor, self.extra,
+                     snapshot_of=self.recipe.name(self.ctx.protocol.architecture))
+
+
+def save_run(ctx, model, recipe, monitor, extra, snapshot_of=None):
+    """Save a trained model with its sidecar: recipe, seed, data, epoch log (up to the
+    recipe's last epoch) and what extra holds."""
+    name = recipe.name(ctx.protocol.architecture)
+    log = monitor.log[:recipe.epochs]
+    seconds = sum(entry["seconds"] for entry in log)
+    sidecar = {"protocol": ctx.protocol.name, "recipe": dataclasses.asdict(recipe), "seed": ctx.seed,
+               "quick": ctx.quick, "epochs_run": len(log), "train_seconds": round(seconds, 1),
+               "seconds_per_epoch": round(seconds / max(len(log), 1), 1), "collapsed_at_epoch": monitor.collapsed_at,
+               "epoch_log": log, "snapshot_of": snapshot_of, **extra}
+    save_model(model, ctx.models_dir, name, sidecar)
+    print(f"saved {model_path(ctx.models_dir, name)} ({seconds:.0f} s)")
 
 
 def train_adversarially(ctx, recipe, data):
-    """Train (or load from the cache) one recipe; returns (model, sidecar)."""
+    """Train (or load from the cache) one recipe for exactly recipe.epochs (a run's
+    recipes come through Recipe.for_run); returns (model, sidecar)."""
     protocol = ctx.protocol
     name = recipe.name(protocol.architecture)
     cached, sidecar = load_model(ctx.models_dir, name)
@@ -231,49 +268,69 @@ def train_adversarially(ctx, recipe, data):
     x_mon, y_mon = monitor_set(data, 100 if ctx.quick else 500)
     monitor = RobustnessMonitor(model, x_mon, y_mon, recipe.eps, guard=recipe.method == "fgsm-rs",
                                 log_path=ctx.models_dir / f".{name}_epochs.json")
-    epochs = 1 if ctx.quick else recipe.epochs
     optimizer = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}[protocol.optimizer]
-    callbacks = [monitor, keras.callbacks.BackupAndRestore(str(ctx.models_dir / f".{name}_backup"))]
-    print(f"training {name}: {recipe}")
-    extra = {}
+    extra = {"data": data.describe()}
     if recipe.method == "study":
-        extra["study_perturbation"] = fine_tune_on_study_images(model, data, recipe,
-                                                                optimizer(protocol.learning_rate), epochs, callbacks)
+        x_train, extra["study_perturbation"] = study_training_images(model, data)
+    callbacks = [monitor, Snapshots(ctx, recipe, monitor, extra),
+                 keras.callbacks.BackupAndRestore(str(ctx.models_dir / f".{name}_backup"))]
+    print(f"training {name}: {recipe}")
+    if recipe.method == "study":   # the study fine-tuned on its once-made images alone, no validation
+        model.compile(optimizer=optimizer(protocol.learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        model.fit(x_train, data.y_train, epochs=recipe.epochs, batch_size=recipe.batch_size, shuffle=True,
+                  callbacks=callbacks, verbose=keras_verbosity())
     else:
         trainer = AdversarialTrainer(model, recipe, seed=ctx.seed)
         trainer.compile(optimizer=optimizer(protocol.learning_rate))
         trainer(data.x_train[:1])  # build it, so that BackupAndRestore can resume it
-        trainer.fit(data.x_train, data.y_train, epochs=epochs, batch_size=recipe.batch_size, shuffle=True,
+        trainer.fit(data.x_train, data.y_train, epochs=recipe.epochs, batch_size=recipe.batch_size, shuffle=True,
                     callbacks=callbacks, verbose=keras_verbosity())
     monitor.finish()
-    seconds = monitor.seconds()
-    sidecar = {"protocol": protocol.name, "recipe": dataclasses.asdict(recipe), "seed": ctx.seed,
-               "quick": ctx.quick, "data": data.describe(), "epochs_run": len(monitor.log),
-               "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(len(monitor.log), 1), 1),
-               "collapsed_at_epoch": monitor.collapsed_at, "epoch_log": monitor.log, **extra}
-    save_model(model, ctx.models_dir, name, sidecar)
-    print(f"saved {model_path(ctx.models_dir, name)} ({seconds:.0f} s)")
+    save_run(ctx, model, recipe, monitor, extra)
     return model, load_model(ctx.models_dir, name)[1]
 
 
 # ----------------------------------------------------------------- experiments
 
-PAPER_RECIPES = {  # the study's Table 4 rows: key -> recipe
-    "adversarial training only (0.085, 20 ep, batch 16)": Recipe("study", epochs=20, batch_size=16),
-    "dual median + AT (0.085, 20 ep, batch 16)": Recipe("study", epochs=20, batch_size=16, filter="dual"),
-    "dual median + AT (50 ep, batch 16)": Recipe("study", epochs=50, batch_size=16, filter="dual"),
-    "dual median + AT (25 ep, batch 16), the final pick": Recipe("study", epochs=25, batch_size=16, filter="dual"),
-    "dual median + AT (25 ep, batch 32)": Recipe("study", epochs=25, batch_size=32, filter="dual"),
+# The study's adversarial training, as its code ran it: the raw CNN fine-tuned on its
+# once-made images, one 50-epoch run at batch 16 (its 20- and 25-epoch models are that
+# run after 20 and 25 epochs) and one 25-epoch run at batch 32.
+PAPER_TRAINING = (Recipe("study", epochs=50, batch_size=16, snapshots=(20, 25)),
+                  Recipe("study", epochs=25, batch_size=32))
+
+PAPER_ROWS = {  # the study's Table 4 rows: key -> (the fine-tuned CNN's recipe, filter at prediction time)
+    "adversarial training only (0.085, 20 ep, batch 16)": (Recipe("study", epochs=20, batch_size=16), ""),
+    "dual median + AT (0.085, 20 ep, batch 16)": (Recipe("study", epochs=20, batch_size=16), "dual"),
+    "dual median + AT (50 ep, batch 16)": (Recipe("study", epochs=50, batch_size=16), "dual"),
+    "dual median + AT (25 ep, batch 16), the final pick": (Recipe("study", epochs=25, batch_size=16), "dual"),
+    "dual median + AT (25 ep, batch 32)": (Recipe("study", epochs=25, batch_size=32), "dual"),
 }
 
 STANDARD_RECIPES = [Recipe("fgsm"), Recipe("fgsm-rs"), Recipe("pgd"), Recipe("trades"),
                     Recipe("pgd", filter="dual")]
 
 
-def paper_recipe(key, architecture):
-    """The study's row `key` as trained here: fine-tuning its CNN, or its dual-filter CNN."""
-    recipe = PAPER_RECIPES[key]
-    return dataclasses.replace(recipe, init=architecture + ("_dual" if recipe.filter else ""))
+def train_paper(ctx, data):
+    """The study's two fine-tuning runs (and so every snapshot its rows measure);
+    returns each run's epoch log."""
+    logs = {}
+    for recipe in PAPER_TRAINING:
+        recipe = recipe.for_run(ctx.quick)
+        logs[recipe.name(ctx.protocol.architecture)] = train_adversarially(ctx, recipe, data)[1].get("epoch_log", [])
+    return logs
+
+
+def paper_model(ctx, key, data):
+    """The study's row `key` as the study measured it: its fine-tuned CNN, with the dual
+    filter in front at prediction time where the row has it. Returns (model, saved
+    model's name, its sidecar)."""
+    recipe, filter_name = PAPER_ROWS[key]
+    recipe = recipe.for_run(ctx.quick)
+    model, sidecar = train_adversarially(ctx, recipe, data)
+    if filter_name:
+        model = filters.with_filter(filters.make_filter(filter_name), model)
+    return model, recipe.name(ctx.protocol.architecture), sidecar
 
 
 def acc_row(**fields):
@@ -281,12 +338,14 @@ def acc_row(**fields):
     return {**fields, **accuracy_ci(correct)}
 
 
-def paper_rows(ctx, data, model, sidecar, key, samples, transfer):
+def paper_rows(ctx, data, key, samples, transfer):
     """One study row's measures: train and test accuracy, and on each image sample the
-    benign accuracy, the transferred and the adaptive FGSM-k; the study's figures beside."""
+    benign accuracy, the transferred and the adaptive FGSM-k (the study's loss); the
+    study's figures beside."""
+    model, name, sidecar = paper_model(ctx, key, data)
     study = STUDY_TABLE4[key]
-    architecture = ctx.protocol.architecture
-    common = dict(protocol="paper", configuration=key, model=paper_recipe(key, architecture).name(architecture),
+    loss = ctx.protocol.fgsm_k_loss
+    common = dict(protocol="paper", configuration=key, model=name, filter_at_prediction=PAPER_ROWS[key][1] or "none",
                   perturbation_linf=round(sidecar.get("study_perturbation", {}).get("linf_max", float("nan")), 4))
     rows = [acc_row(**common, measure="train accuracy", eps=0.0, study=study["train_acc"],
                     correct=predict_labels(model, data.x_train) == data.y_train),
@@ -303,21 +362,20 @@ def paper_rows(ctx, data, model, sidecar, key, samples, transfer):
                             correct=predict_labels(model, transfer[sample.label]) == y))
         rows.append(acc_row(**common, measure=f"FGSM-k adaptive, {sample.label}", eps=round(attacks.STUDY_EPS, 4),
                             study="", correct=target.worst_case(  # deterministic: no EOT
-                                lambda view, eot, x=x, y=y: attacks.fgsm_k(view, x, y), y)))
+                                lambda view, eot, x=x, y=y: attacks.fgsm_k(view, x, y, loss=loss), y)))
     return rows
 
 
 def evaluate_paper(ctx, data):
     """The study's five adversarial-training rows, each beside its figures."""
     base, _ = get_base_model(ctx, data)
-    filters.get_filter_model(ctx, "dual", data)   # the dual-filter CNN the study fine-tuned
+    logs = train_paper(ctx, data)
     samples = paper_samples(len(data.y_test), 100 if ctx.quick else ctx.protocol.n_attack, ctx.seed)
-    transfer = {s.label: attacks.fgsm_k(base, data.x_test[s.indices], data.y_test[s.indices]) for s in samples}
-    rows, logs = [], {}
-    for key in PAPER_RECIPES:
-        model, sidecar = train_adversarially(ctx, paper_recipe(key, ctx.protocol.architecture), data)
-        logs[key] = sidecar.get("epoch_log", [])
-        rows += paper_rows(ctx, data, model, sidecar, key, samples, transfer)
+    transfer = {s.label: attacks.fgsm_k(base, data.x_test[s.indices], data.y_test[s.indices],
+                                        loss=ctx.protocol.fgsm_k_loss) for s in samples}
+    rows = []
+    for key in PAPER_ROWS:
+        rows += paper_rows(ctx, data, key, samples, transfer)
         for r in rows[-8:]:
             print(f"  {r['measure']:>40}: {format_acc(r)}  study: {r['study']}")
     return rows, logs
@@ -399,6 +457,7 @@ def write_results(ctx, rows, logs, stem, clean_vs_robust):
 def run_recipe(ctx, recipe):
     """Train and evaluate one recipe, into its own table."""
     data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
+    recipe = recipe.for_run(ctx.quick)
     rows, logs = evaluate_standard(ctx, data, [recipe])
     write_results(ctx, rows, logs, ctx.results_dir / f"adversarial_training_{recipe.name(ctx.protocol.architecture)}",
                   clean_vs_robust=True)
@@ -414,7 +473,8 @@ def run_paper(ctx):
 def run_standard(ctx):
     """FGSM, FGSM-RS, PGD, TRADES and dual + PGD training at eps 0.1, compared."""
     data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
-    rows, logs = evaluate_standard(ctx, data, [Recipe("fgsm"), Recipe("pgd")] if ctx.quick else STANDARD_RECIPES)
+    recipes = [Recipe("fgsm"), Recipe("pgd")] if ctx.quick else STANDARD_RECIPES
+    rows, logs = evaluate_standard(ctx, data, [recipe.for_run(ctx.quick) for recipe in recipes])
     write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_standard", clean_vs_robust=True)
 
 

@@ -1,13 +1,17 @@
 """runtime_adversarial_training.py: each method's step, per-batch examples, the
 study's uint8 truncation, the catastrophic-overfitting guard, and end to end runs."""
 import csv
+import dataclasses
+import shutil
 
 import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_script
 import runtime_adversarial_training as rat
-from model import keras, tf
+from cli import RunContext
+from data import PROTOCOLS, load_data
+from model import get_base_model, keras, load_model, tf
 
 
 def clone(model):
@@ -110,8 +114,36 @@ def test_quick_fgsm_end_to_end(tmp_path, quick_data):
 
 def test_quick_study_method_in_the_paper_protocol(tmp_path, quick_data):
     proc = run_script("runtime_adversarial_training.py", "--quick", "--protocol", "paper",
-                      "--method", "study", "--epochs", "20", "--batch-size", "16",
+                      "--method", "study", "--epochs", "10", "--batch-size", "16",
                       "--results-dir", tmp_path, "--models-dir", tmp_path / "models")
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "models" / "paper_cnn_at-study_20ep-b16.keras").exists()
+    assert (tmp_path / "models" / "paper_cnn_at-study_1ep-b16.keras").exists()   # a tenth of the epochs
     assert (tmp_path / "models" / "paper_cnn.keras").exists()  # the study fine-tuned its base CNN
+
+
+def test_a_snapshot_is_the_shorter_runs_model(tmp_path):
+    """The study's 20-epoch models are its 50-epoch run after 20 epochs: here a 3-epoch
+    run's snapshot after epoch 2 equals a separately trained 2-epoch run."""
+    paper = load_data(PROTOCOLS["paper"], quick=True)
+    paper = dataclasses.replace(paper, x_train=paper.x_train[:256], y_train=paper.y_train[:256])
+    runs = {folder: RunContext(PROTOCOLS["paper"], seed=5, quick=True, models_dir=tmp_path / folder)
+            for folder in ("long", "short")}
+    get_base_model(runs["long"], paper)
+    (tmp_path / "short").mkdir()
+    for suffix in (".keras", ".json"):
+        shutil.copy(tmp_path / "long" / f"paper_cnn{suffix}", tmp_path / "short")
+    rat.train_adversarially(runs["long"], rat.Recipe("study", epochs=3, batch_size=16, snapshots=(2,)), paper)
+    shorter, _ = rat.train_adversarially(runs["short"], rat.Recipe("study", epochs=2, batch_size=16), paper)
+    snapshot, sidecar = load_model(tmp_path / "long", "paper_cnn_at-study_2ep-b16")
+    assert sidecar["snapshot_of"] == "paper_cnn_at-study_3ep-b16" and sidecar["epochs_run"] == 2
+    for a, b in zip(snapshot.get_weights(), shorter.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    final, _ = load_model(tmp_path / "long", "paper_cnn_at-study_3ep-b16")
+    assert not all(np.allclose(a, b) for a, b in zip(final.get_weights(), shorter.get_weights()))
+
+
+def test_quick_runs_train_a_tenth_of_the_epochs():
+    recipe = rat.Recipe("study", epochs=50, batch_size=16, snapshots=(20, 25))
+    assert recipe.for_run(False) == recipe
+    assert (recipe.for_run(True).epochs, recipe.for_run(True).snapshots) == (5, (2, 3))
+    assert rat.Recipe("pgd").for_run(True).epochs == 1

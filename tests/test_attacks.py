@@ -125,9 +125,23 @@ def test_fgsm_k_stops_once_confidently_wrong():
     np.testing.assert_allclose(attacks.fgsm_k(m, x, y, confidence=0.99), x - 16 / 255, atol=1e-6)
     # never satisfied: it walks to the 20/255 budget and stays there
     np.testing.assert_allclose(attacks.fgsm_k(m, x, y, confidence=1.1), x - 20 / 255, atol=1e-6)
-    # already wrong and confident at the start: untouched
+    # already wrong and confident at the start: like the study, one step, then it stops
     x_low = np.full((1, 28, 28, 1), 100 / 255, dtype=np.float32)
-    np.testing.assert_array_equal(attacks.fgsm_k(m, x_low, y), x_low)
+    np.testing.assert_allclose(attacks.fgsm_k(m, x_low, y), x_low - 8 / 255, atol=1e-6)
+
+
+def test_the_studys_loss_leaves_a_saturated_image_where_it_is():
+    """The study's gradient is Keras' cross-entropy on clipped softmax probabilities:
+    where the model is certain (p = 1 - 1e-7 or more) it is zero and FGSM-k never moves
+    the image; the logit cross-entropy still has a gradient and moves it."""
+    m = threshold_model()
+    x = np.full((1, 28, 28, 1), 160 / 255, dtype=np.float32)   # logit gap ~29: p(class 0) rounds to 1
+    y = np.array([0])
+    np.testing.assert_allclose(attacks.fgsm_k(m, x, y, loss="study"), x, atol=1e-6)
+    assert np.abs(attacks.fgsm_k(m, x, y, loss="ce") - x).max() == pytest.approx(20 / 255, abs=1e-6)
+    # where the model is not saturated the two losses point the same way
+    x_mid = np.full((1, 28, 28, 1), 128 / 255, dtype=np.float32)
+    np.testing.assert_array_equal(attacks.fgsm_k(m, x_mid, y, loss="study"), attacks.fgsm_k(m, x_mid, y, loss="ce"))
 
 
 def test_fgsm_k_is_on_the_pixel_grid_and_within_budget(small_model, attack_set):

@@ -36,7 +36,7 @@ def test_no_radius_exceeds_the_cap():
         assert cap == pytest.approx(0.5 * norm.ppf(0.001 ** (1 / n)))
         radii = [cr.certified_radius(k, n, 0.001, 0.5)[1] or 0.0 for k in range(0, n + 1, max(1, n // 200))]
         assert max(radii) <= cap + 1e-9
-    assert cr.max_certifiable_radius(100_000, 0.001, 1.0) == pytest.approx(3.81, abs=0.005)  # PAPER.md
+    assert cr.max_certifiable_radius(100_000, 0.001, 1.0) == pytest.approx(3.81, abs=0.005)  # docs/study.md
 
 
 class ConstantLogits(keras.layers.Layer):

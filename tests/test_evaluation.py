@@ -10,6 +10,7 @@ import attacks
 import evaluation as ev
 import evaluation_report as report
 import filters
+from defenses import Defense
 from data import attack_subset, STUDY_TABLE4
 from model import keras, predict_labels, tf
 from reporting import accuracy_ci, write_table
@@ -100,7 +101,8 @@ def test_sanity_checks_on_hand_made_rows():
 
 def test_paper_table_puts_each_figure_in_its_cell(tmp_path):
     key = "median filter only"
-    defense = ev.Defense("dual filter", "filter", "paper_cnn_dual", train=None, paper_row=key)
+    defense = Defense("dual filter (at prediction time)", "filter", "paper_cnn", train=None, filter="dual",
+                      paper_row=key)
     rows = [fake_row("clean (train)", 0.70, images="first 5000 training", n=5000),
             fake_row("clean", 0.80, images="test set", n=10000),
             fake_row("benign", 0.75, images="study's 20", n=20), fake_row("FGSM-k transfer", 0.30, images="study's 20", n=20),
@@ -110,9 +112,9 @@ def test_paper_table_puts_each_figure_in_its_cell(tmp_path):
     (tmp_path / "mia").mkdir()
     is_member = np.r_[np.ones(10, bool), np.zeros(10, bool)]
     decision = np.r_[np.ones(6, bool), np.zeros(14, bool)]          # 16 of 20 right
-    np.savez(tmp_path / "mia" / "paper_cnn_dual_study.npz", score=np.zeros(20), is_member=is_member,
+    np.savez(tmp_path / "mia" / "paper_cnn+dual_study.npz", score=np.zeros(20), is_member=is_member,
              decision=decision)
-    mia_rows = {("paper_cnn_dual", "study"): {"f1": "0.75", "accuracy": "0.8"}}
+    mia_rows = {("paper_cnn+dual", "study"): {"f1": "0.75", "accuracy": "0.8"}}
     table = {r["measure"]: r for r in report.paper_table([(defense, rows)], mia_rows, tmp_path, SETTINGS)}
     study = STUDY_TABLE4[key]
     assert table["train accuracy"]["study"] == study["train_acc"] and table["train accuracy"]["ours"] == 70.0

@@ -90,7 +90,7 @@ def test_two_sets_of_nonmembers_give_chance_auc(tmp_path, small_model, quick_dat
     shadows = mi.get_shadows(ctx, unseen, sets, 2, 600)
     shadow_seeds = {json.loads(p.read_text())["seed"] for p in tmp_path.glob("shadow_*.json")}
     assert len(shadow_seeds) == 2, "each shadow model must start from its own initialisation"
-    rows = mi.attack_model(ctx, "target", small_model, {}, unseen, sets, shadows)
+    rows = mi.attack_model(ctx, "target", small_model, unseen, sets, shadows)
     assert {r["attack"] for r in rows} == set(mi.ATTACKS)
     for r in rows:
         assert abs(r["auc"] - 0.5) < 0.1, r
@@ -104,7 +104,7 @@ def test_loss_attack_catches_a_memorising_model(tmp_path, quick_data):
     m = compile_model(build_standard_cnn(), PROTOCOLS["standard"])
     m.fit(data.x_train, data.y_train, epochs=60, batch_size=32, verbose=0)
     sets = mi.MembershipSets(np.arange(100), np.arange(100), np.arange(100, 200), np.arange(100, 200))
-    rows = {r["attack"]: r for r in mi.attack_model(context(tmp_path), "memo", m, {}, data, sets, None)}
+    rows = {r["attack"]: r for r in mi.attack_model(context(tmp_path), "memo", m, data, sets, None)}
     assert rows["loss"]["auc"] > 0.9
     assert rows["loss"]["balanced_acc"] > 0.75
 

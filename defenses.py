@@ -1,0 +1,102 @@
+"""The catalogue of every defense of a protocol, shared by evaluation.py and
+membership_inference.py: what the tables call each one, which trained model it is,
+what it puts in front of that model at prediction time, how its technique script
+trains it, and how it is attacked and judged."""
+import dataclasses
+
+import certified_robustness as cr
+import filters
+import runtime_adversarial_training as rat
+from model import get_base_model, load_model, model_path
+
+
+@dataclasses.dataclass(frozen=True)
+class Defense:
+    """One defense: a trained model (models/<name>.keras), a filter put in front of it
+    at prediction time or the smoothed classifier around it, and the study's Table 4
+    row it reproduces, if any."""
+    label: str
+    kind: str
+    name: str                 # the trained model
+    train: object             # () -> anything: trains and caches the model through its technique script
+    filter: str = ""          # a filter in front of the trained model at prediction time only
+    sigma: float = 0.0        # > 0: the smoothed classifier around this noise-trained model
+    paper_row: str = ""       # the study's Table 4 configuration it reproduces
+
+    @property
+    def key(self):
+        """What result files call it: the trained model, and the filter in front."""
+        return f"{self.name}+{self.filter}" if self.filter else self.name
+
+    def load(self, models_dir, train_missing=False):
+        """The defended model (a Keras model; the base classifier of a smoothed one), or
+        None when the trained model is not cached and train_missing is off."""
+        model, _ = load_model(models_dir, self.name)
+        if model is None and train_missing:
+            self.train()
+            model, _ = load_model(models_dir, self.name)
+        if model is not None and self.filter:
+            model = filters.with_filter(filters.make_filter(self.filter), model)
+        return model
+
+    def target(self, model, n_vote, eot, seed):
+        """How it is attacked and judged, as its own module defines it."""
+        if self.sigma:
+            return cr.smoothed_target(model, self.sigma, n_vote, eot, seed)
+        return filters.target(model)
+
+
+def _adversarial_training(ctx, data):
+    """The protocol's adversarial-training defenses; the paper's are the study's rows."""
+    arch = ctx.protocol.architecture
+    if ctx.protocol.name == "paper":
+        defenses = []
+        for key, (recipe, filter_name) in rat.PAPER_ROWS.items():
+            recipe = recipe.for_run(ctx.quick)
+            label = ("dual + " if filter_name else "") + f"study AT {recipe.epochs} ep b{recipe.batch_size}"
+            defenses.append(Defense(label, "filter + adversarial training" if filter_name else "adversarial training",
+                                    recipe.name(arch), lambda: rat.train_paper(ctx, data), filter=filter_name,
+                                    paper_row=key))
+        return defenses
+    return [Defense(("dual + " if recipe.filter else "") + f"{recipe.method} AT",
+                    "filter + adversarial training" if recipe.filter else "adversarial training",
+                    recipe.for_run(ctx.quick).name(arch),
+                    lambda r=recipe: rat.train_adversarially(ctx, r.for_run(ctx.quick), data))
+            for recipe in rat.STANDARD_RECIPES]
+
+
+def catalogue(ctx, data):
+    """Every defense of the protocol, in table order (a subset with --quick). In the
+    paper protocol the dual filter sits in front of the trained CNN at prediction
+    time, as in the study; in the standard protocol the CNN is trained behind it."""
+    arch = ctx.protocol.architecture
+    paper = ctx.protocol.name == "paper"
+    defenses = [Defense("undefended CNN", "undefended", arch, lambda: get_base_model(ctx, data))]
+    if paper:
+        defenses.append(Defense("dual filter (at prediction time)", "filter", arch, lambda: get_base_model(ctx, data),
+                                filter="dual", paper_row="median filter only"))
+    else:
+        defenses += [Defense(f"{f} filter", "filter", f"{arch}_{f}", lambda f=f: filters.get_filter_model(ctx, f, data))
+                     for f in ("median3", "dual")]
+    defenses += _adversarial_training(ctx, data)
+    if not paper:
+        defenses += [Defense(f"smoothing sigma {sigma:g}", "randomized smoothing", cr.noise_model_name(ctx.protocol, sigma),
+                             lambda s=sigma: cr.get_noise_model(ctx, s, data), sigma=sigma) for sigma in cr.SIGMAS]
+    if ctx.quick:
+        keep = {"undefended CNN", "dual filter", "dual filter (at prediction time)", "pgd AT", "smoothing sigma 0.25"}
+        defenses = [d for d in defenses if d.label in keep or d.paper_row.endswith("the final pick")]
+    return defenses
+
+
+def load_defenses(models_dir, defenses, train_missing=False):
+    """(defense, model) for each defense whose model is cached; trained first with
+    train_missing, otherwise reported and skipped."""
+    found = []
+    for defense in defenses:
+        model = defense.load(models_dir, train_missing)
+        if model is None:
+            print(f"  skipped {defense.label}: no {model_path(models_dir, defense.name)} "
+                  "(run its script, or evaluation.py with --train-missing)")
+            continue
+        found.append((defense, model))
+    return found
