@@ -75,7 +75,9 @@ bench:
 	$(PYTHON) benchmarks/certify_speed.py
 
 readme:
-	$(PYTHON) tools/update_readme.py
+	$(PYTHON) evaluation_report.py
+	$(PYTHON) tools/update_readme.py README.md
+	$(PYTHON) tools/update_readme.py benchmarks/README.md
 
 clean-quick:
 	rm -rf results_quick models/quick

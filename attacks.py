@@ -336,14 +336,14 @@ def plot_accuracy_vs_eps(rows, title, path):
 def main():
     parser = common_parser("Robust accuracy of the undefended base CNN under every attack "
                            "(the sanity baseline of attacks.py).")
-    parser.add_argument("--n", type=positive_int, default=None,
+    parser.add_argument("--images", type=positive_int, default=None,
                         help="test images attacked (default: the protocol's 1,000; 200 with --quick)")
     parser.add_argument("--eps", type=positive_float, nargs="+", default=None,
                         help="L-inf budgets to sweep (default: "
                              f"{' '.join(map(str, DEFAULT_EPS['standard']))}; paper protocol "
                              f"{' '.join(map(str, DEFAULT_EPS['paper']))})")
     args, ctx = parse_args(parser)
-    run_attacks(ctx, args.n, args.eps)
+    run_attacks(ctx, args.images, args.eps)
 
 
 if __name__ == "__main__":

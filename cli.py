@@ -27,6 +27,17 @@ class RunContext:
     models_dir: Path = Path("models")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Adds '(default: X)' to a flag's help unless the help already states its default
+    or there is none to state."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad argument as one line (and exit code 2)."""
 
@@ -65,8 +76,7 @@ def seed_int(text):
 def common_parser(description):
     """The flags every script shares; each script adds its own."""
     from data import PROTOCOLS  # data.py raises this module's UserError, so it cannot be imported above
-    parser = ArgumentParser(description=description,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(description=description, formatter_class=HelpFormatter)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="standard",
                         help="'paper' mirrors the study exactly; 'standard' is the rigorous setup")
     parser.add_argument("--seed", type=seed_int, default=None,
@@ -76,8 +86,10 @@ def common_parser(description):
                              "results_quick/ and models/quick/ unless the dirs are given")
     parser.add_argument("--data-dir", default=None,
                         help="folder with the four Fashion-MNIST IDX files (searched first)")
-    parser.add_argument("--results-dir", default=None, help="where tables and plots go (default: results)")
-    parser.add_argument("--models-dir", default=None, help="model cache (default: models)")
+    parser.add_argument("--results-dir", default=None,
+                        help="where tables and plots go (default: results; results_quick with --quick)")
+    parser.add_argument("--models-dir", default=None,
+                        help="model cache (default: models; models/quick with --quick)")
     return parser
 
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import certified_robustness as cr
 import filters
-import runtime_adversarial_training as rat
+import adversarial_training as at
 from model import get_base_model, load_model, model_path
 
 
@@ -51,18 +51,18 @@ def _adversarial_training(ctx, data):
     arch = ctx.protocol.architecture
     if ctx.protocol.name == "paper":
         defenses = []
-        for key, (recipe, filter_name) in rat.PAPER_ROWS.items():
+        for key, (recipe, filter_name) in at.PAPER_ROWS.items():
             recipe = recipe.for_run(ctx.quick)
             label = ("dual + " if filter_name else "") + f"study AT {recipe.epochs} ep b{recipe.batch_size}"
             defenses.append(Defense(label, "filter + adversarial training" if filter_name else "adversarial training",
-                                    recipe.name(arch), lambda: rat.train_paper(ctx, data), filter=filter_name,
+                                    recipe.name(arch), lambda: at.train_paper(ctx, data), filter=filter_name,
                                     paper_row=key))
         return defenses
     return [Defense(("dual + " if recipe.filter else "") + f"{recipe.method} AT",
                     "filter + adversarial training" if recipe.filter else "adversarial training",
                     recipe.for_run(ctx.quick).name(arch),
-                    lambda r=recipe: rat.train_adversarially(ctx, r.for_run(ctx.quick), data))
-            for recipe in rat.STANDARD_RECIPES]
+                    lambda r=recipe: at.train_adversarially(ctx, r.for_run(ctx.quick), data))
+            for recipe in at.STANDARD_RECIPES]
 
 
 def catalogue(ctx, data):

@@ -20,9 +20,9 @@ from cli import UserError, common_parser, parse_args, run_main
 from data import attack_subset, load_data, study_sample
 from defenses import catalogue, load_defenses
 from evaluation_report import (find, fixed_images, mia_results, paper_table, plot_eps, plot_pareto, plot_privacy,
-                               summary_row, table4_note, write_summary)
+                               summary_row, table4_note, write_digest, write_summary)
 from model import library_versions, model_path
-from reporting import accuracy_ci, atomic_write_text, format_acc, write_table
+from reporting import Progress, accuracy_ci, atomic_write_text, format_acc, write_table
 
 UNBOUNDED_MAX_ACC = 0.05    # an eps = 1 attack that leaves more than this correct is not working
 
@@ -181,6 +181,7 @@ def evaluate_all(ctx, settings, data, defenses):
     transfer = transfer_examples(defenses[0][1], data, idx, study_idx, ctx.seed, loss)
     mia_rows = mia_results(ctx.results_dir, ctx.protocol.name)
     evaluated, long_rows, summary, check_rows = [], [], [], []
+    progress = Progress(len(defenses), "evaluation", "defenses", every=0)
     for defense, model in defenses:
         t0 = time.time()
         target = defense.target(model, settings.n_vote, settings.eot, ctx.seed)
@@ -196,6 +197,7 @@ def evaluate_all(ctx, settings, data, defenses):
             print(f"  {r['attack']:>20} {r['norm']:>4} eps={r['eps']:.4f} {r['images']:>22}: {format_acc(r)}")
         failed = [c for c, p, _ in checks if not p]
         print(f"  sanity: {'FLAGGED ' + '; '.join(failed) if failed else 'ok'} ({time.time() - t0:.0f} s)")
+        progress.update(len(evaluated))
     return evaluated, long_rows, summary, check_rows
 
 
@@ -229,6 +231,7 @@ def run_evaluation(ctx, train_missing=False):
     plot_eps(evaluated, settings, f"Robust accuracy vs eps, {protocol.name} protocol", f"{out}_eps.png")
     plot_privacy(evaluated, mia_rows, f"Privacy vs robustness, {protocol.name} protocol", f"{out}_privacy.png")
     write_summary(ctx.results_dir)
+    write_digest(ctx.results_dir)
     record = run_record(ctx, settings, evaluated, time.time() - start, git)
     atomic_write_text(f"{out}_run.json", json.dumps(record, indent=2, default=str) + "\n")
     print(f"wrote {out}.csv, {out}_summary.md, {out}_checks.md, plots, {ctx.results_dir / 'summary.md'} "

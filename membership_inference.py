@@ -19,7 +19,7 @@ from cli import UserError, common_parser, parse_args, positive_int, run_main
 from data import Data, load_data
 from defenses import catalogue, load_defenses
 from model import build_model, get_base_model, get_or_train, predict_logits, tf
-from reporting import pyplot, save_figure, write_table
+from reporting import Progress, pyplot, save_figure, write_table
 
 ATTACKS = ("study", "confidence", "loss", "shadow", "lira")
 STUDY_THRESHOLD = 0.9999
@@ -172,6 +172,7 @@ def get_shadows(ctx, data, sets, k, pool_size):
     rng = np.random.default_rng(ctx.seed)
     inside = np.zeros((k, len(y_pool)), bool)
     logits = np.zeros((k, len(y_pool), 10), np.float32)
+    progress = Progress(k, "shadow models", every=0)
     for s in range(k):
         half = rng.permutation(len(y_pool))[:len(y_pool) // 2]
         inside[s, half] = True
@@ -182,6 +183,7 @@ def get_shadows(ctx, data, sets, k, pool_size):
                                 extra={"shadow_of": ctx.protocol.name, "pool_size": len(y_pool)},
                                 seed=(ctx.seed + 1 + s) % 2 ** 32)
         logits[s] = predict_logits(model, x_pool)
+        progress.update(s + 1)
     return x_pool, y_pool, inside, logits
 
 
@@ -293,7 +295,7 @@ def run_membership_inference(ctx, n, k, adversarial_queries=False):
     data = load_data(protocol, ctx.data_dir, ctx.quick)
     if 2 * n > len(data.y_train) or n > len(data.y_test) // 2:
         most = min(len(data.y_train), len(data.y_test)) // 2
-        raise UserError(f"--n {n} is too large for this protocol's data ({len(data.y_train)} training, "
+        raise UserError(f"--members {n} is too large for this protocol's data ({len(data.y_train)} training, "
                         f"{len(data.y_test)} test images: at most {most})")
     sets = membership_sets(data, n)
     get_base_model(ctx, data)
@@ -302,9 +304,10 @@ def run_membership_inference(ctx, n, k, adversarial_queries=False):
     print(f"{len(models)} models; {n} members / {n} non-members; {k} shadow models on a pool of {pool}")
     start = time.time()
     shadows = get_shadows(ctx, data, sets, k, pool)
-    rows = []
-    for defense, model in models:
+    rows, progress = [], Progress(len(models), "membership inference", "defenses", every=0)
+    for k, (defense, model) in enumerate(models):
         rows += attack_model(ctx, defense.key, model, data, sets, shadows, defense.sigma, adversarial_queries)
+        progress.update(k + 1)
     stem = table_stem(ctx.results_dir, protocol.name, adversarial_queries)
     write_table(rows, stem, title=f"Membership inference, {protocol.name} protocol, {n} members (first training "
                 f"images) and {n} non-members (first test images), {k} shadow models, seed {ctx.seed}; "
@@ -318,12 +321,12 @@ def main():
     parser.add_argument("--shadows", type=positive_int, default=None,
                         help="shadow models for the shadow and LiRA attacks (default 16; 4 for the paper "
                              "protocol's slow CNN; 2 with --quick)")
-    parser.add_argument("--n", type=positive_int, default=None,
+    parser.add_argument("--members", type=positive_int, default=None,
                         help="members and non-members evaluated (default 2,000, the study's; 200 with --quick)")
     parser.add_argument("--adversarial-queries", action="store_true",
                         help="query with PGD examples (L-inf 0.1, 10 steps) instead of clean images")
     args, ctx = parse_args(parser)
-    n = args.n or (200 if ctx.quick else 2000)
+    n = args.members or (200 if ctx.quick else 2000)
     k = args.shadows or (2 if ctx.quick else (4 if ctx.protocol.name == "paper" else 16))
     run_membership_inference(ctx, n, k, args.adversarial_queries)
 

@@ -3,7 +3,9 @@ figures. No TensorFlow here, so tools/ can use it."""
 import csv
 import io
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,18 +58,18 @@ def _cell(value):
 def write_table(rows, path_stem, title=None, note=None):
     """Write rows (a list of dicts with the same keys) as <stem>.csv and <stem>.md;
     a note, if given, is a paragraph under the Markdown table."""
-    path_stem = Path(path_stem)
+    path_stem = str(path_stem)   # not Path.with_suffix: a stem like "..._eps0.1" has a dot of its own
     columns = list(rows[0].keys()) if rows else []
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(path_stem.with_suffix(".csv"), buffer.getvalue())
+    atomic_write_text(f"{path_stem}.csv", buffer.getvalue())
     lines = [f"# {title}", ""] if title else []
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
     lines += ["", note.strip()] if note else []
-    atomic_write_text(path_stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    atomic_write_text(f"{path_stem}.md", "\n".join(lines) + "\n")
 
 
 def markdown_table(path):
@@ -101,3 +103,26 @@ def error_bars(stats_list):
     """matplotlib yerr/xerr (lower, upper) in percent from accuracy_ci dicts."""
     return [[100 * (s["acc"] - s["ci_low"]) for s in stats_list],
             [100 * (s["ci_high"] - s["acc"]) for s in stats_list]]
+
+
+class Progress:
+    """'certify: 120/500 images, 3.2/s, about 2 min left': rewritten in place on a
+    terminal, one line at most every `every` seconds in a log file."""
+
+    def __init__(self, total, label, unit="", every=30.0):
+        self.total, self.label, self.unit, self.every = total, label, unit, every
+        self.start = self.last = time.time()
+        self.tty = sys.stdout.isatty()
+
+    def update(self, done):
+        now = time.time()
+        if done < self.total and not self.tty and now - self.last < self.every:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        left = (self.total - done) / rate if done else float("nan")
+        eta = f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left"
+        line = f"{self.label}: {done}/{self.total}{' ' + self.unit if self.unit else ''}, {rate:.2g}/s, " + \
+               ("done in " + f"{now - self.start:.0f} s" if done >= self.total else eta)
+        print(("\r" + line) if self.tty else line, end="\n" if not self.tty or done >= self.total else "",
+              flush=True)

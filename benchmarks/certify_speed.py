@@ -2,7 +2,7 @@
 inference of the same base model (the limit) and against IBM ART's
 TensorFlowV2RandomizedSmoothing.certify, on the same images, n and batch size.
 
-    python benchmarks/certify_speed.py [--images 5] [--n 10000] [--batch-size 1000]
+    python benchmarks/certify_speed.py [--images 5] [--samples 10000] [--batch-size 1000]
 """
 import os
 import sys
@@ -25,20 +25,20 @@ SIGMA, N0, ALPHA = 0.25, 100, 0.001
 
 def main():
     parser = common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--images", type=positive_int, default=5)
-    parser.add_argument("--n", type=positive_int, default=10_000)
-    parser.add_argument("--batch-size", type=positive_int, default=1000)
-    parser.add_argument("--repeats", type=positive_int, default=2)
+    parser.add_argument("--images", type=positive_int, default=5, help="test images certified")
+    parser.add_argument("--samples", type=positive_int, default=10_000, help="CERTIFY samples per image")
+    parser.add_argument("--batch-size", type=positive_int, default=1000, help="noisy samples per batch")
+    parser.add_argument("--repeats", type=positive_int, default=2, help="timed runs; the fastest counts")
     args, ctx = parse_args(parser)
     from art.estimators.certification.randomized_smoothing import TensorFlowV2RandomizedSmoothing
 
     data = load_data(ctx.protocol, ctx.data_dir)
     base, _ = get_base_model(ctx, data)   # speed does not depend on how it was trained
     x = data.x_test[attack_subset(len(data.y_test), args.images)]
-    samples = args.images * (N0 + args.n)
+    samples = args.images * (N0 + args.samples)
 
     smooth = cr.Smooth(base, SIGMA, batch_size=args.batch_size)
-    ours_s, ours = best_time(lambda: [smooth.certify(img, N0, args.n, ALPHA, seed=i) for i, img in enumerate(x)],
+    ours_s, ours = best_time(lambda: [smooth.certify(img, N0, args.samples, ALPHA, seed=i) for i, img in enumerate(x)],
                              args.repeats)
 
     @tf.function(reduce_retracing=True)
@@ -57,7 +57,7 @@ def main():
                                           scale=SIGMA, alpha=ALPHA, clip_values=(0.0, 1.0),
                                           loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     start = time.perf_counter()
-    art_pred, art_radius = art.certify(x, n=args.n, batch_size=args.batch_size)
+    art_pred, art_radius = art.certify(x, n=args.samples, batch_size=args.batch_size)
     art_s = time.perf_counter() - start
 
     rows = [{"implementation": "ours (Smooth.certify)", "seconds": round(ours_s, 3),
@@ -72,7 +72,7 @@ def main():
     print(f"ours / limit throughput = {limit_s / ours_s:.2f}x; ART / ours time = {art_s / ours_s:.2f}x")
     print(f"same decisions: ours {[p for p, _, _ in ours]}, ART {art_pred.tolist()}")
     stem = ctx.results_dir / "benchmark_certify"
-    write_table(rows, stem, title=f"CERTIFY on {args.images} images, n0 {N0}, n {args.n:,}, sigma {SIGMA}, "
+    write_table(rows, stem, title=f"CERTIFY on {args.images} images, n0 {N0}, n {args.samples:,}, sigma {SIGMA}, "
                      f"batch {args.batch_size} ({samples:,} noisy samples); ours and the limit best of "
                      f"{args.repeats}, ART once; {os.cpu_count()} CPU cores, TF {tf.__version__}")
     print(f"wrote {stem}.csv, {stem}.md")

@@ -2,7 +2,7 @@
 scipy.ndimage.median_filter applied twice one image at a time, on the 10,000
 Fashion-MNIST test images; checks that both give identical images.
 
-    python benchmarks/median_filter.py [--n 10000] [--batch-size 1000] [--repeats 3]
+    python benchmarks/median_filter.py [--images 10000] [--batch-size 1000] [--repeats 3]
 """
 import os
 import sys
@@ -23,11 +23,11 @@ from timing import best_time  # noqa: E402
 
 def main():
     parser = common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--n", type=positive_int, default=10000)
-    parser.add_argument("--batch-size", type=positive_int, default=1000)
-    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--images", type=positive_int, default=10000, help="test images filtered")
+    parser.add_argument("--batch-size", type=positive_int, default=1000, help="images per TensorFlow batch")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs; the fastest counts")
     args, ctx = parse_args(parser)
-    x = to_unit_float(load_fashion_mnist(ctx.data_dir)[2][:args.n])
+    x = to_unit_float(load_fashion_mnist(ctx.data_dir)[2][:args.images])
     layer = make_filter("dual")
     filter_batch = tf.function(layer.call, reduce_retracing=True)
 

@@ -2,7 +2,7 @@
 limit (20 bare forward+backward passes to the input), in one process, on the same
 Keras model, test images and settings (L-inf eps 0.1, step 0.01, random start).
 
-    python benchmarks/pgd_vs_art.py [--n 1000] [--batch-size 500] [--repeats 3]
+    python benchmarks/pgd_vs_art.py [--images 1000] [--batch-size 500] [--repeats 3]
 """
 import os
 import sys
@@ -24,16 +24,16 @@ EPS, STEP, STEPS = 0.1, 0.01, 20
 
 def main():
     parser = common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--n", type=positive_int, default=1000)
-    parser.add_argument("--batch-size", type=positive_int, default=500)
-    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--images", type=positive_int, default=1000, help="test images attacked")
+    parser.add_argument("--batch-size", type=positive_int, default=500, help="images per gradient batch")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs; the fastest counts")
     args, ctx = parse_args(parser)
     from art.attacks.evasion import ProjectedGradientDescent
     from art.estimators.classification import TensorFlowV2Classifier
 
     data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
     model, _ = get_base_model(ctx, data)
-    idx = attack_subset(len(data.y_test), args.n)
+    idx = attack_subset(len(data.y_test), args.images)
     x, y = data.x_test[idx], data.y_test[idx].astype(np.int32)
 
     ours_s, x_ours = best_time(lambda: attacks.pgd(model, x, y, eps=EPS, steps=STEPS, step_size=STEP,
@@ -50,7 +50,7 @@ def main():
 
     acc_ours = accuracy_ci(predict_labels(model, x_ours) == y)
     acc_art = accuracy_ci(predict_labels(model, x_art) == y)
-    print(f"PGD-{STEPS}, L-inf eps {EPS}, step {STEP}, {args.n} images, batch {args.batch_size}, "
+    print(f"PGD-{STEPS}, L-inf eps {EPS}, step {STEP}, {args.images} images, batch {args.batch_size}, "
           f"best of {args.repeats}, TF {tf.__version__}, {tf.config.list_physical_devices()[-1].name}")
     print(f"  ours   {ours_s:7.3f} s   robust accuracy {format_acc(acc_ours)}")
     print(f"  ART    {art_s:7.3f} s   robust accuracy {format_acc(acc_art)}")
@@ -67,7 +67,7 @@ def main():
     import art
     stem = ctx.results_dir / "benchmark_pgd_vs_art"
     write_table(rows, stem, title=(
-        f"PGD-{STEPS} (L-inf {EPS}, step {STEP}, random start) on {args.n} test images of the "
+        f"PGD-{STEPS} (L-inf {EPS}, step {STEP}, random start) on {args.images} test images of the "
         f"{ctx.protocol.name} base CNN, batch {args.batch_size}, best of {args.repeats}; TF {tf.__version__}, "
         f"ART {art.__version__}, {os.cpu_count()} CPU cores, {tf.config.list_physical_devices()[-1].device_type}"))
     print(f"wrote {stem}.csv, {stem}.md")

@@ -3,6 +3,7 @@ reason where it is not installed) and a small CNN trained for one quick epoch.""
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -37,6 +38,28 @@ def small_model(quick_data):
 def attack_set(quick_data):
     idx = attack_subset(len(quick_data.y_test), 200)
     return quick_data.x_test[idx], quick_data.y_test[idx].astype(np.int32)
+
+
+# Every script's --quick run in the standard protocol, in the order of `make quick`:
+# (script, its flags). Later stages reuse the models earlier ones trained, as in a full run.
+QUICK_CHAIN = (("model.py",), ("attacks.py", "--images", "100", "--eps", "0.1"),
+               ("input_preprocessing.py", "--filters", "dual"),
+               ("runtime_adversarial_training.py", "--method", "pgd"),
+               ("certified_robustness.py", "--sigmas", "0.25", "--images", "10"),
+               ("membership_inference.py", "--shadows", "2", "--members", "200"),
+               ("evaluation.py", "--train-missing"))
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory, quick_data):
+    """QUICK_CHAIN run once for the whole session into one folder: .results and .models
+    (the folders) and .runs (script -> its finished process, in order)."""
+    root = tmp_path_factory.mktemp("quick_run")
+    folders = SimpleNamespace(results=root / "results", models=root / "models", runs={})
+    for script, *flags in QUICK_CHAIN:
+        folders.runs[script] = run_script(script, "--quick", *flags, "--results-dir", folders.results,
+                                          "--models-dir", folders.models)
+    return folders
 
 
 def run_script(*args, cwd=ROOT, timeout=600):

@@ -1,4 +1,4 @@
-"""runtime_adversarial_training.py: each method's step, per-batch examples, the
+"""adversarial_training.py and its script: each method's step, per-batch examples, the
 study's uint8 truncation, the catastrophic-overfitting guard, and end to end runs."""
 import csv
 import dataclasses
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_script
-import runtime_adversarial_training as rat
+import adversarial_training as at
+import runtime_adversarial_training
 from cli import RunContext
-from data import PROTOCOLS, load_data
+from data import PROTOCOLS
 from model import get_base_model, keras, load_model, tf
 
 
@@ -23,7 +24,7 @@ def clone(model):
 @pytest.mark.parametrize("method", ["fgsm", "fgsm-rs", "pgd", "trades"])
 def test_training_steps_lower_the_methods_loss(method, small_model, attack_set):
     x, y = tf.constant(attack_set[0][:64]), tf.constant(attack_set[1][:64])
-    trainer = rat.AdversarialTrainer(clone(small_model), rat.Recipe(method, eps=0.1, steps=3), seed=0)
+    trainer = at.AdversarialTrainer(clone(small_model), at.Recipe(method, eps=0.1, steps=3), seed=0)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     x_adv = trainer.make_adversarial(x, y)
     before = float(trainer.method_loss(x, y, x_adv, training=False)[0])
@@ -35,7 +36,7 @@ def test_training_steps_lower_the_methods_loss(method, small_model, attack_set):
 
 def test_fgsm_examples_are_remade_for_every_batch_within_eps(small_model, attack_set):
     x, y = tf.constant(attack_set[0][:64]), tf.constant(attack_set[1][:64])
-    trainer = rat.AdversarialTrainer(clone(small_model), rat.Recipe("fgsm", eps=0.1), seed=0)
+    trainer = at.AdversarialTrainer(clone(small_model), at.Recipe("fgsm", eps=0.1), seed=0)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
     first = trainer.make_adversarial(x, y).numpy()
     trainer.train_on_batch(x, y)
@@ -59,7 +60,7 @@ def test_study_perturbation_reproduces_the_uint8_truncation():
     levels = rng.integers(0, 256, size=(3, 28, 28, 1))
     levels[:, :3] = 0  # zero pixels, some of which would go negative
     x = (levels / 255.0).astype(np.float32)
-    out = rat.study_perturbation(m, x, np.zeros(3, dtype=np.int64))
+    out = at.study_perturbation(m, x, np.zeros(3, dtype=np.int64))
     down = (s.reshape(28, 28, 1) > 0)[None]
     expected = np.where(down, np.maximum(levels - 1, 0), levels) / 255.0
     np.testing.assert_allclose(out, expected, atol=1e-7)
@@ -69,7 +70,7 @@ def test_study_perturbation_reproduces_the_uint8_truncation():
 def test_catastrophic_overfitting_guard_fires_on_a_collapse(small_model):
     m = clone(small_model)
     readings = iter([(0.80, 0.40), (0.82, 0.45), (0.90, 0.02)])  # PGD accuracy collapses at epoch 3
-    monitor = rat.RobustnessMonitor(m, None, None, 0.1, guard=True, measure=lambda: next(readings))
+    monitor = at.RobustnessMonitor(m, None, None, 0.1, guard=True, measure=lambda: next(readings))
     monitor.set_model(m)
     weights = {}
     for epoch in range(3):
@@ -87,7 +88,7 @@ def test_catastrophic_overfitting_guard_fires_on_a_collapse(small_model):
 def test_guard_stays_quiet_without_a_collapse(small_model):
     m = clone(small_model)
     readings = iter([(0.8, 0.40), (0.8, 0.35), (0.8, 0.30)])  # a slow decline, not a collapse
-    monitor = rat.RobustnessMonitor(m, None, None, 0.1, guard=True, measure=lambda: next(readings))
+    monitor = at.RobustnessMonitor(m, None, None, 0.1, guard=True, measure=lambda: next(readings))
     monitor.set_model(m)
     for epoch in range(3):
         monitor.on_epoch_end(epoch, {})
@@ -95,21 +96,34 @@ def test_guard_stays_quiet_without_a_collapse(small_model):
 
 
 @pytest.mark.parametrize("argv", [["--method", "pgd", "--eps", "-0.1"], ["--method", "nope"],
-                                  ["--clean-weight", "2"], ["--filter", "median0"]])
+                                  ["--method", "pgd", "--clean-weight", "2"], ["--method", "pgd", "--filter", "median0"],
+                                  ["--epochs", "30"], ["--beta", "3"]])
 def test_bad_arguments_end_with_one_line(argv, main_in_process):
-    assert_one_line_error(*main_in_process(rat, *argv))
+    """Recipe flags without --method would be silently ignored: they are refused."""
+    assert_one_line_error(*main_in_process(runtime_adversarial_training, *argv))
 
 
-def test_quick_fgsm_end_to_end(tmp_path, quick_data):
-    proc = run_script("runtime_adversarial_training.py", "--quick", "--method", "fgsm",
-                      "--results-dir", tmp_path, "--models-dir", tmp_path / "models")
+def test_every_recipe_setting_is_in_the_model_name():
+    """A cached model is never another recipe's: a setting that differs from the
+    method's defaults changes the name; the defaults keep the names the catalogue uses."""
+    assert at.Recipe("pgd").name("cnn") == "cnn_at-pgd_eps0.1"
+    assert at.Recipe("pgd", filter="dual").name("cnn") == "cnn_dual_at-pgd_eps0.1"
+    variants = [at.Recipe("pgd", epochs=30), at.Recipe("pgd", batch_size=64), at.Recipe("pgd", steps=10),
+                at.Recipe("pgd", clean_weight=0.5), at.Recipe("trades", beta=3.0), at.Recipe("pgd", init="base"),
+                at.Recipe("pgd", eps=0.2)]
+    names = {recipe.name("cnn") for recipe in variants}
+    assert len(names) == len(variants) and "cnn_at-pgd_eps0.1" not in names
+    assert at.Recipe("study", epochs=20, batch_size=16).name("cnn") == "cnn_at-study_20ep-b16"
+
+
+def test_quick_pgd_end_to_end(quick_run):
+    proc = quick_run.runs["runtime_adversarial_training.py"]
     assert proc.returncode == 0, proc.stderr
-    [table] = tmp_path.glob("adversarial_training_*.csv")
-    with open(table) as f:
+    with open(quick_run.results / "adversarial_training_standard_cnn_at-pgd_eps0.1_ep1.csv") as f:
         rows = {r["attack"]: r for r in csv.DictReader(f)}
     assert {"clean", "FGSM", "PGD-20", "PGD-40x2"} <= set(rows)
     assert float(rows["PGD-40x2"]["acc"]) <= float(rows["PGD-20"]["acc"])
-    assert (tmp_path / "models" / "standard_cnn_at-fgsm_eps0.1.keras").exists()
+    assert (quick_run.models / "standard_cnn_at-pgd_eps0.1_ep1.keras").exists()
 
 
 def test_quick_study_method_in_the_paper_protocol(tmp_path, quick_data):
@@ -121,29 +135,29 @@ def test_quick_study_method_in_the_paper_protocol(tmp_path, quick_data):
     assert (tmp_path / "models" / "paper_cnn.keras").exists()  # the study fine-tuned its base CNN
 
 
-def test_a_snapshot_is_the_shorter_runs_model(tmp_path):
+def test_a_snapshot_is_the_shorter_runs_model(tmp_path, quick_data):
     """The study's 20-epoch models are its 50-epoch run after 20 epochs: here a 3-epoch
-    run's snapshot after epoch 2 equals a separately trained 2-epoch run."""
-    paper = load_data(PROTOCOLS["paper"], quick=True)
-    paper = dataclasses.replace(paper, x_train=paper.x_train[:256], y_train=paper.y_train[:256])
-    runs = {folder: RunContext(PROTOCOLS["paper"], seed=5, quick=True, models_dir=tmp_path / folder)
+    run's snapshot after epoch 2 equals a separately trained 2-epoch run (the study's
+    method, on the standard CNN for speed)."""
+    data = dataclasses.replace(quick_data, x_train=quick_data.x_train[:256], y_train=quick_data.y_train[:256])
+    runs = {folder: RunContext(PROTOCOLS["standard"], seed=5, quick=True, models_dir=tmp_path / folder)
             for folder in ("long", "short")}
-    get_base_model(runs["long"], paper)
+    get_base_model(runs["long"], data)
     (tmp_path / "short").mkdir()
     for suffix in (".keras", ".json"):
-        shutil.copy(tmp_path / "long" / f"paper_cnn{suffix}", tmp_path / "short")
-    rat.train_adversarially(runs["long"], rat.Recipe("study", epochs=3, batch_size=16, snapshots=(2,)), paper)
-    shorter, _ = rat.train_adversarially(runs["short"], rat.Recipe("study", epochs=2, batch_size=16), paper)
-    snapshot, sidecar = load_model(tmp_path / "long", "paper_cnn_at-study_2ep-b16")
-    assert sidecar["snapshot_of"] == "paper_cnn_at-study_3ep-b16" and sidecar["epochs_run"] == 2
+        shutil.copy(tmp_path / "long" / f"standard_cnn{suffix}", tmp_path / "short")
+    at.train_adversarially(runs["long"], at.Recipe("study", epochs=3, batch_size=16, snapshots=(2,)), data)
+    shorter, _ = at.train_adversarially(runs["short"], at.Recipe("study", epochs=2, batch_size=16), data)
+    snapshot, sidecar = load_model(tmp_path / "long", "standard_cnn_at-study_2ep-b16")
+    assert sidecar["snapshot_of"] == "standard_cnn_at-study_3ep-b16" and sidecar["epochs_run"] == 2
     for a, b in zip(snapshot.get_weights(), shorter.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    final, _ = load_model(tmp_path / "long", "paper_cnn_at-study_3ep-b16")
+    final, _ = load_model(tmp_path / "long", "standard_cnn_at-study_3ep-b16")
     assert not all(np.allclose(a, b) for a, b in zip(final.get_weights(), shorter.get_weights()))
 
 
 def test_quick_runs_train_a_tenth_of_the_epochs():
-    recipe = rat.Recipe("study", epochs=50, batch_size=16, snapshots=(20, 25))
+    recipe = at.Recipe("study", epochs=50, batch_size=16, snapshots=(20, 25))
     assert recipe.for_run(False) == recipe
     assert (recipe.for_run(True).epochs, recipe.for_run(True).snapshots) == (5, (2, 3))
-    assert rat.Recipe("pgd").for_run(True).epochs == 1
+    assert at.Recipe("pgd").for_run(True).epochs == 1

@@ -4,7 +4,7 @@ import csv
 import numpy as np
 import pytest
 
-from conftest import run_script
+
 import attacks
 from model import keras, predict_labels, tf
 
@@ -164,12 +164,11 @@ def test_bad_attack_arguments():
         attacks.fgsm(None, x + 2, y, eps=0.1)
 
 
-def test_attacks_quick_end_to_end(tmp_path, quick_data):
-    proc = run_script("attacks.py", "--quick", "--n", "100", "--eps", "0.1",
-                      "--results-dir", tmp_path, "--models-dir", tmp_path / "models")
+def test_attacks_quick_end_to_end(quick_run):
+    proc = quick_run.runs["attacks.py"]
     assert proc.returncode == 0, proc.stderr
-    with open(tmp_path / "attacks_standard.csv") as f:
+    with open(quick_run.results / "attacks_standard.csv") as f:
         rows = {r["attack"] + "@" + r["eps"]: r for r in csv.DictReader(f)}
     assert float(rows["PGD-20@0.1"]["acc"]) <= float(rows["FGSM@0.1"]["acc"])
     assert float(rows["unbounded PGD-20 (sanity: ~0%)@1.0"]["acc"]) <= 0.05
-    assert (tmp_path / "attacks_standard.png").exists()
+    assert (quick_run.results / "attacks_standard.png").exists()

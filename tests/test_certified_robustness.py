@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, norm
 
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error
 import certified_robustness as cr
 from cli import UserError
 from data import PROTOCOLS
@@ -130,23 +130,23 @@ def test_bad_parameters():
         smooth.certify(np.zeros((28, 28, 1)), n0=10, n=100, alpha=1.5)
 
 
-@pytest.mark.parametrize("argv", [["--sigmas", "0"], ["--sigmas", "-0.5"], ["--n0", "500", "--n", "100"],
-                                  ["--alpha", "1.5"], ["--alpha", "0"], ["--shard", "5/4"]])
+@pytest.mark.parametrize("argv", [["--sigmas", "0"], ["--sigmas", "-0.5"], ["--n0", "500", "--samples", "100"],
+                                  ["--alpha", "1.5"], ["--alpha", "0"], ["--shard", "5/4"],
+                                  ["--protocol", "paper"]])
 def test_bad_arguments_end_with_one_line(argv, main_in_process):
     assert_one_line_error(*main_in_process(cr, *argv))
 
 
-def test_certified_robustness_quick_end_to_end(tmp_path, quick_data):
-    proc = run_script("certified_robustness.py", "--quick", "--sigmas", "0.25", "--images", "10",
-                      "--results-dir", tmp_path, "--models-dir", tmp_path / "models")
+def test_certified_robustness_quick_end_to_end(quick_run):
+    proc = quick_run.runs["certified_robustness.py"]
     assert proc.returncode == 0, proc.stderr
-    with open(tmp_path / "certified_robustness.csv") as f:
+    with open(quick_run.results / "certified_robustness.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["radius"]) for r in rows] == list(cr.RADII)
     accs = [float(r["acc"]) for r in rows]
     assert accs == sorted(accs, reverse=True)  # certified accuracy never rises with the radius
-    with open(tmp_path / "certified_robustness_empirical.csv") as f:
+    with open(quick_run.results / "certified_robustness_empirical.csv") as f:
         empirical = [r for r in csv.DictReader(f) if r["model"].startswith("smoothed")]
     assert empirical and all(r["violation"] == "False" for r in empirical)
-    assert (tmp_path / "certified_accuracy.png").exists()
-    assert len(list((tmp_path / "certify").glob("*.tsv"))) == 1
+    assert (quick_run.results / "certified_accuracy.png").exists()
+    assert len(list((quick_run.results / "certify").glob("*.tsv"))) == 1

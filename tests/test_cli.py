@@ -19,7 +19,7 @@ from conftest import assert_one_line_error, run_script
                                           (model, ["--results-dir", "/dev/null/results"]),
                                           (model, ["--models-dir", "/dev/null"]),
                                           (attacks, ["--eps", "-0.1"]),
-                                          (attacks, ["--n", "0"])])
+                                          (attacks, ["--images", "0"])])
 def test_bad_arguments_end_with_one_line(script, argv, main_in_process):
     assert_one_line_error(*main_in_process(script, *argv))
 

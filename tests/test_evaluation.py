@@ -143,11 +143,10 @@ def test_missing_models_give_one_line(tmp_path, quick_data):
     assert "--train-missing" in proc.stderr
 
 
-def test_evaluation_quick_end_to_end(tmp_path, quick_data):
-    results = tmp_path / "results"
-    proc = run_script("evaluation.py", "--quick", "--train-missing", "--results-dir", results,
-                      "--models-dir", tmp_path / "models")
+def test_evaluation_quick_end_to_end(quick_run):
+    proc, results = quick_run.runs["evaluation.py"], quick_run.results
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "saved" not in proc.stdout   # every model came from the stages before it
     for name in ("evaluation_standard.csv", "evaluation_standard_summary.md", "evaluation_standard_checks.csv",
                  "evaluation_standard_pareto.png", "evaluation_standard_eps.png", "evaluation_standard_privacy.png",
                  "evaluation_standard_run.json", "summary.md"):
@@ -155,4 +154,35 @@ def test_evaluation_quick_end_to_end(tmp_path, quick_data):
     with open(results / "evaluation_standard_summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
     assert [r["kind"] for r in summary] == ["undefended", "filter", "adversarial training", "randomized smoothing"]
+    assert all(r["LiRA AUC"] for r in summary)   # membership inference results reached the summary
     assert "Standard protocol" in (results / "summary.md").read_text()
+
+
+def test_the_digest_is_made_from_the_results_files(tmp_path):
+    """README's findings, headline and compact Table 4 come from the stages' CSVs, each
+    figure copied from the cell it stands for."""
+    summary = [{"defense": d, "kind": "", "model": m, "clean (test set)": c, "FGSM-k transfer": t,
+                "worst case @0.1": w, "certified @0.5": ""}
+               for d, m, c, t, w in (("undefended CNN", "cnn", "92.2 [91.6, 92.7]", "1.4 [0.8, 2.3]", "0.0 [0.0, 0.4]"),
+                                     ("dual filter", "cnn_dual", "90.3 [89.7, 90.9]", "67.2 [64.2, 70.1]",
+                                      "0.4 [0.1, 1.0]"))]
+    write_table(summary, tmp_path / "evaluation_standard_summary")
+    cells = [{"configuration": "median filter only", "model": "cnn+dual", "measure": measure, "study": study,
+              "n": 20, "ours": ours, "ci_low": low, "ci_high": high, "study_within_ci": within}
+             for measure, study, ours, low, high, within in (
+                 ("test accuracy", 67.41, 47.0, 42.55, 51.48, False),
+                 ("FGSM-k adversarial (transfer), study's 20", 60.0, 30.0, 11.89, 54.28, True),
+                 ("FGSM-k transfer, 1000 fixed", "", 26.0, 17.74, 35.73, ""),
+                 ("FGSM-k adaptive, 1000 fixed", "", 2.0, 0.24, 7.04, ""))]
+    write_table(cells, tmp_path / "evaluation_paper_table4")
+    report.write_digest(tmp_path)
+    findings = (tmp_path / "findings.md").read_text()
+    assert "keeps 0.4% [0.1, 1.0]" in findings and "leaves 67.2% [64.2, 70.1]" in findings
+    assert "1 of the 2 figures" in findings
+    assert "PGD adversarial training" not in findings   # no such row: no sentence
+    [compact] = list(csv.DictReader((tmp_path / "table4_compact.csv").open()))
+    assert compact["test accuracy"] == "67.4 / 47.0 [42.5, 51.5]"
+    assert compact["FGSM-k adaptive, 1000 fixed"] == "2.0 [0.2, 7.0]"
+    headline = (tmp_path / "headline.md").read_text()
+    assert "| dual filter | 90.3 [89.7, 90.9] | 0.4 [0.1, 1.0] | - |" in headline
+    assert "## evaluation_paper_table4" in (tmp_path / "README.md").read_text()

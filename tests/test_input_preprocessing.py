@@ -3,7 +3,7 @@ import csv
 
 import pytest
 
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error
 import input_preprocessing
 
 
@@ -12,11 +12,10 @@ def test_bad_filter_flag_ends_with_one_line(value, main_in_process):
     assert_one_line_error(*main_in_process(input_preprocessing, "--filters", value))
 
 
-def test_input_preprocessing_quick_end_to_end(tmp_path, quick_data):
-    proc = run_script("input_preprocessing.py", "--quick", "--filters", "dual",
-                      "--results-dir", tmp_path, "--models-dir", tmp_path / "models")
+def test_input_preprocessing_quick_end_to_end(quick_run):
+    proc = quick_run.runs["input_preprocessing.py"]
     assert proc.returncode == 0, proc.stderr
-    with open(tmp_path / "input_preprocessing_standard.csv") as f:
+    with open(quick_run.results / "input_preprocessing_standard.csv") as f:
         rows = list(csv.DictReader(f))
     dual = [r for r in rows if r["filter"] == "dual" and r["variant"] == "trained"]
     attacks_seen = {r["attack"] for r in dual}
@@ -25,5 +24,5 @@ def test_input_preprocessing_quick_end_to_end(tmp_path, quick_data):
     assert by[("worst case", "0.1")] <= min(by[("PGD-20 transfer", "0.1")], by[("PGD-20 adaptive", "0.1")])
     for name in ("input_preprocessing_standard_eps.png", "input_preprocessing_standard_examples.png",
                  "input_preprocessing_standard_summary.md"):
-        assert (tmp_path / name).exists()
-    assert (tmp_path / "models" / "standard_cnn_dual.keras").exists()
+        assert (quick_run.results / name).exists()
+    assert (quick_run.models / "standard_cnn_dual.keras").exists()

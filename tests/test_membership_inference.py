@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score, roc_curve
 
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error
 import membership_inference as mi
 from cli import RunContext
 from data import Data, PROTOCOLS
@@ -111,18 +111,20 @@ def test_loss_attack_catches_a_memorising_model(tmp_path, quick_data):
 
 def test_bad_arguments_end_with_one_line(main_in_process, quick_data):
     assert_one_line_error(*main_in_process(mi, "--shadows", "0"))
-    assert_one_line_error(*main_in_process(mi, "--quick", "--n", "100000"))
+    assert_one_line_error(*main_in_process(mi, "--quick", "--members", "100000"))
 
 
-def test_membership_inference_quick_end_to_end(tmp_path, quick_data):
-    proc = run_script("membership_inference.py", "--quick", "--shadows", "2", "--n", "200",
-                      "--results-dir", tmp_path, "--models-dir", tmp_path / "models")
+def test_membership_inference_quick_end_to_end(quick_run):
+    """Every defense of the quick catalogue that the stages before it trained is attacked."""
+    proc = quick_run.runs["membership_inference.py"]
     assert proc.returncode == 0, proc.stderr
-    with open(tmp_path / "membership_inference_standard.csv") as f:
+    with open(quick_run.results / "membership_inference_standard.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["attack"] for r in rows} == set(mi.ATTACKS) and {r["model"] for r in rows} == {"standard_cnn"}
+    assert {r["attack"] for r in rows} == set(mi.ATTACKS)
+    assert {r["model"] for r in rows} == {"standard_cnn", "standard_cnn_dual", "standard_cnn_at-pgd_eps0.1_ep1",
+                                          "standard_cnn_noise0.25"}
     for r in rows:  # every metric can be recomputed from the saved scores
-        saved = np.load(tmp_path / "mia" / f"{r['model']}_{r['attack']}.npz")
+        saved = np.load(mi.scores_path(quick_run.results, r["model"], r["attack"]))
         assert float(r["auc"]) == pytest.approx(roc_auc_score(saved["is_member"], saved["score"]), abs=1e-4)
         assert saved["is_member"].sum() == 200 and len(saved["score"]) == 400
-    assert (tmp_path / "membership_inference_standard_roc.png").exists()
+    assert (quick_run.results / "membership_inference_standard_roc.png").exists()

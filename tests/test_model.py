@@ -47,23 +47,20 @@ def test_save_and_load_round_trip(tmp_path):
     assert load_model(tmp_path, "absent") == (None, None)
 
 
-def test_model_quick_end_to_end(tmp_path, quick_data):
-    proc = run_script("model.py", "--quick", "--results-dir", tmp_path / "res",
-                      "--models-dir", tmp_path / "models")
+def test_model_quick_end_to_end(quick_run):
+    proc = quick_run.runs["model.py"]
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == ""  # TensorFlow's start-up noise is hidden
-    with open(tmp_path / "res" / "base_model_standard.csv") as f:
+    with open(quick_run.results / "base_model_standard.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["split"] for r in rows] == ["train", "validation", "test"]
     for r in rows:
         assert float(r["ci_low"]) <= float(r["acc"]) <= float(r["ci_high"])
     assert int(rows[2]["n"]) == PROTOCOLS["standard"].quick_test
-    assert (tmp_path / "res" / "training_curve_standard.png").stat().st_size > 10_000
-    sidecar = json.loads((tmp_path / "models" / "standard_cnn.json").read_text())
+    assert (quick_run.results / "training_curve_standard.png").stat().st_size > 10_000
+    sidecar = json.loads((quick_run.models / "standard_cnn.json").read_text())
     assert sidecar["protocol"] == "standard" and sidecar["epochs_run"] == 1
-    again = run_script("model.py", "--quick", "--results-dir", tmp_path / "res",
-                       "--models-dir", tmp_path / "models")
-    assert "loaded" in again.stdout  # the cached model is reused
+    assert f"loaded {quick_run.models / 'standard_cnn.keras'}" in quick_run.runs["attacks.py"].stdout  # reused
 
 
 def test_corrupt_cached_model_is_a_clear_error(tmp_path, quick_data):

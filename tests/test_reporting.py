@@ -27,3 +27,8 @@ def test_write_table_csv_and_markdown(tmp_path):
     md = (tmp_path / "t.md").read_text()
     assert md.startswith("# T") and "| b | 20 | 0.2500 |" in md
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.md"]  # no temp files left
+
+
+def test_a_stem_with_a_dot_keeps_it(tmp_path):
+    write_table([{"a": 1}], tmp_path / "model_eps0.1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_eps0.1.csv", "model_eps0.1.md"]
