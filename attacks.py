@@ -312,12 +312,13 @@ def run_attacks(ctx, n=None, eps_values=None):
 def plot_accuracy_vs_eps(rows, title, path):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    clean = rows[0]
+    clean, singles = rows[0], 0
     for label in dict.fromkeys(r["attack"] for r in rows[1:]):
         sel = [r for r in rows if r["attack"] == label and r["norm"] == "linf"]
-        if len(sel) == 1 and sel[0]["eps"] < 1:  # one budget only: a point with its interval
-            r = sel[0]
-            ax.errorbar([r["eps"]], [100 * r["acc"]], fmt="s", capsize=3, label=label, yerr=error_bars([r]))
+        if len(sel) == 1 and sel[0]["eps"] < 1:  # one budget only: a point with its interval, set apart
+            r, singles = sel[0], singles + 1  # from the others at that budget so that none hides another
+            ax.errorbar([r["eps"] + 0.004 * singles], [100 * r["acc"]], fmt="s", capsize=3,
+                        label=f"{label} (at {r['eps']:g})", yerr=error_bars([r]))
         if len(sel) < 2:
             continue
         eps = [0.0] + [r["eps"] for r in sel]
@@ -329,7 +330,7 @@ def plot_accuracy_vs_eps(rows, title, path):
     ax.set(xlabel="L-inf eps (pixels in [0, 1])", ylabel="accuracy (%), 95% interval shaded",
            title=title, ylim=(0, 100))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     save_figure(fig, path)
 
 

@@ -277,11 +277,10 @@ def plot_curves(logs, empirical, caps, title, path):
         sel = [r for r in empirical if r["model"] == label]
         ax.errorbar([r["radius"] for r in sel], [100 * r["acc"] for r in sel], fmt="s--", ms=4, capsize=2,
                     color=f"C{j + len(logs)}", label=f"empirical: {label}", yerr=error_bars(sel))
-    ax.set(xlabel="L2 radius (pixels in [0, 1])", ylabel="accuracy (%)", ylim=(0, 100), title=title)
+    ax.set(xlabel="L2 radius (pixels in [0, 1]); dotted: the largest radius the chosen n can certify",
+           ylabel="accuracy (%)", ylim=(0, 100), title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.text(0.99, 0.02, "dotted: largest radius the chosen n can certify", transform=ax.transAxes,
-            ha="right", fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     save_figure(fig, path)
 
 

@@ -80,7 +80,8 @@ def catalogue(ctx, data):
                      for f in ("median3", "dual")]
     defenses += _adversarial_training(ctx, data)
     if not paper:
-        defenses += [Defense(f"smoothing sigma {sigma:g}", "randomized smoothing", cr.noise_model_name(ctx.protocol, sigma),
+        defenses += [Defense(f"smoothing sigma {sigma:g}", "randomized smoothing",
+                             cr.noise_model_name(ctx.protocol, sigma),
                              lambda s=sigma: cr.get_noise_model(ctx, s, data), sigma=sigma) for sigma in cr.SIGMAS]
     if ctx.quick:
         keep = {"undefended CNN", "dual filter", "dual filter (at prediction time)", "pgd AT", "smoothing sigma 0.25"}

@@ -160,68 +160,84 @@ def table4_note(table):
 
 # ------------------------------------------------------------------------- plots
 
+KIND_MARKERS = {"undefended": "o", "filter": "s", "adversarial training": "^",
+                "filter + adversarial training": "P", "randomized smoothing": "D"}
+
+
+def defense_styles(evaluated):
+    """One colour per defense (no two alike up to 20) and one marker per kind."""
+    colors = pyplot().cm.tab20(np.linspace(0, 1, 20)) if len(evaluated) > 10 else [f"C{i}" for i in range(10)]
+    return [dict(color=colors[i % len(colors)], marker=KIND_MARKERS.get(defense.kind, "o"), label=defense.label)
+            for i, (defense, _) in enumerate(evaluated)]
+
+
+def legend_outside(ax):
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+
+
 def plot_pareto(evaluated, title, path):
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for i, (defense, rows) in enumerate(evaluated):
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    for style, (defense, rows) in zip(defense_styles(evaluated), evaluated):
         clean, robust = find(rows, "clean"), find(rows, "worst case", HEADLINE_EPS)
-        ax.errorbar(100 * robust["acc"], 100 * clean["acc"], fmt="os^vD<>p*hX"[i % 11], color=f"C{i % 10}",
-                    capsize=2, label=defense.label,
-                    xerr=error_bars([robust]), yerr=error_bars([clean]))
+        ax.errorbar(100 * robust["acc"], 100 * clean["acc"], ls="none", capsize=2, ms=6,
+                    xerr=error_bars([robust]), yerr=error_bars([clean]), **style)
     ax.set(xlabel=f"robust accuracy at L-inf eps {HEADLINE_EPS:g}, worst case over every attack (%)",
            ylabel="clean test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     save_figure(fig, path)
 
 
 def plot_eps(evaluated, settings, title, path):
+    """Accuracy under adaptive PGD-20 at each measured budget: markers with intervals,
+    joined by thin dotted lines only as a guide (nothing is measured between them)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for i, (defense, rows) in enumerate(evaluated):
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    eps = [0.0] + list(settings.eps_grid)
+    for style, (defense, rows) in zip(defense_styles(evaluated), evaluated):
         fixed = fixed_images(rows)
-        curve = [find(rows, "benign", images=fixed)] + [find(rows, "PGD-20", eps, fixed) for eps in settings.eps_grid]
-        eps = [0.0] + list(settings.eps_grid)
-        ax.errorbar(eps, [100 * r["acc"] for r in curve], color=f"C{i % 10}", marker="o", ms=3, capsize=2,
-                    ls="-" if i < 10 else "--", label=defense.label,
-                    yerr=error_bars(curve))
-    ax.set(xlabel="L-inf eps (pixels in [0, 1])", ylabel="accuracy under adaptive PGD-20 (%)", ylim=(0, 100),
-           title=title)
+        curve = [find(rows, "benign", images=fixed)] + [find(rows, "PGD-20", e, fixed) for e in settings.eps_grid]
+        ax.errorbar(eps, [100 * r["acc"] for r in curve], ms=4, capsize=2, ls=":", lw=0.8,
+                    yerr=error_bars(curve), **style)
+    ax.set_xticks(eps, [f"{e:.3g}" for e in eps])
+    ax.set(xlabel="L-inf eps (pixels in [0, 1]); only the marked budgets are measured",
+           ylabel="accuracy under adaptive PGD-20 (%)", ylim=(0, 100), title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     save_figure(fig, path)
 
 
 def plot_privacy(evaluated, mia_rows, title, path):
+    """Leakage against robustness: LiRA's ROC AUC with its 95% interval, and the
+    members it finds at 0.1% FPR."""
     plt = pyplot()
-    fig, (ax_auc, ax_tpr) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for i, (defense, rows) in enumerate(evaluated):
+    fig, (ax_auc, ax_tpr) = plt.subplots(1, 2, figsize=(12, 4.5))
+    plotted = False
+    for style, (defense, rows) in zip(defense_styles(evaluated), evaluated):
+        lira = mia_rows.get((defense.key, "lira"))
+        if not lira:
+            continue
+        plotted = True
         robust = 100 * find(rows, "worst case", HEADLINE_EPS)["acc"]
-        for ax, attack, key in ((ax_auc, "loss", "auc"), (ax_tpr, "lira", "tpr_at_0.1%_fpr")):
-            value = mia_rows.get((defense.key, attack), {}).get(key, "")
-            if value != "":
-                ax.plot(robust, float(value) * (1 if key == "auc" else 100), "os^vD<>p*hX"[i % 11],
-                        color=f"C{i % 10}", label=defense.label)
+        auc = float(lira["auc"])
+        ax_auc.errorbar(robust, auc, yerr=[[auc - float(lira["auc_ci_low"])], [float(lira["auc_ci_high"]) - auc]],
+                        ls="none", capsize=2, **style)
+        ax_tpr.plot(robust, 100 * float(lira["tpr_at_0.1%_fpr"]), ls="none", **style)
     ax_auc.axhline(0.5, color="k", ls=":", lw=1)
     ax_auc.set(xlabel=f"robust accuracy at eps {HEADLINE_EPS:g}, worst case (%)",
-               ylabel="membership inference ROC AUC (loss attack)", title="leakage on average")
+               ylabel="LiRA ROC AUC, 95% interval", title="leakage on average (dotted: chance)")
     ax_tpr.axhline(0.1, color="k", ls=":", lw=1)
     ax_tpr.set(xlabel=f"robust accuracy at eps {HEADLINE_EPS:g}, worst case (%)",
                ylabel="LiRA TPR at 0.1% FPR (%)", title="leakage at low FPR (dotted: chance)")
     for ax in (ax_auc, ax_tpr):
         ax.grid(alpha=0.3)
-    handles, labels = ax_auc.get_legend_handles_labels()
-    if not labels:
-        handles, labels = ax_tpr.get_legend_handles_labels()
-    if labels:
-        fig.legend(handles, labels, fontsize=7, loc="center right")
-    else:
-        for ax in (ax_auc, ax_tpr):
+        if not plotted:
             ax.text(0.5, 0.5, "no membership_inference.py results yet", ha="center", transform=ax.transAxes)
+    if plotted:
+        legend_outside(ax_tpr)
     fig.suptitle(title)
     save_figure(fig, path)
-
-
 
 
 # ------------------------------------------------- the digest the README shows
@@ -266,7 +282,8 @@ def study_vs_ours(cells, measure):
     r = next((c for c in cells if c["measure"] == measure), None)
     if not r or r["ours"] == "":
         return ""
-    ours = f"{float(r['ours']):.1f}" + (f" [{float(r['ci_low']):.1f}, {float(r['ci_high']):.1f}]" if r["ci_low"] else "")
+    interval = f" [{float(r['ci_low']):.1f}, {float(r['ci_high']):.1f}]" if r["ci_low"] else ""
+    ours = f"{float(r['ours']):.1f}{interval}"
     return (f"{float(r['study']):.1f} / " if r["study"] != "" else "") + ours
 
 
@@ -300,17 +317,17 @@ def findings(results_dir):
     if {"undefended CNN", "dual filter"} <= set(summary):
         base, dual = summary["undefended CNN"], summary["dual filter"]
         out.append(f"The study's pick, the dual 2x2 median filter, does not defend against an attacker who knows "
-                   f"it: at L-inf {eps} it keeps {percent(dual[worst])} of 1,000 test images under the worst case of our "
-                   f"attacks (undefended CNN: {percent(base[worst])}), although FGSM-k crafted without the filter, as the "
-                   f"study attacked it, leaves {percent(dual['FGSM-k transfer'])}.")
+                   f"it: at L-inf {eps} it keeps {percent(dual[worst])} of 1,000 test images under the worst "
+                   f"case of our attacks (undefended CNN: {percent(base[worst])}), although FGSM-k crafted "
+                   f"without the filter, as the study attacked it, leaves {percent(dual['FGSM-k transfer'])}.")
     if {"pgd AT", "fgsm AT"} <= set(summary):
         pgd, fgsm = summary["pgd AT"], summary["fgsm AT"]
-        out.append(f"PGD adversarial training is the defense that holds: {percent(pgd[worst])} at L-inf {eps} for a clean "
-                   f"accuracy of {percent(pgd['clean (test set)'])}; FGSM training without a random start collapses to "
-                   f"{percent(fgsm[worst])}.")
+        out.append(f"PGD adversarial training is the defense that holds: {percent(pgd[worst])} at L-inf {eps} "
+                   f"for a clean accuracy of {percent(pgd['clean (test set)'])}; FGSM training without a random "
+                   f"start collapses to {percent(fgsm[worst])}.")
     if "smoothing sigma 0.25" in summary and summary["smoothing sigma 0.25"].get("certified @0.5"):
-        out.append(f"Randomized smoothing (sigma 0.25) certifies {percent(summary['smoothing sigma 0.25']['certified @0.5'])} "
-                   f"of 500 test images at L2 radius 0.5.")
+        certified = percent(summary["smoothing sigma 0.25"]["certified @0.5"])
+        out.append(f"Randomized smoothing (sigma 0.25) certifies {certified} of 500 test images at L2 radius 0.5.")
     lira = [r for (_, attack), r in mia_results(results_dir, "standard").items() if attack == "lira"]
     if lira:
         low, high = min(float(r["auc"]) for r in lira), max(float(r["auc"]) for r in lira)

@@ -169,7 +169,8 @@ def plot_accuracy_vs_eps(rows, title, path):
         ax.set_ylabel("accuracy (%)")
     for ax in axes.ravel()[len(filters):]:
         ax.axis("off")
-    axes[0, 0].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, -0.06))
     fig.suptitle(title)
     save_figure(fig, path)
 

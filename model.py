@@ -263,13 +263,14 @@ def get_base_model(ctx, data=None, retrain=False):
     return get_or_train(ctx, base_model_name(ctx.protocol), lambda: build_model(ctx.protocol), data, retrain)
 
 
-def plot_training_curve(history, title, path):
+def plot_training_curve(history, title, path, weight_penalty=False):
     plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = np.arange(1, len(history["loss"]) + 1)
     ax_loss.plot(epochs, history["loss"], "o-", label="train")
     ax_loss.plot(epochs, history["val_loss"], "o-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss (incl. L2 penalty)", title="loss")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss" + (" + L2 weight penalty" if weight_penalty else ""),
+                title="loss")
     ax_acc.plot(epochs, 100 * np.array(history["accuracy"]), "o-", label="train (dropout on)")
     ax_acc.plot(epochs, 100 * np.array(history["val_accuracy"]), "o-", label="validation")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
@@ -299,7 +300,7 @@ def run_base_model(ctx, retrain=False):
                                   f"(exact 95% Clopper-Pearson intervals)")
     if sidecar.get("history"):
         plot_training_curve(sidecar["history"], f"{base_model_name(protocol)} training, {protocol.name} protocol",
-                            ctx.results_dir / f"training_curve_{protocol.name}.png")
+                            ctx.results_dir / f"training_curve_{protocol.name}.png", weight_penalty=bool(model.losses))
     print(f"wrote {stem}.csv, {stem}.md")
 
 

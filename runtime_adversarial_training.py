@@ -13,7 +13,7 @@ from adversarial_training import (METHODS, PAPER_ROWS, STANDARD_RECIPES, Recipe,
 from cli import common_parser, parse_args, positive_float, positive_int, run_main
 from data import STUDY_TABLE4, attack_subset, load_data, paper_samples
 from model import get_base_model, predict_labels
-from reporting import accuracy_ci, format_acc, pyplot, save_figure, write_table
+from reporting import accuracy_ci, error_bars, format_acc, pyplot, save_figure, write_table
 
 
 def acc_row(**fields):
@@ -118,9 +118,9 @@ def plot_clean_vs_robust(rows, robust_attack, title, path):
     for name in dict.fromkeys(r["model"] for r in rows):
         clean = next(r for r in rows if r["model"] == name and r["attack"] == "clean")
         robust = next(r for r in rows if r["model"] == name and r["attack"] == robust_attack)
-        ax.errorbar(100 * robust["acc"], 100 * clean["acc"], fmt="o", capsize=2, label=name,
-                    xerr=[[100 * (robust["acc"] - robust["ci_low"])], [100 * (robust["ci_high"] - robust["acc"])]],
-                    yerr=[[100 * (clean["acc"] - clean["ci_low"])], [100 * (clean["ci_high"] - clean["acc"])]])
+        label = ("" if clean["filter"] == "none" else f"{clean['filter']} + ") + f"{clean['method']} training"
+        ax.errorbar(100 * robust["acc"], 100 * clean["acc"], fmt="o", capsize=2, label=label,
+                    xerr=error_bars([robust]), yerr=error_bars([clean]))
     ax.set(xlabel=f"{robust_attack} accuracy at eps 0.1 (%)", ylabel="clean test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -179,7 +179,8 @@ def main():
     recipe.add_argument("--clean-weight", type=float,
                         help="fgsm/pgd: weight of the clean loss, 0..1 (default: 0, adversarial only)")
     recipe.add_argument("--beta", type=positive_float, help=f"TRADES trade-off (default: {default.beta:g})")
-    recipe.add_argument("--filter", type=filters.filter_argument, help="input filter in front, e.g. dual (default: none)")
+    recipe.add_argument("--filter", type=filters.filter_argument,
+                        help="input filter in front, e.g. dual (default: none)")
     recipe.add_argument("--init", help="fine-tune this model from --models-dir, name without .keras "
                                        "(default: a fresh CNN; the study's method fine-tunes the base CNN)")
     args, ctx = parse_args(parser)

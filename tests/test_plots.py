@@ -1,0 +1,78 @@
+"""Every plot function draws a PNG from small made-up results without error."""
+import numpy as np
+
+import attacks
+import certified_robustness as cr
+import evaluation_report as report
+import input_preprocessing as ip
+import membership_inference as mi
+import runtime_adversarial_training as rat
+from defenses import Defense
+from evaluation import Settings
+from model import plot_training_curve
+
+SETTINGS = Settings(n_attack=100, eps_grid=(0.05, 0.1), long_attacks=((20, 1),), l2_radii=(0.5,), eot=1, n_vote=10)
+
+
+def stats(acc, n=100):
+    return {"n": n, "acc": acc, "ci_low": max(acc - 0.05, 0), "ci_high": min(acc + 0.05, 1)}
+
+
+def evaluation_rows(level):
+    return [{"attack": "clean", "norm": "-", "eps": 0.0, "images": "test set", **stats(0.9)},
+            {"attack": "benign", "norm": "-", "eps": 0.0, "images": "100 fixed", **stats(0.9)},
+            {"attack": "PGD-20", "norm": "linf", "eps": 0.05, "images": "100 fixed", **stats(level + 0.1)},
+            {"attack": "PGD-20", "norm": "linf", "eps": 0.1, "images": "100 fixed", **stats(level)},
+            {"attack": "worst case", "norm": "linf", "eps": 0.1, "images": "100 fixed", **stats(level)}]
+
+
+def drawn(path):
+    return path.exists() and path.stat().st_size > 5_000
+
+
+def test_the_evaluation_plots(tmp_path):
+    """(Look at them: pytest --basetemp=/tmp/plots keeps the PNGs.)"""
+    kinds = ["undefended", "filter", "adversarial training", "randomized smoothing"] * 3   # 12 > 10 colours
+    evaluated = [(Defense(f"defense {i}", kind, f"m{i}", train=None), evaluation_rows(i / 20))
+                 for i, kind in enumerate(kinds)]
+    mia_rows = {(f"m{i}", "lira"): {"auc": 0.52, "auc_ci_low": 0.5, "auc_ci_high": 0.54, "tpr_at_0.1%_fpr": 0.002}
+                for i in range(12)}
+    report.plot_pareto(evaluated, "pareto", tmp_path / "pareto.png")
+    report.plot_eps(evaluated, SETTINGS, "eps", tmp_path / "eps.png")
+    report.plot_privacy(evaluated, mia_rows, "privacy", tmp_path / "privacy.png")
+    report.plot_privacy(evaluated, {}, "no MIA yet", tmp_path / "privacy_empty.png")
+    assert all(drawn(tmp_path / f"{name}.png") for name in ("pareto", "eps", "privacy", "privacy_empty"))
+    styles = report.defense_styles(evaluated)
+    assert len({tuple(np.atleast_1d(s["color"])) for s in styles}) == 12   # no two defenses share a colour
+
+
+def test_the_technique_plots(tmp_path):
+    clean = {"protocol": "standard", "attack": "none (clean)", "norm": "-", "eps": 0.0, **stats(0.9)}
+    rows = [clean] + [{"protocol": "standard", "attack": a, "norm": "linf", "eps": e, **stats(acc)}
+                      for a, e, acc in (("FGSM", 0.05, 0.3), ("FGSM", 0.1, 0.1), ("PGD-100x2", 0.1, 0.0),
+                                        ("margin", 0.1, 0.0))]
+    attacks.plot_accuracy_vs_eps(rows, "attacks", tmp_path / "attacks.png")
+    filter_rows = [{"filter": f, "variant": v, "attack": a, "eps": e, **stats(acc)}
+                   for f in ("none", "dual") for v in (("undefended",) if f == "none" else ("trained", "test-time"))
+                   for a, e, acc in (("clean", 0.0, 0.9), ("PGD-20 transfer", 0.1, 0.5), ("worst case", 0.1, 0.1))]
+    ip.plot_accuracy_vs_eps(filter_rows, "filters", tmp_path / "filters.png")
+    logs = {"run": [{"epoch": e, "clean_acc": 0.8, "pgd_acc": 0.1 * e} for e in (1, 2, 3)]}
+    rat.plot_epoch_logs(logs, "epochs", tmp_path / "epochs.png")
+    at_rows = [{"model": "m", "method": "pgd", "filter": "none", "attack": a, **stats(acc)}
+               for a, acc in (("clean", 0.85), ("PGD-20x2", 0.7))]
+    rat.plot_clean_vs_robust(at_rows, "PGD-20x2", "clean vs robust", tmp_path / "clean_vs_robust.png")
+    log = [{"idx": str(i), "label": "1", "predict": "1", "radius": f"{0.1 * i:.4f}", "correct": "1", "time": "0.1",
+            "nA": "990", "n": "1000"} for i in range(10)]
+    empirical = [{"model": "smoothed", "radius": r, **stats(0.8 - r / 2)} for r in (0.0, 0.5, 1.0)]
+    cr.plot_curves({0.25: log}, empirical, {0.25: 0.6}, "certified", tmp_path / "certified.png")
+    plot_training_curve({"loss": [2, 1], "val_loss": [2.1, 1.2], "accuracy": [0.5, 0.7], "val_accuracy": [0.5, 0.6]},
+                        "curve", tmp_path / "curve.png", weight_penalty=True)
+    rng = np.random.default_rng(0)
+    is_member = np.r_[np.ones(50, bool), np.zeros(50, bool)]
+    scores = mi.scores_path(tmp_path, "m", "lira")
+    scores.parent.mkdir()
+    np.savez(scores, score=rng.normal(size=100), is_member=is_member, decision=is_member)
+    mi.plot_roc(tmp_path, "standard", [{"model": "m", "attack": "lira", "auc": 0.5, "n_nonmembers": 50}], "lira",
+                tmp_path / "roc.png")
+    for name in ("attacks", "filters", "epochs", "clean_vs_robust", "certified", "curve", "roc"):
+        assert drawn(tmp_path / f"{name}.png"), name
