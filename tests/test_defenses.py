@@ -41,3 +41,15 @@ def test_a_filter_at_prediction_time_goes_in_front_of_the_loaded_model(tmp_path)
     x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
     np.testing.assert_allclose(model(x), cnn(filters.make_filter("dual")(x)), atol=1e-5)
     assert Defense("missing", "filter", "nothing", train=None).load(tmp_path) is None
+
+
+def test_a_missing_model_is_trained_only_when_asked(tmp_path):
+    calls = []
+
+    def train():
+        calls.append(1)
+        save_model(build_standard_cnn(), tmp_path, "cnn", {})
+    defense = Defense("undefended CNN", "undefended", "cnn", train=train)
+    assert defense.load(tmp_path) is None and calls == []           # not cached, not asked: skipped
+    assert defense.load(tmp_path, train_missing=True) is not None and calls == [1]
+    assert defense.load(tmp_path, train_missing=True) is not None and calls == [1]   # cached now: not again
