@@ -131,13 +131,15 @@ def sanity_checks(rows, settings):
 # ------------------------------------------------------------------ run record
 
 def git_state():
-    """(commit, whether tracked files differ from it); taken when the run starts, since
-    that is the code that produced the results."""
+    """(commit, whether tracked code differs from it); taken when the run starts, since
+    that is the code that produced the results. Changes under results/ are outputs, not
+    code, and do not count."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, cwd=Path(__file__).parent).stdout.strip())
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":(exclude)results"], capture_output=True, text=True,
+                                    cwd=Path(__file__).parent).stdout.strip())
     except OSError:
         commit, dirty = "", None
     return commit, dirty
