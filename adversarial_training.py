@@ -12,8 +12,8 @@ import attacks
 import filters
 from cli import UserError
 from data import SPLIT_SEED, attack_subset
-from model import (EpochLog, base_model_name, build_model, get_base_model, keras, keras_verbosity, load_model,
-                   model_path, predict_labels, save_model, tf)
+from model import (EpochLog, base_model_name, build_model, compile_model, get_base_model, keras, keras_verbosity,
+                   load_model, make_optimizer, model_path, predict_labels, save_model, tf)
 
 METHODS = ("study", "fgsm", "fgsm-rs", "pgd", "trades")
 STUDY_STEP_255 = 0.085   # the study's FGSM step, applied to 0..255 pixels (a [0,1] value carried over)
@@ -275,7 +275,6 @@ def train_adversarially(ctx, recipe, data, retrain=False):
     x_mon, y_mon = monitor_set(data, 100 if ctx.quick else 500)
     monitor = RobustnessMonitor(model, x_mon, y_mon, recipe.eps, guard=recipe.method == "fgsm-rs",
                                 log_path=ctx.models_dir / f".{name}_epochs.json")
-    optimizer = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}[protocol.optimizer]
     extra = {"data": data.describe()}
     if recipe.method == "study":
         x_train, extra["study_perturbation"] = study_training_images(model, data)
@@ -283,13 +282,12 @@ def train_adversarially(ctx, recipe, data, retrain=False):
                  keras.callbacks.BackupAndRestore(str(ctx.models_dir / f".{name}_backup"))]
     print(f"training {name}: {recipe}")
     if recipe.method == "study":   # the study fine-tuned on its once-made images alone, no validation
-        model.compile(optimizer=optimizer(protocol.learning_rate),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        compile_model(model, protocol)
         model.fit(x_train, data.y_train, epochs=recipe.epochs, batch_size=recipe.batch_size, shuffle=True,
                   callbacks=callbacks, verbose=keras_verbosity())
     else:
         trainer = AdversarialTrainer(model, recipe, seed=ctx.seed)
-        trainer.compile(optimizer=optimizer(protocol.learning_rate))
+        trainer.compile(optimizer=make_optimizer(protocol))
         trainer(data.x_train[:1])  # build it, so that BackupAndRestore can resume it
         trainer.fit(data.x_train, data.y_train, epochs=recipe.epochs, batch_size=recipe.batch_size, shuffle=True,
                     callbacks=callbacks, verbose=keras_verbosity())

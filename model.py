@@ -94,9 +94,13 @@ def build_model(protocol):
     return ARCHITECTURES[protocol.architecture]()
 
 
+def make_optimizer(protocol):
+    """A fresh optimizer of the protocol's kind and learning rate."""
+    return {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}[protocol.optimizer](protocol.learning_rate)
+
+
 def compile_model(model, protocol):
-    optimizers = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}
-    model.compile(optimizer=optimizers[protocol.optimizer](protocol.learning_rate),
+    model.compile(optimizer=make_optimizer(protocol),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     return model
