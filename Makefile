@@ -70,6 +70,7 @@ quick:
 bench:
 	$(PYTHON) -m pip install -q -r requirements-bench.txt
 	$(PYTHON) benchmarks/pgd_vs_art.py
+	$(PYTHON) benchmarks/autoattack_vs_art.py
 	$(PYTHON) benchmarks/median_filter.py
 	$(PYTHON) benchmarks/adversarial_training_speed.py
 	$(PYTHON) benchmarks/certify_speed.py

@@ -10,6 +10,7 @@ import numpy as np
 
 import attacks
 import filters
+import gradient_attacks
 from cli import UserError
 from data import SPLIT_SEED, attack_subset
 from model import (EpochLog, base_model_name, build_model, compile_model, get_base_model, keras, keras_verbosity,
@@ -67,7 +68,7 @@ def study_perturbation(model, x, y):
     once, stored as uint8. Truncation makes a pixel drop by one grey level where the
     gradient sign is negative (0 stays 0) and leaves it unchanged elsewhere."""
     levels = np.round(x * 255.0)
-    stepped = attacks.fgsm(model, x, y, eps=STUDY_STEP_255 / 255.0, loss="study")
+    stepped = gradient_attacks.fgsm(model, x, y, eps=STUDY_STEP_255 / 255.0, loss="study")
     sign = np.sign(np.round((stepped * 255.0 - levels) / STUDY_STEP_255))
     return (np.clip(np.floor(levels + STUDY_STEP_255 * sign), 0, 255) / 255.0).astype(np.float32)
 
@@ -77,7 +78,7 @@ def study_perturbation(model, x, y):
 @keras.saving.register_keras_serializable(package="adversarial_training")
 class AdversarialTrainer(keras.Model):
     """Trains `classifier` on adversarial examples made on the fly for every batch
-    (attacks from attacks.py, run in inference mode inside the compiled train step)."""
+    (attacks from gradient_attacks.py, run in inference mode inside the compiled train step)."""
 
     def __init__(self, classifier, recipe, seed=0, **kwargs):
         super().__init__(**kwargs)
@@ -98,19 +99,19 @@ class AdversarialTrainer(keras.Model):
         eps = tf.constant(r.eps, tf.float32)
         seed = tf.stack([tf.constant(self.seed, tf.int32), self.step_counter])
         if r.method == "fgsm":
-            delta = attacks.pgd_start(x, eps, seed, "linf", False)
-            return x + attacks.pgd_step(self.classifier, x, delta, y, eps, eps, "linf", "ce", 1)
+            delta = gradient_attacks.pgd_start(x, eps, seed, "linf", False)
+            return x + gradient_attacks.pgd_step(self.classifier, x, delta, y, eps, eps, "linf", "ce", 1)
         if r.method == "fgsm-rs":   # Wong, Rice & Kolter 2020: random start, step 1.25 eps
-            delta = attacks.pgd_start(x, eps, seed, "linf", True)
-            return x + attacks.pgd_step(self.classifier, x, delta, y, eps, 1.25 * eps, "linf", "ce", 1)
+            delta = gradient_attacks.pgd_start(x, eps, seed, "linf", True)
+            return x + gradient_attacks.pgd_step(self.classifier, x, delta, y, eps, 1.25 * eps, "linf", "ce", 1)
         step = tf.constant(2.5 * r.eps / r.steps, tf.float32)
         if r.method == "trades":     # start near x, maximise KL(clean || adversarial)
             delta = tf.clip_by_value(x + 0.001 * tf.random.stateless_normal(tf.shape(x), seed), 0, 1) - x
             labels, loss = target_probs, "kl"
         else:
-            delta, labels, loss = attacks.pgd_start(x, eps, seed, "linf", True), y, "ce"
+            delta, labels, loss = gradient_attacks.pgd_start(x, eps, seed, "linf", True), y, "ce"
         for _ in range(r.steps):
-            delta = attacks.pgd_step(self.classifier, x, delta, labels, eps, step, "linf", loss, 1)
+            delta = gradient_attacks.pgd_step(self.classifier, x, delta, labels, eps, step, "linf", loss, 1)
         return x + delta
 
     def method_loss(self, x, y, x_adv, training=True):
@@ -119,12 +120,12 @@ class AdversarialTrainer(keras.Model):
         adv_logits = self.classifier(x_adv, training=training)
         if r.method == "trades":
             clean_logits = self.classifier(x, training=training)
-            loss = tf.reduce_mean(attacks.per_example_loss(clean_logits, y, "ce")) + r.beta * tf.reduce_mean(
-                attacks.per_example_loss(adv_logits, tf.nn.softmax(clean_logits), "kl"))
+            loss = tf.reduce_mean(gradient_attacks.per_example_loss(clean_logits, y, "ce")) + r.beta * tf.reduce_mean(
+                gradient_attacks.per_example_loss(adv_logits, tf.nn.softmax(clean_logits), "kl"))
         else:
-            loss = tf.reduce_mean(attacks.per_example_loss(adv_logits, y, "ce"))
+            loss = tf.reduce_mean(gradient_attacks.per_example_loss(adv_logits, y, "ce"))
             if r.clean_weight > 0:
-                clean = tf.reduce_mean(attacks.per_example_loss(self.classifier(x, training=training), y, "ce"))
+                clean = tf.reduce_mean(gradient_attacks.per_example_loss(self.classifier(x, training=training), y, "ce"))
                 loss = r.clean_weight * clean + (1 - r.clean_weight) * loss
         if self.classifier.losses:
             loss += tf.add_n(self.classifier.losses)
@@ -151,7 +152,7 @@ class AdversarialTrainer(keras.Model):
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         logits = self.classifier(x, training=False)
-        self.loss_tracker.update_state(tf.reduce_mean(attacks.per_example_loss(logits, y, "ce")))
+        self.loss_tracker.update_state(tf.reduce_mean(gradient_attacks.per_example_loss(logits, y, "ce")))
         self.accuracy_tracker.update_state(y, logits)
         return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
 
@@ -172,7 +173,7 @@ class RobustnessMonitor(EpochLog):
 
     def _measure(self):
         clean = float(np.mean(predict_labels(self.classifier, self.x) == self.y))
-        x_adv = attacks.pgd(self.classifier, self.x, self.y, eps=self.eps, steps=10, seed=1)
+        x_adv = attacks.SUITE["PGD-10"].run(self.classifier, self.x, self.y, self.eps, seed=1)
         return clean, float(np.mean(predict_labels(self.classifier, x_adv) == self.y))
 
     def on_epoch_end(self, epoch, logs=None):

@@ -61,6 +61,8 @@ class GaussianNoiseAlways(keras.layers.Layer):
     """Adds N(0, sigma^2) noise at inference too: the randomized classifier whose
     majority vote is the smoothed classifier (what an EOT attacker differentiates)."""
 
+    randomized = True
+
     def __init__(self, sigma, **kwargs):
         super().__init__(**kwargs)
         self.sigma = float(sigma)
@@ -228,40 +230,59 @@ def largest_certify_log(results_dir, model_name, sigma):
 
 def noisy_model(base, sigma):
     """The randomized base classifier f(x + noise) whose vote is the smoothed
-    classifier: what an EOT attacker differentiates."""
+    classifier: the defense as a gradient-free attacker would query it."""
     return keras.Sequential([keras.Input((28, 28, 1)), GaussianNoiseAlways(sigma), base])
 
 
-def smoothed_correct(smooth, x, y, n, seed):
-    """Whether the smoothed classifier's vote (n samples, no abstention) is right."""
-    return np.array([int(np.argmax(smooth.counts(x[i], n, seed + i))) == y[i] for i in range(len(y))])
+class SoftSmoothed(keras.Model):
+    """log of the mean softmax of f(x + noise) over `draws` noise draws per call: the
+    smoothed soft classifier that SmoothAdv attacks (Salman et al. 2019). Its output
+    serves as logits, so cross-entropy on it is -log E[softmax_y], stronger than
+    averaging the cross-entropy of single draws."""
+    randomized = True
+
+    def __init__(self, base, sigma, draws, **kwargs):
+        super().__init__(**kwargs)
+        self.base, self.sigma, self.draws = base, float(sigma), int(draws)
+
+    def call(self, x, training=False):
+        n = tf.shape(x)[0]
+        noisy = tf.tile(x, [self.draws, 1, 1, 1])
+        noisy = noisy + self.sigma * tf.random.normal(tf.shape(noisy))
+        probs = tf.nn.softmax(self.base(noisy, training=False))
+        return tf.math.log(tf.reduce_mean(tf.reshape(probs, [self.draws, n, -1]), axis=0) + 1e-12)
 
 
-def smoothed_target(model, sigma, n_vote, eot, seed):
-    """How to attack and judge a smoothed classifier: judged by its vote over n_vote
-    noise draws (no abstention), attacked with EOT over the noise."""
+def smoothed_correct(smooth, x, y, n, alpha, seed):
+    """Whether Cohen's PREDICT (n noise draws, level alpha) returns the right class;
+    an abstention counts as wrong."""
+    return np.array([smooth.predict(x[i], n, alpha, seed + i) == y[i] for i in range(len(y))])
+
+
+PREDICT_ALPHA = 0.001
+
+
+def smoothed_target(model, sigma, n_vote, draws, seed, alpha=PREDICT_ALPHA):
+    """How to attack and judge a smoothed classifier: judged by PREDICT (n_vote draws,
+    abstention wrong), attacked through the soft smoothed classifier, averaging
+    `draws` noise draws per gradient."""
     base = base_classifier(model)
     smooth = Smooth(base, sigma)
-    return attacks.Target(lambda x, y: smoothed_correct(smooth, x, y, n_vote, seed),
-                          (("EOT over the noise", noisy_model(base, sigma), eot),))
+    return attacks.Target(lambda x, y: smoothed_correct(smooth, x, y, n_vote, alpha, seed),
+                          ((f"soft smoothed classifier, {draws} noise draws", SoftSmoothed(base, sigma, draws), 1),),
+                          noisy_model(base, sigma), f"PREDICT, n {n_vote}, alpha {alpha:g}, abstention wrong")
 
 
-def empirical_rows(label, model, x, y, radii, seed, smooth=None, eot=16, n_vote=1000):
-    """L2 PGD-20 at each radius: plain against a model, or with EOT over the noise
-    against the smoothed classifier (then judged by its noisy vote)."""
-    rows = []
-    target = noisy_model(model, smooth.sigma) if smooth else model
-    for radius in radii:
-        if radius == 0:
-            x_adv = x
-        else:
-            x_adv = attacks.pgd(target, x, y, eps=radius, norm="l2", steps=20, step_size=radius / 8,
-                                eot_samples=eot if smooth else 1, seed=seed, batch_size=100 if smooth else 500)
-        correct = (smoothed_correct(smooth, x_adv, y, n_vote, seed) if smooth
-                   else predict_labels(model, x_adv) == y)
-        rows.append({"model": label, "kind": "empirical (L2 PGD-20" + (f", EOT-{eot})" if smooth else ")"),
-                     "radius": radius, **accuracy_ci(correct)})
-    return rows
+def empirical_rows(label, model, x, y, radii, seed, sigma=0.0, n_vote=1000):
+    """L2 PGD-20 at each radius against a plain model, or (sigma > 0) against the
+    smoothed classifier around it, then judged by PREDICT."""
+    target = (smoothed_target(model, sigma, n_vote, attacks.EOT_DRAWS, seed) if sigma
+              else attacks.plain_target(model))
+    attack = attacks.SUITE["L2 PGD-20"]
+    kind = "empirical (L2 PGD-20" + (f" through the {target.describe()}; PREDICT, n {n_vote})" if sigma else ")")
+    return [{"model": label, "kind": kind, "radius": radius,
+             **accuracy_ci(target.judge(x, y) if radius == 0 else target.outcome(attack, x, y, radius, seed))}
+            for radius in radii]
 
 
 def plot_curves(logs, empirical, caps, title, path):
@@ -325,8 +346,7 @@ def empirical_table(ctx, data, x, y, sigma, certified_rows):
     empirical = empirical_rows("undefended CNN", get_base_model(ctx, data)[0], x, y, RADII, ctx.seed)
     noise_base = base_classifier(get_noise_model(ctx, sigma, data)[0])
     empirical += empirical_rows(f"noise-trained CNN sigma {sigma:g}, no smoothing", noise_base, x, y, RADII, ctx.seed)
-    empirical += empirical_rows(f"smoothed sigma {sigma:g}", noise_base, x, y, RADII, ctx.seed,
-                                smooth=Smooth(noise_base, sigma))
+    empirical += empirical_rows(f"smoothed sigma {sigma:g}", noise_base, x, y, RADII, ctx.seed, sigma=sigma)
     for r in empirical:
         r["certified_acc"] = ""
         if r["model"].startswith("smoothed"):

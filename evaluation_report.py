@@ -9,7 +9,7 @@ import numpy as np
 
 import certified_robustness as cr
 import membership_inference as mia
-from attacks import HEADLINE_EPS, pgd_name
+from attacks import HEADLINE_EPS, STUDY_EPS
 from data import STUDY_TABLE4
 from reporting import (accuracy_ci, atomic_write_text, error_bars, markdown_table, pct, pyplot, save_figure,
                        write_table)
@@ -20,6 +20,11 @@ from reporting import (accuracy_ci, atomic_write_text, error_bars, markdown_tabl
 def fixed_images(rows):
     """The 'images' tag of the fixed attack set in a defense's rows."""
     return next(r["images"] for r in rows if r["attack"] == "benign" and r["images"].endswith("fixed"))
+
+
+def fgsm_k_label(rows):
+    """The suite's FGSM-k these rows ran (the study's loss in the paper protocol)."""
+    return next(r["attack"] for r in rows if r["attack"].startswith("FGSM-k") and "transfer" not in r["attack"])
 
 
 def find(rows, attack, eps=None, images=None):
@@ -63,13 +68,13 @@ def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
     fixed = fixed_images(rows)
     mia_cell = lambda attack, key: mia_rows.get((defense.key, attack), {}).get(key, "")  # noqa: E731
     fmt = lambda v: f"{float(v):.3f}" if v != "" else ""  # noqa: E731
-    last = pgd_name(*settings.long_attacks[-1])
+    fgsm_k = fgsm_k_label(rows)
     row = {"defense": defense.label, "kind": defense.kind, "model": defense.key,
            "clean (test set)": pct(find(rows, "clean")),
-           "FGSM-k transfer": pct(find(rows, "FGSM-k transfer", images=fixed)),
-           "FGSM-k adaptive": pct(find(rows, "FGSM-k adaptive", images=fixed)),
+           "FGSM-k transfer": pct(find(rows, f"{fgsm_k} transfer", images=fixed)),
+           "FGSM-k adaptive": pct(find(rows, fgsm_k, images=fixed)),
            f"PGD-20 @{HEADLINE_EPS:g}": pct(find(rows, "PGD-20", HEADLINE_EPS, fixed)),
-           f"{last} @{HEADLINE_EPS:g}": pct(find(rows, last, HEADLINE_EPS, fixed)),
+           f"AutoAttack @{HEADLINE_EPS:g}": pct(find(rows, "AutoAttack", HEADLINE_EPS, fixed)),
            f"worst case @{HEADLINE_EPS:g}": pct(find(rows, "worst case", HEADLINE_EPS, fixed))}
     for radius in settings.l2_radii:
         row[f"L2 PGD @{radius:g}"] = pct(find(rows, "L2 PGD-20", radius, fixed))
@@ -87,10 +92,10 @@ TABLE4_MEASURES = (  # (our measure, the study's column, which rows of ours)
     ("train accuracy", "train_acc", ("clean (train)", None)),
     ("test accuracy", "test_acc", ("clean", None)),
     ("FGSM-k benign, study's 20", "fgsmk_benign", ("benign", "study's 20")),
-    ("FGSM-k adversarial (transfer), study's 20", "fgsmk_adv", ("FGSM-k transfer", "study's 20")),
+    ("FGSM-k adversarial (transfer), study's 20", "fgsmk_adv", ("{fgsm_k} transfer", "study's 20")),
     ("FGSM-k benign, {fixed}", None, ("benign", "fixed")),
-    ("FGSM-k transfer, {fixed}", None, ("FGSM-k transfer", "fixed")),
-    ("FGSM-k adaptive, {fixed}", None, ("FGSM-k adaptive", "fixed")),
+    ("FGSM-k transfer, {fixed}", None, ("{fgsm_k} transfer", "fixed")),
+    ("FGSM-k adaptive, {fixed}", None, ("{fgsm_k}", "fixed")),
     ("MIA accuracy (study's rule)", "mia_acc", None),
     ("MIA F1 (study's rule)", "mia_f1", None),
 )
@@ -110,7 +115,7 @@ def paper_table(evaluated, mia_rows, results_dir, settings):
             if which:
                 attack, images = which
                 images = fixed_images(rows) if images == "fixed" else images
-                ours = find(rows, attack, images=images)
+                ours = find(rows, attack.format(fgsm_k=fgsm_k_label(rows)), images=images)
             elif study_key == "mia_acc":
                 ours = study_mia_accuracy(results_dir, defense.key)
             study_value = study.get(study_key, "") if study_key else ""
@@ -190,19 +195,20 @@ def plot_pareto(evaluated, title, path):
 
 
 def plot_eps(evaluated, settings, title, path):
-    """Accuracy under adaptive PGD-20 at each measured budget: markers with intervals,
+    """The worst case of the suite at each measured budget: markers with intervals,
     joined by thin dotted lines only as a guide (nothing is measured between them)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5))
     eps = [0.0] + list(settings.eps_grid)
     for style, (defense, rows) in zip(defense_styles(evaluated), evaluated):
         fixed = fixed_images(rows)
-        curve = [find(rows, "benign", images=fixed)] + [find(rows, "PGD-20", e, fixed) for e in settings.eps_grid]
+        curve = [find(rows, "benign", images=fixed)] + [find(rows, "worst case", e, fixed) for e in settings.eps_grid]
         ax.errorbar(eps, [100 * r["acc"] for r in curve], ms=4, capsize=2, ls=":", lw=0.8,
                     yerr=error_bars(curve), **style)
     ax.set_xticks(eps, [f"{e:.3g}" for e in eps])
     ax.set(xlabel="L-inf eps (pixels in [0, 1]); only the marked budgets are measured",
-           ylabel="accuracy under adaptive PGD-20 (%)", ylim=(0, 100), title=title)
+           ylabel=f"worst case of the suite (%), AutoAttack from eps {HEADLINE_EPS:g}", ylim=(0, 100),
+           title=title)
     ax.grid(alpha=0.3)
     legend_outside(ax)
     save_figure(fig, path)

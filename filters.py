@@ -7,11 +7,9 @@ import re
 
 import numpy as np
 
-from attacks import Target
+from attacks import EOT_DRAWS, Target
 from cli import UserError
 from model import build_model, get_or_train, keras, predict_labels, tf
-
-EOT_SAMPLES = 10   # draws per gradient against a randomized filter
 
 # ------------------------------------------------------------------ filter layers
 
@@ -227,7 +225,7 @@ def attack_views(model):
     model itself where every filter has a gradient, its BPDA view where a filter has
     none or a poor one; EOT over a randomized filter."""
     layers = filter_layers(model)
-    eot = EOT_SAMPLES if any(layer.randomized for layer in layers) else 1
+    eot = EOT_DRAWS if any(layer.randomized for layer in layers) else 1
     views = []
     if all(layer.differentiable for layer in layers):
         views.append(("autodiff", model, eot))
@@ -239,7 +237,7 @@ def attack_views(model):
 def target(model):
     """How to attack and judge a (possibly) filtered model: the model decides, and an
     image is robust only if the attack fails through every view of attack_views."""
-    return Target(lambda x, y: predict_labels(model, x) == y, tuple(attack_views(model)))
+    return Target(lambda x, y: predict_labels(model, x) == y, tuple(attack_views(model)), model)
 
 
 def get_filter_model(ctx, filter_name, data=None):

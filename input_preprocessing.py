@@ -27,54 +27,27 @@ def correct_on(model, x, y):
     return predict_labels(model, x) == y
 
 
-def adaptive_attack(model, x, y, *, seed, **pgd_options):
-    """Per-image worst case of PGD through every attack view of the model (a filter's
-    own gradient, its BPDA view, EOT over a randomized filter). pgd_options (eps,
-    steps, norm, restarts, ...) go to attacks.pgd. Returns (correct mask, description)."""
-    target = filters.target(model)
-    correct = target.worst_case(lambda view, eot: attacks.pgd(view, x, y, eot_samples=eot, seed=seed,
-                                                              **pgd_options), y)
-    return correct, target.describe()
-
-
 def row(protocol, filter_name, variant, attack, eps, correct, **extra):
     return {"protocol": protocol, "filter": filter_name, "variant": variant, "attack": attack,
-            "eps": round(float(eps), 4), **accuracy_ci(correct), **extra}
-
-
-def fgsm_k_adaptive(model, x, y, loss):
-    """FGSM-k through every attack view of the model (its own gradient, BPDA): the
-    per-image worst case."""
-    return filters.target(model).worst_case(lambda view, eot: attacks.fgsm_k(view, x, y, loss=loss), y)
+            "norm": "-" if eps == 0 else "linf", "eps": round(float(eps), 4), **accuracy_ci(correct), **extra}
 
 
 def evaluate_filter_model(model, filter_name, variant, data, idx, transfer, *, protocol, seed, eps_grid,
-                          long_attack=True):
-    """Every row for one defended model: clean accuracy on the whole test set, the
-    transfer attacks crafted on the undefended model, the adaptive attacks, and per
-    budget the worst case over all of them (an image counts as robust only if every
-    attack at that budget failed on it): the robust accuracy to quote."""
+                          autoattack=True):
+    """Every row for one defended model: clean accuracy on the whole test set, then
+    attacks.measure on the fixed images: the transfer attacks crafted on the
+    undefended model, the suite through every attack view of the filter, and per
+    budget the worst case over all of them (the robust accuracy to quote). A --quick
+    run leaves AutoAttack out."""
     x, y = data.x_test[idx], data.y_test[idx]
-    rows = [row(protocol, filter_name, variant, "clean", 0, correct_on(model, data.x_test, data.y_test))]
-    survived = {}  # eps -> images that no attack at this budget has broken yet
-
-    def add(attack, eps, correct, how=""):
-        rows.append(row(protocol, filter_name, variant, attack, eps, correct, how=how))
-        survived[eps] = survived.get(eps, np.ones(len(y), dtype=bool)) & correct
-
-    add("FGSM-k transfer", attacks.STUDY_EPS, correct_on(model, transfer["fgsm_k"], y))
-    add("FGSM-k adaptive", attacks.STUDY_EPS, fgsm_k_adaptive(model, x, y, "ce"))
-    for eps in eps_grid:
-        add("PGD-20 transfer", eps, correct_on(model, transfer[eps], y))
-        add("PGD-20 adaptive", eps, *adaptive_attack(model, x, y, eps=eps, steps=20, seed=seed))
-    if long_attack:
-        add("PGD-100 adaptive", attacks.HEADLINE_EPS,
-            *adaptive_attack(model, x, y, eps=attacks.HEADLINE_EPS, steps=100, seed=seed))
-    for eps in eps_grid:
-        rows.append(row(protocol, filter_name, variant, "worst case", eps, survived[eps],
-                        how="every attack above at this eps"))
+    target = filters.target(model)
+    measured, _ = attacks.measure(target, x, y, attacks.Plan(eps_grid, autoattack=autoattack), seed, transfer)
+    rows = [row(protocol, filter_name, variant, "clean", 0, correct_on(model, data.x_test, data.y_test),
+                settings="whole test set", how="")]
+    rows += [{"protocol": protocol, "filter": filter_name, "variant": variant, **r,
+              "attack": "benign" if r["attack"] == "clean" else r["attack"],
+              "how": "transfer" if "transfer" in r["attack"] else target.describe()} for r in measured]
     for r in rows:
-        r.setdefault("how", "")
         print(f"  {filter_name:>9} {variant:>10} {r['attack']:>24} eps={r['eps']:.4f}: {format_acc(r)}")
     return rows
 
@@ -84,14 +57,13 @@ def standard_rows(ctx, data, filter_names):
     front of the undefended CNN at test time; and the attacked images with their
     transfer examples (for the example plot)."""
     base, _ = get_base_model(ctx, data)
-    n = 200 if ctx.quick else ctx.protocol.n_attack
+    n = 100 if ctx.quick else ctx.protocol.n_attack
     idx = attack_subset(len(data.y_test), n)
     x, y = data.x_test[idx], data.y_test[idx]
     eps_grid = QUICK_EPS_GRID if ctx.quick else EPS_GRID
     print(f"crafting transfer attacks on the undefended {ctx.protocol.architecture} ({n} images)")
-    transfer = {eps: attacks.pgd(base, x, y, eps=eps, steps=20, seed=ctx.seed) for eps in eps_grid}
-    transfer["fgsm_k"] = attacks.fgsm_k(base, x, y)
-    settings = dict(protocol=ctx.protocol.name, seed=ctx.seed, eps_grid=eps_grid, long_attack=not ctx.quick)
+    transfer = attacks.transfer_examples(base, x, y, eps_grid, "FGSM-k", ctx.seed)
+    settings = dict(protocol=ctx.protocol.name, seed=ctx.seed, eps_grid=eps_grid, autoattack=not ctx.quick)
     rows = evaluate_filter_model(base, "none", "undefended", data, idx, transfer, **settings)
     for filter_name in filter_names:
         start = time.time()
@@ -110,7 +82,8 @@ def study_rows(ctx, data):
     images drawn with replacement (as the study did) and on 1,000; then adaptive."""
     base, _ = get_base_model(ctx, data)
     defended = with_filter(make_filter("dual"), base)
-    study, loss = STUDY_TABLE4["median filter only"], ctx.protocol.fgsm_k_loss
+    study, fgsm_k = STUDY_TABLE4["median filter only"], attacks.SUITE[attacks.fgsm_k_name(ctx.protocol)]
+    target = filters.target(defended)
     rows = [row("paper", "dual", "test-time", "clean (train set)", 0,
                 correct_on(defended, data.x_train, data.y_train), study=study["train_acc"]),
             row("paper", "dual", "test-time", "clean (test set)", 0,
@@ -118,18 +91,18 @@ def study_rows(ctx, data):
     n = 100 if ctx.quick else ctx.protocol.n_attack
     for sample in paper_samples(len(data.y_test), n, ctx.seed):
         x, y = data.x_test[sample.indices], data.y_test[sample.indices]
-        x_transfer = attacks.fgsm_k(base, x, y, loss=loss)
+        x_transfer = fgsm_k.run(base, x, y, attacks.STUDY_EPS, ctx.seed)
         rows.append(row("paper", "dual", "test-time", f"FGSM-k benign, {sample.label}", 0,
                         correct_on(defended, x, y), study=study["fgsmk_benign"] if sample.is_study else ""))
         rows.append(row("paper", "dual", "test-time", f"FGSM-k transfer, {sample.label}", attacks.STUDY_EPS,
                         correct_on(defended, x_transfer, y), study=study["fgsmk_adv"] if sample.is_study else ""))
         rows.append(row("paper", "dual", "test-time", f"FGSM-k adaptive, {sample.label}", attacks.STUDY_EPS,
-                        fgsm_k_adaptive(defended, x, y, loss), study=""))
+                        target.outcome(fgsm_k, x, y, attacks.STUDY_EPS, ctx.seed), study=""))
         if not sample.is_study:
-            correct, how = adaptive_attack(defended, x, y, eps=attacks.STUDY_EPS, steps=20, seed=ctx.seed)
-            rows.append(row("paper", "dual", "test-time", f"PGD-20 adaptive ({how}), {sample.label}",
-                            attacks.STUDY_EPS, correct, study=""))
-            x_adaptive = attacks.fgsm_k(bpda_view(defended), x, y, loss=loss)
+            rows.append(row("paper", "dual", "test-time", f"PGD-20 adaptive ({target.describe()}), {sample.label}",
+                            attacks.STUDY_EPS, target.outcome(attacks.SUITE["PGD-20"], x, y, attacks.STUDY_EPS,
+                                                              ctx.seed), study=""))
+            x_adaptive = fgsm_k.run(bpda_view(defended), x, y, attacks.STUDY_EPS, ctx.seed)
             examples = (x, y, x_transfer, defended, x_adaptive)
     for r in rows:
         print(f"  {r['attack']:>52}: {format_acc(r)}   study: {r['study']}")
@@ -151,7 +124,7 @@ def plot_accuracy_vs_eps(rows, title, path):
     for ax, filter_name in zip(axes.ravel(), filters):
         for (variant, attack), (color, style) in styles.items():
             name = "none" if variant == "undefended" else filter_name
-            clean = [r for r in rows if (r["filter"], r["variant"], r["attack"]) == (name, variant, "clean")]
+            clean = [r for r in rows if (r["filter"], r["variant"], r["attack"]) == (name, variant, "benign")]
             sel = sorted((r for r in rows if (r["filter"], r["variant"], r["attack"]) == (name, variant, attack)),
                          key=lambda r: r["eps"])
             if not sel:
@@ -203,9 +176,9 @@ def plot_examples(model, x, y, x_transfer, x_adaptive, title, path, count=4):
 
 def headline_table(rows):
     """One line per defended model: clean and the key robust accuracies."""
-    wanted = [("clean", 0), ("FGSM-k transfer", attacks.STUDY_EPS), ("FGSM-k adaptive", attacks.STUDY_EPS),
-              ("PGD-20 transfer", attacks.HEADLINE_EPS), ("PGD-20 adaptive", attacks.HEADLINE_EPS),
-              ("PGD-100 adaptive", attacks.HEADLINE_EPS), ("worst case", attacks.HEADLINE_EPS)]
+    wanted = [("clean", 0), ("FGSM-k transfer", attacks.STUDY_EPS), ("FGSM-k", attacks.STUDY_EPS),
+              ("PGD-20 transfer", attacks.HEADLINE_EPS), ("PGD-20", attacks.HEADLINE_EPS),
+              ("AutoAttack", attacks.HEADLINE_EPS), ("worst case", attacks.HEADLINE_EPS)]
     table = []
     for key in dict.fromkeys((r["filter"], r["variant"]) for r in rows):
         out = {"filter": key[0], "variant": key[1]}
@@ -245,12 +218,14 @@ def run_standard(ctx, filter_names=None):
     write_table(headline_table(rows), f"{stem}_summary",
                 title=f"Filter defenses at a glance: accuracy % [95% interval], clean on "
                       f"{len(data.y_test):,} test images, attacks on {len(y):,}")
-    plot_accuracy_vs_eps(rows, "Filter defenses: PGD-20 transfer (dashed) vs worst case of transfer and adaptive "
-                         "attacks (solid)", f"{stem}_eps.png")
+    plot_accuracy_vs_eps(rows, "Filter defenses: PGD-20 transfer (dashed) vs the worst case of the suite "
+                         "(solid)", f"{stem}_eps.png")
     example_filter = "dual" if "dual" in filter_names else filter_names[0]
     defended = get_filter_model(ctx, example_filter, data)[0]
-    x_adaptive = attacks.pgd(bpda_view(defended), x, y, eps=attacks.HEADLINE_EPS, steps=20, seed=ctx.seed)
-    plot_examples(defended, x, y, transfer[attacks.HEADLINE_EPS], x_adaptive,
+    x_adaptive = attacks.SUITE["PGD-20"].run(bpda_view(defended), x, y, attacks.HEADLINE_EPS, ctx.seed)
+    x_transfer = next(x_adv for label, eps, x_adv in transfer if label == "PGD-20 transfer"
+                      and eps == attacks.HEADLINE_EPS)
+    plot_examples(defended, x, y, x_transfer, x_adaptive,
                   f"{defended.name} (standard protocol), PGD-20 eps {attacks.HEADLINE_EPS}: transfer (crafted on the "
                   "undefended CNN) vs adaptive (BPDA through the filter)", f"{stem}_examples.png")
     print(f"wrote {stem}.csv, {stem}.md and plots in {ctx.results_dir}")

@@ -221,8 +221,9 @@ def attack_scores(model, sigma, data, sets, shadows, seed, adversarial_queries=F
     x_cal, y_cal, cal_member = stack(data, sets.calib_members, sets.calib_nonmembers)
     if adversarial_queries:
         view = filters.bpda_view(model) if filters.filter_layers(model) else model
-        x_eval = attacks.pgd(view, x_eval, y_eval, eps=0.1, steps=10, seed=seed)
-        x_cal = attacks.pgd(view, x_cal, y_cal, eps=0.1, steps=10, seed=seed)
+        pgd = attacks.SUITE["PGD-10"]
+        x_eval = pgd.run(view, x_eval, y_eval, attacks.HEADLINE_EPS, seed)
+        x_cal = pgd.run(view, x_cal, y_cal, attacks.HEADLINE_EPS, seed)
     ev = scores_from_logits(query_logits(model, x_eval, sigma, seed), y_eval)
     cal = scores_from_logits(query_logits(model, x_cal, sigma, seed + 1), y_cal)
     results = {"study": (ev["max_softmax"], study_decisions(ev["max_softmax"]))}

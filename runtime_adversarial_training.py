@@ -27,7 +27,7 @@ def paper_rows(ctx, data, key, samples, transfer):
     study's figures beside."""
     model, name, sidecar = paper_model(ctx, key, data)
     study = STUDY_TABLE4[key]
-    loss = ctx.protocol.fgsm_k_loss
+    fgsm_k = attacks.SUITE[attacks.fgsm_k_name(ctx.protocol)]
     common = dict(protocol="paper", configuration=key, model=name, filter_at_prediction=PAPER_ROWS[key][1] or "none",
                   perturbation_linf=round(sidecar.get("study_perturbation", {}).get("linf_max", float("nan")), 4))
     rows = [acc_row(**common, measure="train accuracy", eps=0.0, study=study["train_acc"],
@@ -44,8 +44,7 @@ def paper_rows(ctx, data, key, samples, transfer):
                             study=study["fgsmk_adv"] if sample.is_study else "",
                             correct=predict_labels(model, transfer[sample.label]) == y))
         rows.append(acc_row(**common, measure=f"FGSM-k adaptive, {sample.label}", eps=round(attacks.STUDY_EPS, 4),
-                            study="", correct=target.worst_case(  # deterministic: no EOT
-                                lambda view, eot, x=x, y=y: attacks.fgsm_k(view, x, y, loss=loss), y)))
+                            study="", correct=target.outcome(fgsm_k, x, y, attacks.STUDY_EPS, ctx.seed)))
     return rows
 
 
@@ -54,8 +53,9 @@ def evaluate_paper(ctx, data, retrain=False):
     base, _ = get_base_model(ctx, data)
     logs = train_paper(ctx, data, retrain)
     samples = paper_samples(len(data.y_test), 100 if ctx.quick else ctx.protocol.n_attack, ctx.seed)
-    transfer = {s.label: attacks.fgsm_k(base, data.x_test[s.indices], data.y_test[s.indices],
-                                        loss=ctx.protocol.fgsm_k_loss) for s in samples}
+    fgsm_k = attacks.SUITE[attacks.fgsm_k_name(ctx.protocol)]
+    transfer = {s.label: fgsm_k.run(base, data.x_test[s.indices], data.y_test[s.indices], attacks.STUDY_EPS, ctx.seed)
+                for s in samples}
     rows = []
     for key in PAPER_ROWS:
         rows += paper_rows(ctx, data, key, samples, transfer)
@@ -65,12 +65,12 @@ def evaluate_paper(ctx, data, retrain=False):
 
 
 def evaluate_standard(ctx, data, recipes, retrain=False):
-    """Clean accuracy and FGSM, PGD-20 and PGD-100x2 at eps 0.1 (worst case over the
-    model's attack views) of each recipe's model."""
+    """Clean accuracy and FGSM, PGD-20 and APGD-CE of the suite at eps 0.1 (through
+    every attack view of the model) of each recipe's model; AutoAttack and the worst
+    case are evaluation.py's."""
     n = 200 if ctx.quick else ctx.protocol.n_attack
     idx = attack_subset(len(data.y_test), n)
     x, y = data.x_test[idx], data.y_test[idx]
-    long_steps, restarts = (40, 2) if ctx.quick else (100, 2)
     rows, logs = [], {}
     for recipe in recipes:
         model, sidecar = train_adversarially(ctx, recipe, data, retrain)
@@ -79,16 +79,13 @@ def evaluate_standard(ctx, data, recipes, retrain=False):
         common = dict(protocol="standard", model=name, method=recipe.method, filter=recipe.filter or "none",
                       train_eps=recipe.eps, seconds_per_epoch=sidecar.get("seconds_per_epoch"),
                       collapsed_at_epoch=sidecar.get("collapsed_at_epoch") or "")
-        rows.append(acc_row(**common, attack="clean", eps=0.0,
+        rows.append(acc_row(**common, attack="clean", eps=0.0, settings="whole test set",
                             correct=predict_labels(model, data.x_test) == data.y_test))
         target = filters.target(model)
-        for attack, kwargs in (("FGSM", dict(steps=1, step_size=0.1, random_start=False)),
-                               ("PGD-20", dict(steps=20, step_size=0.01)),
-                               (f"PGD-{long_steps}x{restarts}", dict(steps=long_steps, step_size=0.01,
-                                                                   restarts=restarts))):
-            correct = target.worst_case(lambda view, eot, kwargs=kwargs: attacks.pgd(
-                view, x, y, eps=0.1, seed=ctx.seed, eot_samples=eot, **kwargs), y)
-            rows.append(acc_row(**common, attack=attack, eps=0.1, correct=correct))
+        for attack in ("FGSM", "PGD-20", "APGD-CE"):
+            correct = target.outcome(attacks.SUITE[attack], x, y, attacks.HEADLINE_EPS, ctx.seed)
+            rows.append(acc_row(**common, attack=attack, eps=attacks.HEADLINE_EPS, correct=correct,
+                                settings=attacks.SUITE[attack].describe(attacks.HEADLINE_EPS)))
         for r in rows[-4:]:
             print(f"  {name:>40} {r['attack']:>12}: {format_acc(r)}")
     return rows, logs
@@ -132,8 +129,7 @@ def write_results(ctx, rows, logs, stem, clean_vs_robust):
                                   "(exact 95% intervals)")
     plot_epoch_logs(logs, f"Adversarial training per epoch ({ctx.protocol.name} protocol)", f"{stem}_epochs.png")
     if clean_vs_robust:
-        robust = next(r["attack"] for r in rows if r["attack"].startswith("PGD-") and "x" in r["attack"])
-        plot_clean_vs_robust(rows, robust, "Clean vs robust accuracy per method", f"{stem}_clean_vs_robust.png")
+        plot_clean_vs_robust(rows, "APGD-CE", "Clean vs robust accuracy per method", f"{stem}_clean_vs_robust.png")
     print(f"wrote {stem}.csv, {stem}.md and plots")
 
 

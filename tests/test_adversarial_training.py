@@ -121,8 +121,9 @@ def test_quick_pgd_end_to_end(quick_run):
     assert proc.returncode == 0, proc.stderr
     with open(quick_run.results / "adversarial_training_standard_cnn_at-pgd_eps0.1_ep1.csv") as f:
         rows = {r["attack"]: r for r in csv.DictReader(f)}
-    assert {"clean", "FGSM", "PGD-20", "PGD-40x2"} <= set(rows)
-    assert float(rows["PGD-40x2"]["acc"]) <= float(rows["PGD-20"]["acc"])
+    assert {"clean", "FGSM", "PGD-20", "APGD-CE"} <= set(rows)
+    assert float(rows["PGD-20"]["acc"]) <= float(rows["FGSM"]["acc"])
+    assert "0.0125" in rows["PGD-20"]["settings"]   # the suite's PGD-20: 2.5 eps / 20
     assert (quick_run.models / "standard_cnn_at-pgd_eps0.1_ep1.keras").exists()
 
 

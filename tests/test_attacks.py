@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 
-import attacks
+import gradient_attacks as attacks
 from model import keras, predict_labels, tf
 
 
@@ -170,5 +170,5 @@ def test_attacks_quick_end_to_end(quick_run):
     with open(quick_run.results / "attacks_standard.csv") as f:
         rows = {r["attack"] + "@" + r["eps"]: r for r in csv.DictReader(f)}
     assert float(rows["PGD-20@0.1"]["acc"]) <= float(rows["FGSM@0.1"]["acc"])
-    assert float(rows["unbounded PGD-20 (sanity: ~0%)@1.0"]["acc"]) <= 0.05
+    assert float(rows["unbounded PGD-20@1.0"]["acc"]) <= 0.05
     assert (quick_run.results / "attacks_standard.png").exists()

@@ -1,21 +1,24 @@
 """evaluation.py: the one evaluation function against direct calls, the sanity checks
 on a gradient-masked model, the study's Table 4 writer, CLI and the quick run."""
 import csv
+import sys
 
 import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_script
 import attacks
+import autoattack
 import evaluation as ev
 import evaluation_report as report
 import filters
+import gradient_attacks
 from defenses import Defense
 from data import attack_subset, STUDY_TABLE4
 from model import keras, predict_labels, tf
 from reporting import accuracy_ci, write_table
 
-SETTINGS = ev.Settings(n_attack=100, eps_grid=(0.05, 0.1), long_attacks=((40, 1),), l2_radii=(0.5,), eot=2, n_vote=10)
+SETTINGS = ev.Settings(n_attack=100, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=2, n_vote=10)
 SEED = 7
 
 
@@ -26,32 +29,41 @@ def fixed_set(quick_data):
 
 def transfer_from(model, data, idx):
     x, y = data.x_test[idx], data.y_test[idx]
-    return {"fgsm_k": attacks.fgsm_k(model, x, y), "pgd": attacks.pgd(model, x, y, eps=0.1, steps=20, seed=SEED)}
+    return attacks.transfer_examples(model, x, y, (0.1,), "FGSM-k", SEED)
 
 
-def test_uniform_evaluation_equals_direct_calls(small_model, quick_data, fixed_set):
-    data, idx = quick_data, fixed_set
+@pytest.fixture(scope="module")
+def healthy_rows(small_model, quick_data, fixed_set):
+    return ev.evaluate(filters.target(small_model), quick_data, fixed_set,
+                       transfer_from(small_model, quick_data, fixed_set), SETTINGS, SEED)
+
+
+def test_uniform_evaluation_equals_direct_calls(small_model, quick_data, fixed_set, healthy_rows):
+    """Each row against the attack functions called directly with the settings written
+    out here, not taken from the suite."""
+    data, idx, rows = quick_data, fixed_set, healthy_rows
     x, y = data.x_test[idx], data.y_test[idx]
-    target = filters.target(small_model)
-    rows = ev.evaluate(target, data, idx, transfer_from(small_model, data, idx), SETTINGS, SEED)
     predict = lambda x_: predict_labels(small_model, x_)  # noqa: E731
     expected = {
         ("clean", 0.0): accuracy_ci(predict(data.x_test) == data.y_test),
-        ("FGSM", 0.1): accuracy_ci(predict(attacks.fgsm(small_model, x, y, eps=0.1, seed=SEED)) == y),
-        ("PGD-20", 0.05): accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.05, steps=20, seed=SEED)) == y),
-        ("PGD-40", 0.1): accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.1, steps=40, seed=SEED)) == y),
-        ("L2 PGD-20", 0.5): accuracy_ci(predict(attacks.pgd(small_model, x, y, eps=0.5, norm="l2", steps=20,
-                                                                 step_size=0.5 / 8, seed=SEED)) == y),
-        ("FGSM-k adaptive", round(attacks.STUDY_EPS, 4)): accuracy_ci(predict(attacks.fgsm_k(small_model, x, y)) == y),
+        ("FGSM", 0.1): accuracy_ci(predict(gradient_attacks.fgsm(small_model, x, y, eps=0.1)) == y),
+        ("PGD-20", 0.05): accuracy_ci(predict(gradient_attacks.pgd(small_model, x, y, eps=0.05, steps=20,
+                                                                   step_size=0.05 / 8, seed=SEED)) == y),
+        ("L2 PGD-20", 0.5): accuracy_ci(predict(gradient_attacks.pgd(small_model, x, y, eps=0.5, norm="l2", steps=20,
+                                                                     step_size=0.5 / 8, seed=SEED)) == y),
+        ("FGSM-k", round(attacks.STUDY_EPS, 4)): accuracy_ci(predict(gradient_attacks.fgsm_k(small_model, x, y)) == y),
+        ("APGD-CE", 0.1): accuracy_ci((predict(x) == y) & (predict(autoattack.apgd(small_model, x, y, eps=0.1,
+                                                                                    seed=SEED)) == y)),
     }
     for (attack, eps), stats in expected.items():
         row = report.find(rows, attack, eps)
         assert row is not None, attack
         for key in ("n", "acc", "ci_low", "ci_high"):
             assert row[key] == pytest.approx(stats[key]), (attack, key)
-    # the worst case at 0.1 is no better than any single attack at 0.1
     worst = report.find(rows, "worst case", 0.1)["acc"]
-    assert all(worst <= r["acc"] for r in rows if r["eps"] == 0.1 and r["norm"] == "linf")
+    assert all(worst <= r["acc"] for r in rows if r["eps"] <= 0.1 and r["images"] == "100 fixed")
+    assert report.find(rows, "AutoAttack", 0.1)["acc"] <= report.find(rows, "APGD-CE", 0.1)["acc"]
+    assert all(r["settings"] for r in rows if r["eps"] > 0)   # every attack row says how it ran
 
 
 @keras.saving.register_keras_serializable(package="tests")
@@ -62,17 +74,36 @@ class MaskGradient(keras.layers.Layer):
         return tf.stop_gradient(x)
 
 
-def test_sanity_checks_flag_a_gradient_masked_model(small_model, quick_data, fixed_set):
-    data, idx = quick_data, fixed_set
+def checks_of(model, source, data, idx, target=None):
+    """The checks of an evaluation of model, with transfer attacks crafted on source."""
+    target = target or filters.target(model)
+    rows = ev.evaluate(target, data, idx, transfer_from(source, data, idx), SETTINGS, SEED)
+    return {check: passed for check, passed, _ in ev.sanity_checks(rows, SETTINGS, target.missing_adaptive_views())}
+
+
+def test_the_checks_pass_a_healthy_model(healthy_rows):
+    checks = {c: p for c, p, _ in ev.sanity_checks(healthy_rows, SETTINGS)}
+    assert all(checks.values()), checks
+
+
+def test_a_masked_gradient_fails_the_transfer_and_black_box_checks(small_model, quick_data, fixed_set):
     masked = keras.Sequential([keras.Input((28, 28, 1)), MaskGradient(), small_model])
-    transfer = transfer_from(small_model, data, idx)
-    results = {}
-    for label, model in (("healthy", small_model), ("masked", masked)):
-        rows = ev.evaluate(filters.target(model), data, idx, transfer, SETTINGS, SEED)
-        results[label] = {check: passed for check, passed, _ in ev.sanity_checks(rows, SETTINGS)}
-    assert results["healthy"]["adaptive no weaker than transfer"]
-    assert results["healthy"]["unbounded attack reaches ~0%"]
-    assert not results["masked"]["adaptive no weaker than transfer"]
+    checks = checks_of(masked, small_model, quick_data, fixed_set)
+    assert not checks["adaptive no weaker than transfer"]
+    assert not checks["black-box no stronger than white-box"]
+    assert not checks["unbounded attack reaches ~0%"]
+
+
+def test_a_saturated_softmax_fails_the_convergence_check(small_model, quick_data, fixed_set):
+    saturated = keras.Sequential([keras.Input((28, 28, 1)), small_model, keras.layers.Rescaling(1e4)])
+    checks = checks_of(saturated, small_model, quick_data, fixed_set)
+    assert not checks["PGD-20 converged (AutoAttack no stronger beyond noise)"]
+
+
+def test_a_filter_without_bpda_fails_the_views_check(small_model, quick_data, fixed_set):
+    bits = filters.with_filter(filters.make_filter("bits3"), small_model)
+    own_gradient_only = attacks.Target(lambda x, y: predict_labels(bits, x) == y, (("autodiff", bits, 1),), bits)
+    assert not checks_of(bits, small_model, quick_data, fixed_set[:30], own_gradient_only)["adaptive views complete"]
 
 
 def fake_row(attack, acc, eps=0.0, images="100 fixed", n=100, norm="linf"):
@@ -80,23 +111,12 @@ def fake_row(attack, acc, eps=0.0, images="100 fixed", n=100, norm="linf"):
             "ci_low": acc - 0.05, "ci_high": acc + 0.05}
 
 
-def healthy_rows():
-    return [fake_row("benign", 0.9), fake_row("FGSM-k transfer", 0.5, attacks.STUDY_EPS),
-            fake_row("FGSM-k adaptive", 0.4, attacks.STUDY_EPS), fake_row("FGSM", 0.5, 0.1),
-            fake_row("PGD-20 transfer", 0.5, 0.1), fake_row("PGD-20", 0.6, 0.05), fake_row("PGD-20", 0.3, 0.1),
-            fake_row("PGD-40", 0.29, 0.1), fake_row("unbounded PGD-20", 0.0, 1.0)]
-
-
-def test_sanity_checks_on_hand_made_rows():
-    checks = {c: p for c, p, _ in ev.sanity_checks(healthy_rows(), SETTINGS)}
-    assert all(checks.values()), checks
-    broken = healthy_rows()
-    broken[5] = fake_row("PGD-20", 0.2, 0.05)   # accuracy rises from eps 0.05 to 0.1 beyond noise
-    broken[7] = fake_row("PGD-40", 0.1, 0.1)    # PGD-40 finds far more than PGD-20: not converged
-    checks = {c: p for c, p, _ in ev.sanity_checks(broken, SETTINGS)}
+def test_the_eps_check_on_hand_made_rows(healthy_rows):
+    rows = [dict(r) for r in healthy_rows]
+    low = report.find(rows, "PGD-20", 0.05, "100 fixed")
+    low.update(acc=0.0, ci_low=0.0, ci_high=0.01)   # accuracy now rises from eps 0.05 to 0.1 beyond noise
+    checks = {c: p for c, p, _ in ev.sanity_checks(rows, SETTINGS)}
     assert not checks["accuracy falls with eps"]
-    assert not checks["more steps/restarts change little"]
-    assert checks["unbounded attack reaches ~0%"]
 
 
 def test_paper_table_puts_each_figure_in_its_cell(tmp_path):
@@ -108,7 +128,7 @@ def test_paper_table_puts_each_figure_in_its_cell(tmp_path):
             fake_row("benign", 0.75, images="study's 20", n=20), fake_row("FGSM-k transfer", 0.30, images="study's 20", n=20),
             fake_row("benign", 0.81, images="1000 fixed", n=1000),
             fake_row("FGSM-k transfer", 0.62, images="1000 fixed", n=1000),
-            fake_row("FGSM-k adaptive", 0.55, images="1000 fixed", n=1000)]
+            fake_row("FGSM-k", 0.55, images="1000 fixed", n=1000)]
     (tmp_path / "mia").mkdir()
     is_member = np.r_[np.ones(10, bool), np.zeros(10, bool)]
     decision = np.r_[np.ones(6, bool), np.zeros(14, bool)]          # 16 of 20 right
@@ -186,3 +206,36 @@ def test_the_digest_is_made_from_the_results_files(tmp_path):
     headline = (tmp_path / "headline.md").read_text()
     assert "| dual filter | 90.3 [89.7, 90.9] | 0.4 [0.1, 1.0] | - |" in headline
     assert "## evaluation_paper_table4" in (tmp_path / "README.md").read_text()
+
+
+def test_bad_model_files_give_one_line(main_in_process, tmp_path):
+    (tmp_path / "notes.keras").write_text("not a model")
+    wrong = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    wrong.save(tmp_path / "cifar.keras")
+    for path, message in ((tmp_path / "missing.keras", "no such file"), (tmp_path / "notes.keras", "Keras can load"),
+                          (tmp_path / "cifar.keras", "28x28x1")):
+        code, err = main_in_process(ev, "--quick", "--model", path)
+        assert_one_line_error(code, err)
+        assert message in err
+    code, err = main_in_process(ev, "--quick", "--sigma", "0.25")
+    assert_one_line_error(code, err)
+    code, err = main_in_process(ev, "--quick", "--defenses", "no such defense")
+    assert_one_line_error(code, err)
+
+
+def test_a_users_probability_model_is_evaluated_as_logits(small_model, tmp_path, monkeypatch):
+    """A model file that ends in a softmax: evaluated through its log, with no cached
+    undefended CNN to transfer from."""
+    path = tmp_path / "mine.keras"
+    keras.Sequential([keras.Input((28, 28, 1)), small_model, keras.layers.Softmax()]).save(path)
+    model, outputs = ev.load_user_model(path)
+    assert outputs == "probabilities"
+    x = np.random.default_rng(1).uniform(size=(5, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(tf.nn.softmax(model(x)), tf.nn.softmax(small_model(x)), atol=1e-5)
+    monkeypatch.setattr(sys, "argv", ["evaluation.py", "--quick", "--model", str(path), "--results-dir",
+                                      str(tmp_path / "r"), "--models-dir", str(tmp_path / "m")])
+    ev.main()
+    with open(tmp_path / "r" / "evaluation_mine.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["defense"] == "mine.keras (probabilities)"
+    assert {"AutoAttack", "worst case"} <= {r["attack"] for r in rows}

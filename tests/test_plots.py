@@ -11,7 +11,7 @@ from defenses import Defense
 from evaluation import Settings
 from model import plot_training_curve
 
-SETTINGS = Settings(n_attack=100, eps_grid=(0.05, 0.1), long_attacks=((20, 1),), l2_radii=(0.5,), eot=1, n_vote=10)
+SETTINGS = Settings(n_attack=100, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=1, n_vote=10)
 
 
 def stats(acc, n=100):
@@ -23,6 +23,7 @@ def evaluation_rows(level):
             {"attack": "benign", "norm": "-", "eps": 0.0, "images": "100 fixed", **stats(0.9)},
             {"attack": "PGD-20", "norm": "linf", "eps": 0.05, "images": "100 fixed", **stats(level + 0.1)},
             {"attack": "PGD-20", "norm": "linf", "eps": 0.1, "images": "100 fixed", **stats(level)},
+            {"attack": "worst case", "norm": "linf", "eps": 0.05, "images": "100 fixed", **stats(level + 0.1)},
             {"attack": "worst case", "norm": "linf", "eps": 0.1, "images": "100 fixed", **stats(level)}]
 
 
@@ -54,7 +55,7 @@ def test_the_technique_plots(tmp_path):
     attacks.plot_accuracy_vs_eps(rows, "attacks", tmp_path / "attacks.png")
     filter_rows = [{"filter": f, "variant": v, "attack": a, "eps": e, **stats(acc)}
                    for f in ("none", "dual") for v in (("undefended",) if f == "none" else ("trained", "test-time"))
-                   for a, e, acc in (("clean", 0.0, 0.9), ("PGD-20 transfer", 0.1, 0.5), ("worst case", 0.1, 0.1))]
+                   for a, e, acc in (("benign", 0.0, 0.9), ("PGD-20 transfer", 0.1, 0.5), ("worst case", 0.1, 0.1))]
     ip.plot_accuracy_vs_eps(filter_rows, "filters", tmp_path / "filters.png")
     logs = {"run": [{"epoch": e, "clean_acc": 0.8, "pgd_acc": 0.1 * e} for e in (1, 2, 3)]}
     rat.plot_epoch_logs(logs, "epochs", tmp_path / "epochs.png")

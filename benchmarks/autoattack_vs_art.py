@@ -1,0 +1,75 @@
+"""Our APGD-CE and Square (autoattack.py) against IBM ART's AutoProjectedGradientDescent
+and SquareAttack, in one process, on the same Keras model, test images and settings
+(L-inf eps, APGD 100 iterations from one random start, Square 5,000 queries with
+p_init 0.8); and APGD against its hardware limit, 101 bare forward+backward passes.
+
+    python benchmarks/autoattack_vs_art.py [--images 1000] [--eps 0.1] [--repeats 1]
+"""
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+import attacks  # noqa: E402
+from cli import common_parser, parse_args, positive_float, positive_int, run_main  # noqa: E402
+from data import attack_subset, load_data  # noqa: E402
+from model import get_base_model, keras, predict_labels, tf  # noqa: E402
+from reporting import accuracy_ci, format_acc, write_table  # noqa: E402
+from timing import bare_gradients, best_time  # noqa: E402
+
+
+def main():
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--images", type=positive_int, default=1000, help="test images attacked")
+    parser.add_argument("--eps", type=positive_float, default=attacks.HEADLINE_EPS, help="L-inf budget")
+    parser.add_argument("--batch-size", type=positive_int, default=500, help="images per batch, ours and ART's")
+    parser.add_argument("--repeats", type=positive_int, default=1, help="timed runs after a warm-up; the fastest counts")
+    args, ctx = parse_args(parser)
+    from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
+    from art.estimators.classification import TensorFlowV2Classifier
+    import art
+
+    data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
+    model, _ = get_base_model(ctx, data)
+    idx = attack_subset(len(data.y_test), args.images)
+    x, y = data.x_test[idx], data.y_test[idx].astype(np.int32)
+    y_onehot = np.eye(10, dtype=np.float32)[y]
+    classifier = TensorFlowV2Classifier(model, nb_classes=10, input_shape=(28, 28, 1), clip_values=(0.0, 1.0),
+                                        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True))
+    apgd, square = attacks.SUITE["APGD-CE"], attacks.SUITE["Square"]
+    iterations, queries = dict(apgd.settings)["iterations"], dict(square.settings)["queries"]
+    art_apgd = AutoProjectedGradientDescent(classifier, norm=np.inf, eps=args.eps, eps_step=2 * args.eps,
+                                            max_iter=iterations, nb_random_init=1, batch_size=args.batch_size,
+                                            loss_type="cross_entropy", verbose=False)
+    art_square = SquareAttack(classifier, norm=np.inf, eps=args.eps, max_iter=queries, p_init=0.8, nb_restarts=1,
+                              batch_size=args.batch_size, verbose=False)
+    runs = [("APGD-CE", "ours (autoattack.apgd)", lambda: apgd.run(model, x, y, args.eps, ctx.seed)),
+            ("APGD-CE", "IBM ART AutoProjectedGradientDescent", lambda: art_apgd.generate(x, y=y_onehot)),
+            ("APGD-CE", f"limit: {iterations + 1} bare forward+backward passes",
+             bare_gradients(model, x, y, args.batch_size, iterations + 1)),
+            ("Square", "ours (autoattack.square)", lambda: square.run(model, x, y, args.eps, ctx.seed)),
+            ("Square", "IBM ART SquareAttack", lambda: art_square.generate(x, y=y_onehot))]
+    rows, ours = [], {}
+    for attack, implementation, run in runs:
+        seconds, x_adv = best_time(run, args.repeats)
+        limit = implementation.startswith("limit")
+        stats = {"n": "", "acc": "", "ci_low": "", "ci_high": ""} if limit else \
+            accuracy_ci(predict_labels(model, x_adv) == y)
+        ours.setdefault(attack, seconds)
+        rows.append({"attack": attack, "implementation": implementation, "seconds": round(seconds, 2),
+                     "vs_ours": round(seconds / ours[attack], 2), **stats})
+        print(f"  {attack:>8} {implementation:>44} {seconds:8.2f} s  " + ("" if limit else format_acc(stats)))
+    stem = ctx.results_dir / "benchmark_autoattack_vs_art"
+    write_table(rows, stem, title=(
+        f"APGD-CE ({iterations} iterations, 1 random start) and Square ({queries} queries, p_init 0.8), L-inf eps "
+        f"{args.eps:g}, on {args.images} test images of the {ctx.protocol.name} base CNN, batch {args.batch_size}, "
+        f"fastest of {args.repeats} after a warm-up; TF {tf.__version__}, ART {art.__version__}, {os.cpu_count()} CPU "
+        f"cores, {tf.config.list_physical_devices()[-1].device_type}; vs_ours: time over ours"))
+    print(f"wrote {stem}.csv, {stem}.md")
+
+
+if __name__ == "__main__":
+    run_main(main)
