@@ -189,18 +189,21 @@ def autoattack_names(target):
     return AUTOATTACK_RAND if target.randomized else AUTOATTACK
 
 
-def measure(target, x, y, plan, seed, transfer=None):
+def measure(target, x, y, plan, seed, transfer=None, log=print):
     """Every attack of the plan against one defense on the images x: rows (attack,
     norm, eps, settings, n, acc, ci_low, ci_high) and per-image outcomes {(attack,
     eps): correct}. transfer lists (label, eps, examples crafted elsewhere). The
     "worst case" rows (at each eps of the grid and the headline eps) are worst_case of
-    the outcomes before them."""
-    rows, outcomes = [], {}
+    the outcomes before them. Each row is logged as it is measured, with its time."""
+    rows, outcomes, clock = [], {}, [time.time()]
 
     def add(label, eps, correct, settings="", norm="linf"):
         outcomes[(label, round(float(eps), 4))] = correct
         rows.append({"attack": label, "norm": norm, "eps": round(float(eps), 4), "settings": settings,
                      **accuracy_ci(correct)})
+        if log:
+            log(f"  {label:>24} {norm:>4} eps={eps:.4f}: {format_acc(rows[-1])} ({time.time() - clock[0]:.0f} s)")
+        clock[0] = time.time()
         return correct
 
     def run(name, eps, only=None, norm="linf"):
@@ -259,8 +262,6 @@ def run_attacks(ctx, n=None, eps_values=None):
     start = time.time()
     rows, _ = measure(plain_target(model), x, y, plan, ctx.seed)
     rows = [{"protocol": protocol.name, **r} for r in rows]
-    for r in rows:
-        print(f"{r['attack']:>32} {r['norm']:>4} eps={r['eps']:.4f}: {format_acc(r)}")
     stem = ctx.results_dir / f"attacks_{protocol.name}"
     write_table(rows, stem, title=f"Undefended {protocol.architecture} under the attack suite, "
                 f"{protocol.name} protocol, {n} fixed test images, seed {ctx.seed} (exact 95% intervals)")

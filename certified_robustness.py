@@ -17,7 +17,7 @@ from scipy.stats import beta, binomtest, norm
 import attacks
 from cli import UserError, common_parser, parse_args, positive_float, positive_int, run_main
 from data import attack_subset, load_data
-from model import base_classifier, build_model, get_base_model, get_or_train, keras, predict_labels, tf
+from model import base_classifier, build_model, get_base_model, get_or_train, keras, tf
 from reporting import Progress, accuracy_ci, atomic_write_text, error_bars, format_acc, pyplot, save_figure, write_table
 
 ABSTAIN = -1
@@ -280,7 +280,7 @@ def empirical_rows(label, model, x, y, radii, seed, sigma=0.0, n_vote=1000):
               else attacks.plain_target(model))
     attack = attacks.SUITE["L2 PGD-20"]
     kind = "empirical (L2 PGD-20" + (f" through the {target.describe()}; PREDICT, n {n_vote})" if sigma else ")")
-    return [{"model": label, "kind": kind, "radius": radius,
+    return [{"model": label, "kind": kind, "radius": radius, "settings": attack.describe(radius) if radius else "",
              **accuracy_ci(target.judge(x, y) if radius == 0 else target.outcome(attack, x, y, radius, seed))}
             for radius in radii]
 

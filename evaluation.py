@@ -23,7 +23,7 @@ from defenses import Defense, catalogue, load_defenses
 from evaluation_report import (find, fixed_images, mia_results, paper_table, plot_eps, plot_pareto, plot_privacy,
                                summary_row, table4_note, write_digest, write_summary)
 from model import keras, library_versions, model_path
-from reporting import Progress, accuracy_ci, atomic_write_text, format_acc, write_table
+from reporting import Progress, accuracy_ci, atomic_write_text, write_table
 
 UNBOUNDED_MAX_ACC = 0.05    # an eps = 1 attack that leaves more than this correct is not working
 
@@ -189,8 +189,6 @@ def evaluate_all(ctx, settings, data, defenses, source):
                       for r in rows]
         check_rows.append({**common, **{c: f"{'pass' if p else 'FAIL'} ({d})" for c, p, d in checks}})
         summary.append(summary_row(defense, rows, checks, mia_rows, settings, ctx.results_dir))
-        for r in rows:
-            print(f"  {r['attack']:>20} {r['norm']:>4} eps={r['eps']:.4f} {r['images']:>22}: {format_acc(r)}")
         failed = [c for c, p, _ in checks if not p]
         seconds[defense.key] = round(time.time() - t0, 1)
         print(f"  sanity: {'FLAGGED ' + '; '.join(failed) if failed else 'ok'} ({seconds[defense.key]:.0f} s)")

@@ -9,7 +9,7 @@ import numpy as np
 
 import certified_robustness as cr
 import membership_inference as mia
-from attacks import HEADLINE_EPS, STUDY_EPS
+from attacks import HEADLINE_EPS
 from data import STUDY_TABLE4
 from reporting import (accuracy_ci, atomic_write_text, error_bars, markdown_table, pct, pyplot, save_figure,
                        write_table)
@@ -273,10 +273,12 @@ def tpr_cell(row, fpr="0.1%"):
 
 
 def headline_rows(results_dir):
-    """One row per defense of the standard protocol: clean accuracy, the worst case at
-    L-inf 0.1, the certified L2 accuracy at 0.5 where it applies, and LiRA's leakage."""
+    """One row per defense of the standard protocol: clean accuracy, AutoAttack and the
+    worst case at L-inf 0.1, the certified L2 accuracy at 0.5 where it applies, and
+    LiRA's leakage."""
     lira = {model: r for (model, attack), r in mia_results(results_dir, "standard").items() if attack == "lira"}
     return [{"defense": r["defense"], "clean": r["clean (test set)"],
+             f"AutoAttack, L-inf {HEADLINE_EPS:g}": r.get(f"AutoAttack @{HEADLINE_EPS:g}") or "-",
              f"worst case, L-inf {HEADLINE_EPS:g}": r[f"worst case @{HEADLINE_EPS:g}"],
              "certified, L2 0.5": r.get("certified @0.5") or "-",
              "LiRA AUC": auc_cell(lira.get(r["model"])), "LiRA TPR at 0.1% FPR": tpr_cell(lira.get(r["model"]))}
@@ -331,6 +333,10 @@ def findings(results_dir):
         out.append(f"PGD adversarial training is the defense that holds: {percent(pgd[worst])} at L-inf {eps} "
                    f"for a clean accuracy of {percent(pgd['clean (test set)'])}; FGSM training without a random "
                    f"start collapses to {percent(fgsm[worst])}.")
+        aa = f"AutoAttack @{HEADLINE_EPS:g}"
+        if pgd.get(aa):
+            out.append(f"PGD-20 alone overstates it: it leaves {percent(pgd[f'PGD-20 @{eps}'])}, AutoAttack "
+                       f"{percent(pgd[aa])}.")
     if "smoothing sigma 0.25" in summary and summary["smoothing sigma 0.25"].get("certified @0.5"):
         certified = percent(summary["smoothing sigma 0.25"]["certified @0.5"])
         out.append(f"Randomized smoothing (sigma 0.25) certifies {certified} of 500 test images at L2 radius 0.5.")
@@ -358,8 +364,9 @@ def write_digest(results_dir):
     if headline:
         write_table(headline, results_dir / "headline",
                     title="Every defense, standard protocol: accuracy % [exact 95% interval]; clean on 10,000 test "
-                          "images, the worst case over every attack on 1,000, certified on 500; LiRA on 2,000 "
-                          "members and 2,000 non-members")
+                          "images; AutoAttack (Croce & Hein's standard version; their rand version for smoothing) "
+                          "and the worst case over every attack of the suite on 1,000; certified on 500; LiRA on "
+                          "2,000 members and 2,000 non-members")
     compact = table4_compact_rows(results_dir)
     if compact:
         write_table(compact, results_dir / "table4_compact",

@@ -41,14 +41,13 @@ def evaluate_filter_model(model, filter_name, variant, data, idx, transfer, *, p
     run leaves AutoAttack out."""
     x, y = data.x_test[idx], data.y_test[idx]
     target = filters.target(model)
+    print(f"{filter_name} filter, {variant} (attacked through: {target.describe()})")
     measured, _ = attacks.measure(target, x, y, attacks.Plan(eps_grid, autoattack=autoattack), seed, transfer)
     rows = [row(protocol, filter_name, variant, "clean", 0, correct_on(model, data.x_test, data.y_test),
                 settings="whole test set", how="")]
     rows += [{"protocol": protocol, "filter": filter_name, "variant": variant, **r,
               "attack": "benign" if r["attack"] == "clean" else r["attack"],
               "how": "transfer" if "transfer" in r["attack"] else target.describe()} for r in measured]
-    for r in rows:
-        print(f"  {filter_name:>9} {variant:>10} {r['attack']:>24} eps={r['eps']:.4f}: {format_acc(r)}")
     return rows
 
 

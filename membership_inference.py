@@ -257,7 +257,9 @@ def attack_model(ctx, name, model, data, sets, shadows, sigma=0.0, adversarial_q
         np.savez(tmp, score=np.asarray(score, np.float64), is_member=is_member, decision=np.asarray(decision))
         tmp.replace(out)
         rows.append({"protocol": ctx.protocol.name, "model": name, "attack": attack,
-                     "queries": "adversarial" if adversarial_queries else "clean",
+                     "queries": (f"PGD-10 at L-inf {attacks.HEADLINE_EPS:g} ("
+                                 f"{attacks.SUITE['PGD-10'].describe(attacks.HEADLINE_EPS)})"
+                                 if adversarial_queries else "clean"),
                      **mia_metrics(score, is_member, decision)})
         r = rows[-1]
         print(f"  {name:>36} {attack:>10}: AUC {r['auc']:.3f} [{r['auc_ci_low']:.3f}, {r['auc_ci_high']:.3f}], "
@@ -325,7 +327,7 @@ def main():
     parser.add_argument("--members", type=positive_int, default=None,
                         help="members and non-members evaluated (default 2,000, the study's; 200 with --quick)")
     parser.add_argument("--adversarial-queries", action="store_true",
-                        help="query with PGD examples (L-inf 0.1, 10 steps) instead of clean images")
+                        help="query with the suite's PGD-10 examples at L-inf 0.1 instead of clean images")
     args, ctx = parse_args(parser)
     n = args.members or (200 if ctx.quick else 2000)
     k = args.shadows or (2 if ctx.quick else (4 if ctx.protocol.name == "paper" else 16))

@@ -204,7 +204,7 @@ def test_the_digest_is_made_from_the_results_files(tmp_path):
     assert compact["test accuracy"] == "67.4 / 47.0 [42.5, 51.5]"
     assert compact["FGSM-k adaptive, 1000 fixed"] == "2.0 [0.2, 7.0]"
     headline = (tmp_path / "headline.md").read_text()
-    assert "| dual filter | 90.3 [89.7, 90.9] | 0.4 [0.1, 1.0] | - |" in headline
+    assert "| dual filter | 90.3 [89.7, 90.9] | - | 0.4 [0.1, 1.0] | - |" in headline
     assert "## evaluation_paper_table4" in (tmp_path / "README.md").read_text()
 
 
