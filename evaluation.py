@@ -32,6 +32,7 @@ UNBOUNDED_MAX_ACC = 0.05    # an eps = 1 attack that leaves more than this corre
 class Settings:
     """How hard every defense of a run is attacked: the same for all of them."""
     n_attack: int            # fixed, seeded test images every attack runs on
+    n_attack_randomized: int  # the first of them, against a randomized defense (20 draws per gradient)
     eps_grid: tuple          # L-inf budgets of FGSM and PGD-20 (the accuracy-vs-eps curve)
     l2_radii: tuple          # L2 PGD-20 budgets, set beside the certified accuracy
     draws: int               # noise draws per gradient when attacking a smoothed classifier
@@ -39,10 +40,12 @@ class Settings:
 
 
 SETTINGS = {
-    "standard": Settings(1000, (0.02, 0.05, attacks.STUDY_EPS, 0.1, 0.15), (0.5, 1.0),
+    # randomized defenses: the 500 images certified_robustness.py certifies (a 20-draw EOT
+    # gradient costs 20 plain ones)
+    "standard": Settings(1000, 500, (0.02, 0.05, attacks.STUDY_EPS, 0.1, 0.15), (0.5, 1.0),
                          draws=attacks.EOT_DRAWS, n_vote=100),
-    "paper": Settings(1000, (attacks.STUDY_EPS, 0.1), (), draws=attacks.EOT_DRAWS, n_vote=100),
-    "quick": Settings(100, (attacks.STUDY_EPS, 0.1), (0.5,), draws=2, n_vote=20),
+    "paper": Settings(1000, 500, (attacks.STUDY_EPS, 0.1), (), draws=attacks.EOT_DRAWS, n_vote=100),
+    "quick": Settings(100, 100, (attacks.STUDY_EPS, 0.1), (0.5,), draws=2, n_vote=20),
 }
 
 
@@ -52,7 +55,11 @@ def evaluate(target, data, idx, transfer, settings, seed, fgsm_k="FGSM-k", study
     """Every measurement of one defense, as rows (attack, norm, eps, images, settings,
     n, acc, ci_low, ci_high): clean accuracy on the test set and on training images,
     attacks.measure on the fixed test images idx (transfer: examples crafted on the
-    undefended CNN for them), and the study's 20 images where given."""
+    undefended CNN for them; a randomized defense is attacked on the first
+    settings.n_attack_randomized of them), and the study's 20 images where given."""
+    if target.randomized and settings.n_attack_randomized < len(idx):
+        keep = np.isin(idx, attack_subset(len(data.y_test), settings.n_attack_randomized))
+        idx, transfer = idx[keep], [(label, eps, x_adv[keep]) for label, eps, x_adv in transfer]
     x, y = data.x_test[idx], data.y_test[idx]
     rows = []
 
@@ -268,7 +275,8 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
     write_table(check_rows, f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019), {tag}")
     write_table(summary, f"{out}_summary",
                 title=f"Every defense at a glance, {tag}: accuracy % [95% interval]; clean on "
-                      f"{len(data.y_test)} test images, attacks on {settings.n_attack} fixed test images (settings "
+                      f"{len(data.y_test)} test images, attacks on {settings.n_attack} fixed test images "
+                      f"({settings.n_attack_randomized} of them for randomized defenses; settings "
                       f"of each in {out.name}.csv); MIA from membership_inference.py")
     mia_rows = mia_results(ctx.results_dir, protocol.name)
     if protocol.name == "paper":

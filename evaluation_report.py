@@ -202,8 +202,10 @@ def plot_eps(evaluated, settings, title, path):
     eps = [0.0] + list(settings.eps_grid)
     for style, (defense, rows) in zip(defense_styles(evaluated), evaluated):
         fixed = fixed_images(rows)
-        curve = [find(rows, "benign", images=fixed)] + [find(rows, "worst case", e, fixed) for e in settings.eps_grid]
-        ax.errorbar(eps, [100 * r["acc"] for r in curve], ms=4, capsize=2, ls=":", lw=0.8,
+        points = [(0.0, find(rows, "benign", images=fixed))] + [(e, find(rows, "worst case", e, fixed))
+                                                                 for e in settings.eps_grid]
+        curve = [r for _, r in points if r is not None]
+        ax.errorbar([e for e, r in points if r is not None], [100 * r["acc"] for r in curve], ms=4, capsize=2, ls=":", lw=0.8,
                     yerr=error_bars(curve), **style)
     ax.set_xticks(eps, [f"{e:.3g}" for e in eps])
     ax.set(xlabel="L-inf eps (pixels in [0, 1]); only the marked budgets are measured",

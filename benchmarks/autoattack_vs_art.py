@@ -3,7 +3,7 @@ and SquareAttack, in one process, on the same Keras model, test images and setti
 (L-inf eps, APGD 100 iterations from one random start, Square 5,000 queries with
 p_init 0.8); and APGD against its hardware limit, 101 bare forward+backward passes.
 
-    python benchmarks/autoattack_vs_art.py [--images 1000] [--eps 0.1] [--repeats 1]
+    python benchmarks/autoattack_vs_art.py [--model standard_cnn_at-pgd_eps0.1] [--images 1000] [--eps 0.1]
 """
 import os
 import sys
@@ -14,15 +14,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import attacks  # noqa: E402
-from cli import common_parser, parse_args, positive_float, positive_int, run_main  # noqa: E402
+from cli import UserError, common_parser, parse_args, positive_float, positive_int, run_main  # noqa: E402
 from data import attack_subset, load_data  # noqa: E402
-from model import get_base_model, keras, predict_labels, tf  # noqa: E402
+from model import get_base_model, keras, load_model, predict_labels, tf  # noqa: E402
 from reporting import accuracy_ci, format_acc, write_table  # noqa: E402
 from timing import bare_gradients, best_time  # noqa: E402
 
 
 def main():
     parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None,
+                        help="a cached model of --models-dir, by name (default: the protocol's base CNN; a robust one, "
+                             "e.g. standard_cnn_at-pgd_eps0.1, makes Square run its whole budget)")
     parser.add_argument("--images", type=positive_int, default=1000, help="test images attacked")
     parser.add_argument("--eps", type=positive_float, default=attacks.HEADLINE_EPS, help="L-inf budget")
     parser.add_argument("--batch-size", type=positive_int, default=500, help="images per batch, ours and ART's")
@@ -33,7 +36,12 @@ def main():
     import art
 
     data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
-    model, _ = get_base_model(ctx, data)
+    if args.model:
+        model, _ = load_model(ctx.models_dir, args.model)
+        if model is None:
+            raise UserError(f"no model {args.model} in {ctx.models_dir}")
+    else:
+        model, _ = get_base_model(ctx, data)
     idx = attack_subset(len(data.y_test), args.images)
     x, y = data.x_test[idx], data.y_test[idx].astype(np.int32)
     y_onehot = np.eye(10, dtype=np.float32)[y]
@@ -65,7 +73,7 @@ def main():
     stem = ctx.results_dir / "benchmark_autoattack_vs_art"
     write_table(rows, stem, title=(
         f"APGD-CE ({iterations} iterations, 1 random start) and Square ({queries} queries, p_init 0.8), L-inf eps "
-        f"{args.eps:g}, on {args.images} test images of the {ctx.protocol.name} base CNN, batch {args.batch_size}, "
+        f"{args.eps:g}, on {args.images} test images of {args.model or f'the {ctx.protocol.name} base CNN'}, batch {args.batch_size}, "
         f"fastest of {args.repeats} after a warm-up; TF {tf.__version__}, ART {art.__version__}, {os.cpu_count()} CPU "
         f"cores, {tf.config.list_physical_devices()[-1].device_type}; vs_ours: time over ours"))
     print(f"wrote {stem}.csv, {stem}.md")

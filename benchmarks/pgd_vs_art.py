@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-import attacks  # noqa: E402
+import gradient_attacks as attacks  # noqa: E402
 from cli import common_parser, parse_args, positive_int, run_main  # noqa: E402
 from data import attack_subset, load_data  # noqa: E402
 from model import get_base_model, keras, predict_labels, tf  # noqa: E402

@@ -17,7 +17,7 @@ def best_time(fn, repeats):
 def bare_gradients(model, x, y, batch_size, passes):
     """A function running `passes` bare input-gradient computations (forward and
     backward, compiled) per batch: the least any gradient attack must do."""
-    import attacks
+    import gradient_attacks as attacks
     from model import tf
 
     @tf.function(reduce_retracing=True)

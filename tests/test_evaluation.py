@@ -9,6 +9,7 @@ import pytest
 from conftest import assert_one_line_error, run_script
 import attacks
 import autoattack
+import certified_robustness as cr
 import evaluation as ev
 import evaluation_report as report
 import filters
@@ -18,7 +19,7 @@ from data import attack_subset, STUDY_TABLE4
 from model import keras, predict_labels, tf
 from reporting import accuracy_ci, write_table
 
-SETTINGS = ev.Settings(n_attack=100, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=2, n_vote=10)
+SETTINGS = ev.Settings(n_attack=100, n_attack_randomized=40, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=2, n_vote=10)
 SEED = 7
 
 
@@ -239,3 +240,17 @@ def test_a_users_probability_model_is_evaluated_as_logits(small_model, tmp_path,
         rows = list(csv.DictReader(f))
     assert rows[0]["defense"] == "mine.keras (probabilities)"
     assert {"AutoAttack", "worst case"} <= {r["attack"] for r in rows}
+
+
+def test_a_smoothed_classifier_is_judged_by_predict_on_the_randomized_subset(small_model, quick_data, fixed_set):
+    target = cr.smoothed_target(small_model, 0.25, n_vote=10, draws=2, seed=SEED)
+    rows = ev.evaluate(target, quick_data, fixed_set, transfer_from(small_model, quick_data, fixed_set), SETTINGS,
+                       SEED)
+    fixed = report.fixed_images(rows)
+    assert fixed == "40 fixed"
+    assert {r["n"] for r in rows if r["images"] == fixed} == {40}
+    assert report.find(rows, "AutoAttack", 0.1, fixed)["settings"].startswith("APGD-CE")
+    assert report.find(rows, "APGD-CE + APGD-DLR", 0.1, fixed) is None   # the rand version's last stage is "AutoAttack"
+    # PREDICT abstains where 10 noisy votes are split: clean accuracy below the vote's
+    votes = predict_labels(small_model, quick_data.x_test) == quick_data.y_test
+    assert report.find(rows, "clean")["acc"] < votes.mean()

@@ -11,7 +11,7 @@ from defenses import Defense
 from evaluation import Settings
 from model import plot_training_curve
 
-SETTINGS = Settings(n_attack=100, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=1, n_vote=10)
+SETTINGS = Settings(n_attack=100, n_attack_randomized=100, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=1, n_vote=10)
 
 
 def stats(acc, n=100):
