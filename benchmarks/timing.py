@@ -2,10 +2,11 @@
 import time
 
 
-def best_time(fn, repeats):
+def best_time(fn, repeats, warmup=None):
     """Fastest of `repeats` timed calls after one untimed warm-up call (which pays
-    for tf.function tracing); returns (seconds, the last call's result)."""
-    result = fn()
+    for tf.function tracing; `warmup` replaces it where the full call is long or has
+    nothing to trace); returns (seconds, the last call's result)."""
+    result = (warmup or fn)()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
