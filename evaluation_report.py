@@ -367,7 +367,8 @@ def write_digest(results_dir):
         write_table(headline, results_dir / "headline",
                     title="Every defense, standard protocol: accuracy % [exact 95% interval]; clean on 10,000 test "
                           "images; AutoAttack (Croce & Hein's standard version; their rand version for smoothing) "
-                          "and the worst case over every attack of the suite on 1,000; certified on 500; LiRA on "
+                          "and the worst case over every attack of the suite on 1,000 (for smoothing, the 500 it "
+                          "certifies); certified on 500; LiRA on "
                           "2,000 members and 2,000 non-members")
     compact = table4_compact_rows(results_dir)
     if compact:
