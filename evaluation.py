@@ -45,7 +45,7 @@ SETTINGS = {
     "standard": Settings(1000, 500, (0.02, 0.05, attacks.STUDY_EPS, 0.1, 0.15), (0.5, 1.0),
                          draws=attacks.EOT_DRAWS, n_vote=100),
     "paper": Settings(1000, 500, (attacks.STUDY_EPS, 0.1), (), draws=attacks.EOT_DRAWS, n_vote=100),
-    "quick": Settings(100, 100, (attacks.STUDY_EPS, 0.1), (0.5,), draws=2, n_vote=20),
+    "quick": Settings(50, 50, (attacks.STUDY_EPS, 0.1), (0.5,), draws=2, n_vote=20),
 }
 
 

@@ -42,7 +42,7 @@ def attack_set(quick_data):
 
 # Every script's --quick run in the standard protocol, in the order of `make quick`:
 # (script, its flags). Later stages reuse the models earlier ones trained, as in a full run.
-QUICK_CHAIN = (("model.py",), ("attacks.py", "--images", "100", "--eps", "0.1"),
+QUICK_CHAIN = (("model.py",), ("attacks.py", "--images", "50", "--eps", "0.1"),
                ("input_preprocessing.py", "--filters", "dual"),
                ("runtime_adversarial_training.py", "--method", "pgd"),
                ("certified_robustness.py", "--sigmas", "0.25", "--images", "10"),
