@@ -28,12 +28,11 @@ METHODS = {"pgd": gradient_attacks.pgd, "fgsm_k": gradient_attacks.fgsm_k, "apgd
 @dataclasses.dataclass(frozen=True)
 class Attack:
     """One named attack and every setting it runs with. "step" is a multiple of the
-    budget eps (2.5 * eps / steps, Madry et al.); fixed_eps, a budget the attack
-    always uses; gradient=False, an attack that only queries the model's outputs."""
+    budget eps (2.5 * eps / steps, Madry et al.); gradient=False, an attack that only
+    queries the model's outputs."""
     name: str
     method: str
     settings: tuple = ()
-    fixed_eps: float = None
     gradient: bool = True
 
     def options(self, eps):
@@ -78,11 +77,11 @@ class Attack:
 
 SUITE = {attack.name: attack for attack in (
     Attack("FGSM", "pgd", (("steps", 1), ("step", 1.0), ("random_start", False))),
-    Attack("FGSM-k", "fgsm_k", (("loss", "ce"),), fixed_eps=STUDY_EPS),
-    Attack("FGSM-k (study's loss)", "fgsm_k", (("loss", "study"),), fixed_eps=STUDY_EPS),
+    Attack("FGSM-k", "fgsm_k", (("loss", "ce"),)),                    # run at 20/255, the study's budget
+    Attack("FGSM-k (study's loss)", "fgsm_k", (("loss", "study"),)),
     Attack("PGD-10", "pgd", (("steps", 10), ("step", 0.25))),
     Attack("PGD-20", "pgd", (("steps", 20), ("step", 0.125))),
-    Attack("unbounded PGD-20", "pgd", (("steps", 20), ("step", 0.125), ("random_start", False)), fixed_eps=1.0),
+    Attack("unbounded PGD-20", "pgd", (("steps", 20), ("step", 0.125), ("random_start", False))),  # run at eps 1
     Attack("L2 PGD-20", "pgd", (("norm", "l2"), ("steps", 20), ("step", 0.125))),
     Attack("APGD-CE", "apgd", (("iterations", 100), ("loss", "ce"))),
     Attack("APGD-DLR", "apgd", (("iterations", 100), ("loss", "dlr"))),

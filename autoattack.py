@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from gradient_attacks import _batches, _check, loss_and_gradient
+from gradient_attacks import _batches, _check, loss_and_gradient, per_example_loss
 from model import tf
 
 APGD_MOMENTUM = 0.75        # weight of the new step; 1 - this is the previous step's
@@ -150,9 +150,7 @@ def square_fraction(query, queries, p_init):
 @tf.function(reduce_retracing=True)
 def _margins(model, x, y):
     """True logit minus the best other one: negative once the image is misclassified."""
-    logits = model(x, training=False)
-    true = tf.one_hot(y, tf.shape(logits)[1], dtype=logits.dtype)
-    return tf.reduce_sum(logits * true, axis=1) - tf.reduce_max(logits - 1e9 * true, axis=1)
+    return -per_example_loss(model(x, training=False), y, "margin")
 
 
 @tf.function(reduce_retracing=True)
