@@ -47,8 +47,11 @@ $(R)/adversarial_training_%.csv:
 # standard protocol only: the study's CNN would need ~55 s per image at n = 100,000
 $(R)/certified_robustness.csv:
 	$(TIMED) $(PYTHON) certified_robustness.py
-# last: it attacks every model the stages before it saved
+# last: it attacks every model the stages before it saved, each calibrated on reference
+# models of its own recipe (trained here, cached in models/references/), then the
+# undefended and adversarially trained models again with Song et al.'s adversarial queries
 $(R)/membership_inference_%.csv:
+	$(TIMED) $(PYTHON) membership_inference.py --protocol $* --adversarial-queries
 	$(TIMED) $(PYTHON) membership_inference.py --protocol $*
 # the very last: one evaluation of every model the stages saved, with their MIA results
 $(R)/evaluation_%.csv:

@@ -19,6 +19,7 @@ class Defense:
     kind: str
     name: str                 # the trained model
     train: object             # () -> anything: trains and caches the model through its technique script
+    recipe: object = None     # (ctx, data) -> anything: the same training for another run context and data
     filter: str = ""          # a filter in front of the trained model at prediction time only
     sigma: float = 0.0        # > 0: the smoothed classifier around this noise-trained model
     paper_row: str = ""       # the study's Table 4 configuration it reproduces
@@ -31,9 +32,17 @@ class Defense:
     def load(self, models_dir, train_missing=False):
         """The defended model (a Keras model; the base classifier of a smoothed one), or
         None when the trained model is not cached and train_missing is off."""
+        return self._load(models_dir, self.train if train_missing else None)
+
+    def load_reference(self, ctx, data):
+        """The same defense trained by the same recipe on other data (a reference model
+        for membership inference), cached in ctx.models_dir under the target's name."""
+        return self._load(ctx.models_dir, lambda: self.recipe(ctx, data))
+
+    def _load(self, models_dir, train):
         model, _ = load_model(models_dir, self.name)
-        if model is None and train_missing:
-            self.train()
+        if model is None and train is not None:
+            train()
             model, _ = load_model(models_dir, self.name)
         if model is not None and self.filter:
             model = filters.with_filter(filters.make_filter(self.filter), model)
@@ -55,13 +64,14 @@ def _adversarial_training(ctx, data):
             recipe = recipe.for_run(ctx.quick)
             label = ("dual + " if filter_name else "") + f"study AT {recipe.epochs} ep b{recipe.batch_size}"
             defenses.append(Defense(label, "filter + adversarial training" if filter_name else "adversarial training",
-                                    recipe.name(arch), lambda: at.train_paper(ctx, data), filter=filter_name,
-                                    paper_row=key))
+                                    recipe.name(arch), lambda: at.train_paper(ctx, data), at.train_paper,
+                                    filter=filter_name, paper_row=key))
         return defenses
     return [Defense(("dual + " if recipe.filter else "") + f"{recipe.method} AT",
                     "filter + adversarial training" if recipe.filter else "adversarial training",
                     recipe.for_run(ctx.quick).name(arch),
-                    lambda r=recipe: at.train_adversarially(ctx, r.for_run(ctx.quick), data))
+                    lambda r=recipe: at.train_adversarially(ctx, r.for_run(ctx.quick), data),
+                    lambda c, d, r=recipe: at.train_adversarially(c, r.for_run(c.quick), d))
             for recipe in at.STANDARD_RECIPES]
 
 
@@ -71,18 +81,20 @@ def catalogue(ctx, data):
     time, as in the study; in the standard protocol the CNN is trained behind it."""
     arch = ctx.protocol.architecture
     paper = ctx.protocol.name == "paper"
-    defenses = [Defense("undefended CNN", "undefended", arch, lambda: get_base_model(ctx, data))]
+    defenses = [Defense("undefended CNN", "undefended", arch, lambda: get_base_model(ctx, data), get_base_model)]
     if paper:
         defenses.append(Defense("dual filter (at prediction time)", "filter", arch, lambda: get_base_model(ctx, data),
-                                filter="dual", paper_row="median filter only"))
+                                get_base_model, filter="dual", paper_row="median filter only"))
     else:
-        defenses += [Defense(f"{f} filter", "filter", f"{arch}_{f}", lambda f=f: filters.get_filter_model(ctx, f, data))
+        defenses += [Defense(f"{f} filter", "filter", f"{arch}_{f}", lambda f=f: filters.get_filter_model(ctx, f, data),
+                             lambda c, d, f=f: filters.get_filter_model(c, f, d))
                      for f in ("median3", "dual")]
     defenses += _adversarial_training(ctx, data)
     if not paper:
         defenses += [Defense(f"smoothing sigma {sigma:g}", "randomized smoothing",
                              cr.noise_model_name(ctx.protocol, sigma),
-                             lambda s=sigma: cr.get_noise_model(ctx, s, data), sigma=sigma) for sigma in cr.SIGMAS]
+                             lambda s=sigma: cr.get_noise_model(ctx, s, data),
+                             lambda c, d, s=sigma: cr.get_noise_model(c, s, d), sigma=sigma) for sigma in cr.SIGMAS]
     if ctx.quick:
         keep = {"undefended CNN", "dual filter", "dual filter (at prediction time)", "pgd AT", "smoothing sigma 0.25"}
         defenses = [d for d in defenses if d.label in keep or d.paper_row.endswith("the final pick")]

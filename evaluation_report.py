@@ -79,8 +79,8 @@ def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
     for radius in settings.l2_radii:
         row[f"L2 PGD @{radius:g}"] = pct(find(rows, "L2 PGD-20", radius, fixed))
         row[f"certified @{radius:g}"] = pct(certified_at(results_dir, defense, radius))
-    row.update({"MIA loss AUC": fmt(mia_cell("loss", "auc")), "LiRA AUC": fmt(mia_cell("lira", "auc")),
-                "LiRA TPR@0.1%FPR": fmt(mia_cell("lira", "tpr_at_0.1%_fpr")),
+    row.update({"MIA loss AUC": fmt(mia_cell("loss", "auc")), "RMIA AUC": fmt(mia_cell(mia.HEADLINE_ATTACK, "auc")),
+                "RMIA TPR@1%FPR": fmt(mia_cell(mia.HEADLINE_ATTACK, "tpr_at_1%_fpr")),
                 "study-rule MIA acc": fmt(mia_cell("study", "accuracy")),
                 "n (attacks)": find(rows, "benign", images=fixed)["n"],
                 "sanity": "ok" if all(p for _, p, _ in checks) else
@@ -217,27 +217,26 @@ def plot_eps(evaluated, settings, title, path):
 
 
 def plot_privacy(evaluated, mia_rows, title, path):
-    """Leakage against robustness: LiRA's ROC AUC with its 95% interval, and the
-    members it finds at 0.1% FPR."""
+    """Leakage against robustness: RMIA's ROC AUC and its TPR at 1% FPR, each with its
+    95% interval (the differences between defenses are often smaller than those)."""
     plt = pyplot()
     fig, (ax_auc, ax_tpr) = plt.subplots(1, 2, figsize=(12, 4.5))
     plotted = False
     for style, (defense, rows) in zip(defense_styles(evaluated), evaluated):
-        lira = mia_rows.get((defense.key, "lira"))
-        if not lira:
+        r = mia_rows.get((defense.key, mia.HEADLINE_ATTACK))
+        if not r or r["auc"] == "":
             continue
         plotted = True
         robust = 100 * find(rows, "worst case", HEADLINE_EPS)["acc"]
-        auc = float(lira["auc"])
-        ax_auc.errorbar(robust, auc, yerr=[[auc - float(lira["auc_ci_low"])], [float(lira["auc_ci_high"]) - auc]],
-                        ls="none", capsize=2, **style)
-        ax_tpr.plot(robust, 100 * float(lira["tpr_at_0.1%_fpr"]), ls="none", **style)
+        for ax, key, scale in ((ax_auc, "auc", 1), (ax_tpr, "tpr_at_1%_fpr", 100)):
+            value, low, high = (scale * float(r[k]) for k in (key, f"{key}_ci_low", f"{key}_ci_high"))
+            ax.errorbar(robust, value, yerr=[[value - low], [high - value]], ls="none", capsize=2, **style)
     ax_auc.axhline(0.5, color="k", ls=":", lw=1)
     ax_auc.set(xlabel=f"robust accuracy at eps {HEADLINE_EPS:g}, worst case (%)",
-               ylabel="LiRA ROC AUC, 95% interval", title="leakage on average (dotted: chance)")
-    ax_tpr.axhline(0.1, color="k", ls=":", lw=1)
+               ylabel="RMIA ROC AUC, 95% interval", title="leakage on average (dotted: chance)")
+    ax_tpr.axhline(1, color="k", ls=":", lw=1)
     ax_tpr.set(xlabel=f"robust accuracy at eps {HEADLINE_EPS:g}, worst case (%)",
-               ylabel="LiRA TPR at 0.1% FPR (%)", title="leakage at low FPR (dotted: chance)")
+               ylabel="RMIA TPR at 1% FPR (%), exact 95% interval", title="leakage at low FPR (dotted: chance)")
     for ax in (ax_auc, ax_tpr):
         ax.grid(alpha=0.3)
         if not plotted:
@@ -259,31 +258,43 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
-def auc_cell(row):
-    """'0.531 [0.513, 0.549]' from a membership-inference row; '' for none."""
-    if not row:
-        return ""
-    return f"{float(row['auc']):.3f} [{float(row['auc_ci_low']):.3f}, {float(row['auc_ci_high']):.3f}]"
-
-
-def tpr_cell(row, fpr="0.1%"):
-    """'3/2000, 0.15%': members found at that FPR, as a count and a percentage."""
-    if not row:
-        return ""
-    n, tpr = int(row["n_members"]), float(row[f"tpr_at_{fpr}_fpr"])
-    return f"{round(tpr * n)}/{n}, {100 * tpr:.2f}%"
+def leakage_findings(results_dir):
+    """Sentences on membership leakage from the standard protocol's RMIA rows and its
+    leakage-vs-undefended table (Song et al.'s question: does a defense leak more?)."""
+    rows = [r for (_, attack), r in mia_results(results_dir, "standard").items()
+            if attack == mia.HEADLINE_ATTACK and r["auc"] != ""]
+    if not rows:
+        return []
+    low, high = min(float(r["auc"]) for r in rows), max(float(r["auc"]) for r in rows)
+    most = max(rows, key=lambda r: float(r["tpr_at_1%_fpr"]))
+    out = [f"RMIA, calibrated on reference models trained with each defense's own recipe, finds AUCs between "
+           f"{low:.3f} and {high:.3f}; at 1% FPR it finds at most {most['tp_at_1%_fpr']} of "
+           f"{int(most['n_members']):,} members ({most['defense']})."]
+    leakage = [r for r in read_rows(f"{mia.table_stem(results_dir, 'standard')}_leakage.csv")
+               if r["attack"] == mia.HEADLINE_ATTACK]
+    more = [r for r in leakage if float(r["d_auc_low"]) > 0]
+    less = [r for r in leakage if float(r["d_auc_high"]) < 0]
+    describe = lambda group: ", ".join(  # noqa: E731
+        f"{r['defense']} ({float(r['d_auc']):+.3f} [{float(r['d_auc_low']):+.3f}, {float(r['d_auc_high']):+.3f}])"
+        for r in group)
+    if leakage:
+        out.append("Against the undefended CNN (difference in RMIA's AUC, paired 95% interval): "
+                   + (f"more leakage for {describe(more)}" if more else "no defense leaks significantly more")
+                   + (f"; less for {describe(less)}." if less else "."))
+    return out
 
 
 def headline_rows(results_dir):
     """One row per defense of the standard protocol: clean accuracy, AutoAttack and the
     worst case at L-inf 0.1, the certified L2 accuracy at 0.5 where it applies, and
-    LiRA's leakage."""
-    lira = {model: r for (model, attack), r in mia_results(results_dir, "standard").items() if attack == "lira"}
+    RMIA's leakage."""
+    rmia = {model: r for (model, attack), r in mia_results(results_dir, "standard").items()
+            if attack == mia.HEADLINE_ATTACK}
     return [{"defense": r["defense"], "clean": r["clean (test set)"],
              f"AutoAttack, L-inf {HEADLINE_EPS:g}": r.get(f"AutoAttack @{HEADLINE_EPS:g}") or "-",
              f"worst case, L-inf {HEADLINE_EPS:g}": r[f"worst case @{HEADLINE_EPS:g}"],
              "certified, L2 0.5": r.get("certified @0.5") or "-",
-             "LiRA AUC": auc_cell(lira.get(r["model"])), "LiRA TPR at 0.1% FPR": tpr_cell(lira.get(r["model"]))}
+             "RMIA AUC": mia.auc_text(rmia.get(r["model"])), "RMIA TPR at 1% FPR": mia.tpr_text(rmia.get(r["model"]))}
             for r in read_rows(Path(results_dir) / "evaluation_standard_summary.csv")]
 
 
@@ -342,13 +353,7 @@ def findings(results_dir):
     if "smoothing sigma 0.25" in summary and summary["smoothing sigma 0.25"].get("certified @0.5"):
         certified = percent(summary["smoothing sigma 0.25"]["certified @0.5"])
         out.append(f"Randomized smoothing (sigma 0.25) certifies {certified} of 500 test images at L2 radius 0.5.")
-    lira = [r for (_, attack), r in mia_results(results_dir, "standard").items() if attack == "lira"]
-    if lira:
-        low, high = min(float(r["auc"]) for r in lira), max(float(r["auc"]) for r in lira)
-        most = max(lira, key=lambda r: float(r["tpr_at_0.1%_fpr"]))
-        found, members = tpr_cell(most).split(",")[0].split("/")
-        out.append(f"Membership leakage is small for every model: LiRA's AUC lies between {low:.3f} and {high:.3f}, "
-                   f"and at 0.1% FPR it finds at most {found} of {int(members):,} members.")
+    out += leakage_findings(results_dir)
     cells = read_rows(Path(results_dir) / "evaluation_paper_table4.csv")
     judged = [c for c in cells if c["study_within_ci"] in ("True", "False")]
     if judged:
@@ -368,7 +373,7 @@ def write_digest(results_dir):
                     title="Every defense, standard protocol: accuracy % [exact 95% interval]; clean on 10,000 test "
                           "images; AutoAttack (Croce & Hein's standard version; their rand version for smoothing) "
                           "and the worst case over every attack of the suite on 1,000 (for smoothing, the 500 it "
-                          "certifies); certified on 500; LiRA on "
+                          "certifies); certified on 500; RMIA (reference models of each defense's recipe) on "
                           "2,000 members and 2,000 non-members")
     compact = table4_compact_rows(results_dir)
     if compact:

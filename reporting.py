@@ -55,9 +55,10 @@ def _cell(value):
     return str(value)
 
 
-def write_table(rows, path_stem, title=None, note=None):
+def write_table(rows, path_stem, title=None, note=None, markdown_rows=None):
     """Write rows (a list of dicts with the same keys) as <stem>.csv and <stem>.md;
-    a note, if given, is a paragraph under the Markdown table."""
+    a note, if given, is a paragraph under the Markdown table. markdown_rows, if given,
+    are what the Markdown shows instead (a formatted digest of the CSV's rows)."""
     path_stem = str(path_stem)   # not Path.with_suffix: a stem like "..._eps0.1" has a dot of its own
     columns = list(rows[0].keys()) if rows else []
     buffer = io.StringIO()
@@ -65,6 +66,9 @@ def write_table(rows, path_stem, title=None, note=None):
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(f"{path_stem}.csv", buffer.getvalue())
+    if markdown_rows is not None:
+        rows = markdown_rows
+        columns = list(rows[0].keys()) if rows else []
     lines = [f"# {title}", ""] if title else []
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]

@@ -175,7 +175,7 @@ def test_evaluation_quick_end_to_end(quick_run):
     with open(results / "evaluation_standard_summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
     assert [r["kind"] for r in summary] == ["undefended", "filter", "adversarial training", "randomized smoothing"]
-    assert all(r["LiRA AUC"] for r in summary)   # membership inference results reached the summary
+    assert all(r["RMIA AUC"] for r in summary)   # membership inference results reached the summary
     assert "Standard protocol" in (results / "summary.md").read_text()
 
 

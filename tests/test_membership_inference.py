@@ -1,6 +1,7 @@
 """membership_inference.py: metrics against sklearn, attacks that can fail (no
-leakage between two non-member sets, high AUC on a memorising model), thresholds
-blind to evaluation labels, the study's rule, and an end-to-end run."""
+leakage between two non-member sets, high AUC and TPR at low FPR on a memorising
+model, reference attacks included), the reference pool's halves, thresholds blind to
+evaluation labels, the study's rule, and an end-to-end run."""
 import csv
 import json
 
@@ -12,7 +13,8 @@ from conftest import assert_one_line_error
 import membership_inference as mi
 from cli import RunContext
 from data import Data, PROTOCOLS
-from model import build_standard_cnn, compile_model, keras
+from defenses import Defense
+from model import build_standard_cnn, compile_model, get_or_train, keras, load_model, save_model
 
 
 def test_metrics_equal_sklearn_on_random_scores():
@@ -21,11 +23,14 @@ def test_metrics_equal_sklearn_on_random_scores():
     score = rng.normal(size=1000) + 0.5 * is_member
     decision = score > 0.2
     m = mi.mia_metrics(score, is_member, decision)
+    assert list(m) == mi.metric_columns()
     assert m["auc"] == pytest.approx(roc_auc_score(is_member, score))
     assert m["balanced_acc"] == pytest.approx(balanced_accuracy_score(is_member, decision))
     assert m["f1"] == pytest.approx(f1_score(is_member, decision))
-    fpr, tpr, _ = roc_curve(is_member, score)
+    fpr, tpr, _ = roc_curve(is_member, score, drop_intermediate=False)
     assert m["tpr_at_1%_fpr"] == pytest.approx(tpr[fpr <= 0.01].max())
+    assert m["tp_at_1%_fpr"] == round(m["tpr_at_1%_fpr"] * m["n_members"]) and m["fp_at_1%_fpr"] <= 0.01 * m["n_nonmembers"]
+    assert m["tpr_at_1%_fpr_ci_low"] < m["tpr_at_1%_fpr"] < m["tpr_at_1%_fpr_ci_high"]
     assert m["advantage"] == pytest.approx(decision[is_member].mean() - decision[~is_member].mean())
     assert m["n_nonmembers"] == int((~is_member).sum())
 
@@ -80,37 +85,68 @@ def context(tmp_path):
     return RunContext(PROTOCOLS["standard"], seed=0, quick=True, models_dir=tmp_path, results_dir=tmp_path)
 
 
+def experiment(ctx, data, n, k=2, n_population=None):
+    sets = mi.membership_sets(data, n)
+    if n_population:
+        sets.population = sets.population[:n_population]
+    return mi.Experiment(ctx, data, sets, mi.reference_pool(data, sets, k, ctx.seed), False, False)
+
+
+def test_reference_pool_puts_each_audited_example_in_half_of_the_references(quick_data):
+    sets = mi.membership_sets(quick_data, 200)
+    pool = mi.reference_pool(quick_data, sets, 4, seed=0)
+    x, y, _, _ = mi.audited(quick_data, sets)
+    np.testing.assert_array_equal(pool.x[pool.audited_positions], x)   # the same images, in audited()'s order
+    np.testing.assert_array_equal(pool.y[pool.audited_positions], y)
+    np.testing.assert_array_equal(pool.x[pool.population_positions], quick_data.x_test[sets.population])
+    for positions in (pool.audited_positions, pool.population_positions):
+        assert (pool.inside(positions).sum(axis=0) == 2).all()
+    assert pool.size == min(2 * len(quick_data.y_train), len(quick_data.y_train) + 1000 + len(quick_data.y_val))
+    assert len(sets.population) == 600
+    assert not set(sets.population) & set(np.r_[sets.eval_nonmembers, sets.calib_nonmembers])
+
+
 def test_two_sets_of_nonmembers_give_chance_auc(tmp_path, small_model, quick_data):
-    """Members and non-members both drawn from images the model never saw: every
-    attack, shadow and LiRA included, must find nothing (AUC within noise of 0.5)."""
+    """'Members' the target never saw (the references do train on half of them): every
+    attack, the reference attacks included, must find nothing (AUC within noise of 0.5)."""
     unseen = Data(quick_data.x_test[:600], quick_data.y_test[:600], quick_data.x_val, quick_data.y_val,
                   quick_data.x_test[600:], quick_data.y_test[600:], np.arange(600), np.arange(500), np.arange(400))
-    sets = mi.MembershipSets(np.arange(200), np.arange(200), np.arange(200, 400), np.arange(200, 400))
     ctx = context(tmp_path)
-    shadows = mi.get_shadows(ctx, unseen, sets, 2, 600)
-    shadow_seeds = {json.loads(p.read_text())["seed"] for p in tmp_path.glob("shadow_*.json")}
-    assert len(shadow_seeds) == 2, "each shadow model must start from its own initialisation"
-    rows = mi.attack_model(ctx, "target", small_model, unseen, sets, shadows)
+    recipe = lambda c, d: get_or_train(c, "cnn", build_standard_cnn, d)  # noqa: E731
+    defense = Defense("undefended CNN", "undefended", "cnn", train=None, recipe=recipe)
+    rows = mi.attack_defense(experiment(ctx, unseen, 100), defense, small_model)
+    seeds = {json.loads(p.read_text())["seed"] for p in tmp_path.glob("references/*/cnn.json")}
+    assert len(seeds) == 2, "each reference model must start from its own initialisation"
     assert {r["attack"] for r in rows} == set(mi.ATTACKS)
     for r in rows:
-        assert abs(r["auc"] - 0.5) < 0.1, r
+        assert abs(r["auc"] - 0.5) < 0.12, r
 
 
-def test_loss_attack_catches_a_memorising_model(tmp_path, quick_data):
+def memorise(ctx, data):
+    """A CNN that learns random labels by heart: only membership explains its confidence."""
+    keras.utils.set_random_seed(ctx.seed)
+    model = compile_model(build_standard_cnn(), PROTOCOLS["standard"])
+    model.fit(data.x_train, data.y_train, epochs=40, batch_size=32, verbose=0)
+    save_model(model, ctx.models_dir, "memo", {"seed": ctx.seed})
+
+
+def test_every_attack_catches_a_memorising_model(tmp_path, quick_data):
     rng = np.random.default_rng(0)
-    x, y = quick_data.x_train[:400], rng.integers(0, 10, 400)   # random labels: only memory helps
-    data = Data(x[:200], y[:200], x[:10], y[:10], x[200:], y[200:], np.arange(200), np.arange(10), np.arange(200))
-    keras.utils.set_random_seed(0)
-    m = compile_model(build_standard_cnn(), PROTOCOLS["standard"])
-    m.fit(data.x_train, data.y_train, epochs=60, batch_size=32, verbose=0)
-    sets = mi.MembershipSets(np.arange(100), np.arange(100), np.arange(100, 200), np.arange(100, 200))
-    rows = {r["attack"]: r for r in mi.attack_model(context(tmp_path), "memo", m, data, sets, None)}
-    assert rows["loss"]["auc"] > 0.9
+    x, y = quick_data.x_train[:900], rng.integers(0, 10, 900)   # random labels
+    data = Data(x[:300], y[:300], x[:10], y[:10], x[300:], y[300:], np.arange(300), np.arange(10), np.arange(600))
+    ctx = context(tmp_path / "target")
+    memorise(ctx, data)
+    target = load_model(ctx.models_dir, "memo")[0]
+    defense = Defense("memorising CNN", "undefended", "memo", train=None, recipe=memorise)
+    rows = {r["attack"]: r for r in mi.attack_defense(experiment(ctx, data, 100), defense, target)}
+    for attack in ("loss", "lira", "lira-online", "rmia", "rmia-offline"):
+        assert rows[attack]["auc"] > 0.9, rows[attack]
+        assert rows[attack]["tpr_at_1%_fpr"] > 0.1, rows[attack]
     assert rows["loss"]["balanced_acc"] > 0.75
 
 
 def test_bad_arguments_end_with_one_line(main_in_process, quick_data):
-    assert_one_line_error(*main_in_process(mi, "--shadows", "0"))
+    assert_one_line_error(*main_in_process(mi, "--references", "3"))
     assert_one_line_error(*main_in_process(mi, "--quick", "--members", "100000"))
 
 
@@ -121,6 +157,8 @@ def test_membership_inference_quick_end_to_end(quick_run):
     with open(quick_run.results / "membership_inference_standard.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["attack"] for r in rows} == set(mi.ATTACKS)
+    assert {r["references"] for r in rows if r["attack"] in mi.REFERENCE_ATTACKS} == \
+        {"2 of the same recipe, each on 1,450 images (half of a 2,900-image pool)"}
     assert {r["model"] for r in rows} == {"standard_cnn", "standard_cnn_dual", "standard_cnn_at-pgd_eps0.1_ep1",
                                           "standard_cnn_noise0.25"}
     for r in rows:  # every metric can be recomputed from the saved scores
@@ -128,3 +166,10 @@ def test_membership_inference_quick_end_to_end(quick_run):
         assert float(r["auc"]) == pytest.approx(roc_auc_score(saved["is_member"], saved["score"]), abs=1e-4)
         assert saved["is_member"].sum() == 200 and len(saved["score"]) == 400
     assert (quick_run.results / "membership_inference_standard_roc.png").exists()
+    with open(quick_run.results / "membership_inference_standard_leakage.csv") as f:
+        leakage = list(csv.DictReader(f))
+    assert {(r["model"], r["attack"]) for r in leakage} == \
+        {(m, a) for m in ("standard_cnn_dual", "standard_cnn_at-pgd_eps0.1_ep1", "standard_cnn_noise0.25")
+         for a in mi.LEAKAGE_ATTACKS}
+    for r in leakage:
+        assert float(r["d_auc_low"]) <= float(r["d_auc"]) <= float(r["d_auc_high"])

@@ -36,8 +36,9 @@ def test_the_evaluation_plots(tmp_path):
     kinds = ["undefended", "filter", "adversarial training", "randomized smoothing"] * 3   # 12 > 10 colours
     evaluated = [(Defense(f"defense {i}", kind, f"m{i}", train=None), evaluation_rows(i / 20))
                  for i, kind in enumerate(kinds)]
-    mia_rows = {(f"m{i}", "lira"): {"auc": 0.52, "auc_ci_low": 0.5, "auc_ci_high": 0.54, "tpr_at_0.1%_fpr": 0.002}
-                for i in range(12)}
+    mia_rows = {(f"m{i}", mi.HEADLINE_ATTACK): {"auc": 0.52, "auc_ci_low": 0.5, "auc_ci_high": 0.54,
+                                                "tpr_at_1%_fpr": 0.012, "tpr_at_1%_fpr_ci_low": 0.008,
+                                                "tpr_at_1%_fpr_ci_high": 0.017} for i in range(12)}
     report.plot_pareto(evaluated, "pareto", tmp_path / "pareto.png")
     report.plot_eps(evaluated, SETTINGS, "eps", tmp_path / "eps.png")
     report.plot_privacy(evaluated, mia_rows, "privacy", tmp_path / "privacy.png")
@@ -70,10 +71,10 @@ def test_the_technique_plots(tmp_path):
                         "curve", tmp_path / "curve.png", weight_penalty=True)
     rng = np.random.default_rng(0)
     is_member = np.r_[np.ones(50, bool), np.zeros(50, bool)]
-    scores = mi.scores_path(tmp_path, "m", "lira")
+    scores = mi.scores_path(tmp_path, "m", "rmia")
     scores.parent.mkdir()
     np.savez(scores, score=rng.normal(size=100), is_member=is_member, decision=is_member)
-    mi.plot_roc(tmp_path, "standard", [{"model": "m", "attack": "lira", "auc": 0.5, "n_nonmembers": 50}], "lira",
-                tmp_path / "roc.png")
+    mi.plot_roc(tmp_path, [{"defense": "a model", "model": "m", "attack": "rmia", "auc": 0.5, "n_nonmembers": 50}],
+                "rmia", "ROC", tmp_path / "roc.png")
     for name in ("attacks", "filters", "epochs", "clean_vs_robust", "certified", "curve", "roc"):
         assert drawn(tmp_path / f"{name}.png"), name

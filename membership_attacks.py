@@ -1,0 +1,169 @@
+"""Membership-inference scores and their statistics, in numpy alone (no model here):
+the reference-model attacks (LiRA offline and online, Carlini et al. 2022; RMIA,
+Zarifzadeh et al. 2024), TPR at a fixed FPR read off the full ROC with its count of
+false positives and an exact interval, the AUC's interval, and the paired bootstrap
+that compares two models' leakage on the same examples.
+
+Conventions: a score is higher for "more likely a member"; `inside` is a boolean
+matrix (reference model, example) that says which reference trained on which example.
+"""
+import numpy as np
+from scipy.stats import norm
+
+from reporting import accuracy_ci
+
+RMIA_OFFLINE_A = 0.3   # p(x) ~ ((1 + a) p_OUT(x) + (1 - a)) / 2: privacy_meter's default for offline RMIA
+RMIA_GAMMA = 1.0       # x dominates z when Pr(x|θ)/Pr(x) > gamma · Pr(z|θ)/Pr(z)
+
+
+# ------------------------------------------------------------------ signals
+
+def log_softmax(logits):
+    logits = np.asarray(logits, np.float64)
+    return logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+
+
+def true_class_log_prob(logits, y):
+    """log Pr(y | x, θ): the signal RMIA compares across models."""
+    return log_softmax(logits)[..., np.arange(len(y)), y]
+
+
+def scaled_confidence(logits, y):
+    """log p_y - log(1 - p_y), computed stably: the statistic LiRA models as Gaussian."""
+    log_probs = log_softmax(logits)
+    rows = np.arange(len(y))
+    true = log_probs[..., rows, y]
+    others = log_probs.copy()
+    others[..., rows, y] = -np.inf
+    return true - np.logaddexp.reduce(others, axis=-1)
+
+
+# --------------------------------------------------------------------- LiRA
+
+def _masked_mean(values, mask, fallback):
+    counts = mask.sum(axis=0)
+    mean = (values * mask).sum(axis=0) / np.maximum(counts, 1)
+    return np.where(counts > 0, mean, fallback)
+
+
+def lira_offline(target, references, inside):
+    """Offline LiRA with one variance for all examples (Carlini et al.'s choice for few
+    references): how many OUT standard deviations the target's score lies above the OUT
+    references' mean for that example. The one-sided test's p-value is a monotone
+    function of this z (same ROC); the z itself does not round to a tie, as log Phi(z)
+    does for the z > 8 of a memorised example."""
+    out = ~inside
+    if not out.any():
+        raise ValueError("offline LiRA needs at least one reference model that did not train on an example")
+    mean_out = _masked_mean(references, out, references[out].mean())
+    std_out = (references - mean_out)[out].std() + 1e-6
+    return (target - mean_out) / std_out
+
+
+def lira_online(target, references, inside):
+    """Online LiRA with global variances: log N(target; mean_IN, s_IN) - log N(target;
+    mean_OUT, s_OUT), each mean per example over the references that did (did not)
+    train on it."""
+    out = ~inside
+    if not inside.any() or not out.any():
+        raise ValueError("online LiRA needs references that trained on the examples and references that did not")
+    mean_in = _masked_mean(references, inside, references[inside].mean())
+    mean_out = _masked_mean(references, out, references[out].mean())
+    std_in = (references - mean_in)[inside].std() + 1e-6
+    std_out = (references - mean_out)[out].std() + 1e-6
+    return norm.logpdf(target, mean_in, std_in) - norm.logpdf(target, mean_out, std_out)
+
+
+# --------------------------------------------------------------------- RMIA
+
+def rmia_marginal(reference_probs, inside=None, a=None):
+    """Pr(x): the mean of Pr(x|θ') over reference models θ'. Online (a None): over all
+    references, which are IN and OUT for x about equally often. Offline (a given): from
+    the OUT references alone, corrected linearly towards the IN side, as RMIA does."""
+    if a is None:
+        return reference_probs.mean(axis=0)
+    out = np.ones_like(reference_probs, bool) if inside is None else ~inside
+    if not out.any(axis=0).all():
+        raise ValueError("offline RMIA needs an OUT reference model for every example")
+    mean_out = _masked_mean(reference_probs, out, 0.0)
+    return 0.5 * ((1 + a) * mean_out + (1 - a))
+
+
+def rmia(target_log_prob, reference_log_probs, inside, population_target_log_prob,
+         population_reference_log_probs, population_inside, online=True, a=RMIA_OFFLINE_A, gamma=RMIA_GAMMA):
+    """RMIA's score of each example x: the fraction of population samples z (non-members
+    of the target) that x dominates, Pr(x|θ)/Pr(x) > gamma Pr(z|θ)/Pr(z). Pr(.) is the
+    mean over all references when online, else the offline formula on the OUT ones; x
+    and z are estimated alike, each in the training data of some references and not of
+    others (a z outside every reference's data would get a biased Pr(z), and ties)."""
+    marginal = lambda log_probs, member: rmia_marginal(np.exp(log_probs), member, None if online else a)  # noqa: E731
+    log_ratio_x = target_log_prob - np.log(marginal(reference_log_probs, inside))
+    log_ratio_z = np.sort(population_target_log_prob
+                          - np.log(marginal(population_reference_log_probs, population_inside)))
+    # how many z have a ratio below x's / gamma: a binary search in the sorted z
+    return np.searchsorted(log_ratio_z, log_ratio_x - np.log(gamma), side="left") / len(log_ratio_z)
+
+
+# ---------------------------------------------------------------- statistics
+
+def tpr_at_fpr(score, is_member, fpr):
+    """The best TPR among thresholds whose false positives are at most floor(fpr x
+    non-members), on the full ROC (every distinct score a threshold). Returns (true
+    positives, members, false positives at that threshold, false positives allowed)."""
+    score, is_member = np.asarray(score, np.float64), np.asarray(is_member, bool)
+    nonmember_scores = np.sort(score[~is_member])[::-1]
+    allowed = int(np.floor(fpr * len(nonmember_scores) + 1e-9))
+    members = score[is_member]
+    if allowed >= len(nonmember_scores):
+        return len(members), len(members), len(nonmember_scores), allowed
+    # call "member" above the (allowed + 1)-th highest non-member score: ties at it stay out
+    cut = nonmember_scores[allowed]
+    return int((members > cut).sum()), len(members), int((nonmember_scores > cut).sum()), allowed
+
+
+def tpr_at_fpr_stats(score, is_member, fpr):
+    """tpr_at_fpr with the TPR's exact (Clopper-Pearson) 95% interval."""
+    tp, n_members, fp, allowed = tpr_at_fpr(score, is_member, fpr)
+    stats = accuracy_ci(np.r_[np.ones(tp, bool), np.zeros(n_members - tp, bool)])
+    return {"tpr": stats["acc"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"], "tp": tp,
+            "members": n_members, "fp": fp, "fp_allowed": allowed}
+
+
+def auc_fast(score, is_member):
+    """ROC AUC from ranks (ties count one half), as sklearn's roc_auc_score."""
+    from scipy.stats import rankdata
+    score, is_member = np.asarray(score, np.float64), np.asarray(is_member, bool)
+    ranks = rankdata(score)
+    n_pos, n_neg = is_member.sum(), (~is_member).sum()
+    return float((ranks[is_member].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auc_interval(auc, n_members, n_nonmembers, z=1.959964):
+    """95% interval of a ROC AUC from Hanley & McNeil's (1982) standard error: is an
+    AUC of 0.52 on 2,000 + 2,000 examples above chance or noise?"""
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    variance = (auc * (1 - auc) + (n_members - 1) * (q1 - auc ** 2)
+                + (n_nonmembers - 1) * (q2 - auc ** 2)) / (n_members * n_nonmembers)
+    half = z * np.sqrt(max(variance, 0.0))
+    return max(0.0, auc - half), min(1.0, auc + half)
+
+
+def paired_difference(score_a, score_b, is_member, fpr=0.01, resamples=1000, seed=0):
+    """Leakage of model A minus model B on the same examples: the difference in AUC and
+    in TPR at `fpr`, each with a 95% percentile interval from a paired bootstrap
+    (members and non-members resampled separately; both models see the same draw)."""
+    is_member = np.asarray(is_member, bool)
+    members, nonmembers = np.flatnonzero(is_member), np.flatnonzero(~is_member)
+    rng = np.random.default_rng(seed)
+
+    def differences(idx):
+        m = is_member[idx]
+        tpr = lambda s: tpr_at_fpr(s[idx], m, fpr)[0] / m.sum()  # noqa: E731
+        return auc_fast(score_a[idx], m) - auc_fast(score_b[idx], m), tpr(score_a) - tpr(score_b)
+
+    point = differences(np.arange(len(is_member)))
+    draws = np.array([differences(np.r_[rng.choice(members, len(members)), rng.choice(nonmembers, len(nonmembers))])
+                      for _ in range(resamples)])
+    low, high = np.percentile(draws, [2.5, 97.5], axis=0)
+    return {"d_auc": point[0], "d_auc_low": low[0], "d_auc_high": high[0],
+            "d_tpr": point[1], "d_tpr_low": low[1], "d_tpr_high": high[1], "resamples": resamples, "seed": seed}
