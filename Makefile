@@ -79,6 +79,7 @@ bench:
 	$(PYTHON) benchmarks/certify_speed.py
 
 readme:
+	$(PYTHON) tools/timed.py --results-dir $(R) --summary
 	$(PYTHON) evaluation_report.py
 	$(PYTHON) tools/update_readme.py README.md
 	$(PYTHON) tools/update_readme.py benchmarks/README.md

@@ -8,18 +8,48 @@ Run it to measure the undefended base CNN under the whole suite:
 """
 import dataclasses
 import time
+from pathlib import Path
 
-import numpy as np
+from cli import answer_help_early, common_parser, parse_args, positive_float, positive_int, run_main
 
-import autoattack
-import gradient_attacks
-from cli import common_parser, parse_args, positive_float, positive_int, run_main
-from data import attack_subset, load_data
-from gradient_attacks import LOSSES, STUDY_EPS
-from model import get_base_model, predict_labels
-from reporting import accuracy_ci, error_bars, format_acc, pyplot, save_figure, write_table
+# the budgets of this script's experiment (here, above TensorFlow, for its --help)
+DEFAULT_EPS = {"standard": (0.02, 0.05, 0.1, 0.15, 0.2, 0.3), "paper": (0.05, 0.1, 0.2)}
+QUICK_EPS = (0.05, 0.1, 0.2)
+L2_RADII = {"standard": (0.5, 1.0, 1.5, 2.0), "paper": (0.5, 1.0), "quick": (0.5, 1.0)}
+
+
+def build_parser():
+    parser = common_parser("Robust accuracy of the undefended base CNN under the whole attack suite "
+                           "(the sanity baseline of attacks.py).")
+    parser.add_argument("--images", type=positive_int, default=None,
+                        help="test images attacked (default: the protocol's 1,000; 200 with --quick)")
+    parser.add_argument("--eps", type=positive_float, nargs="+", default=None,
+                        help="L-inf budgets of FGSM and PGD-20 (default: "
+                             f"{' '.join(map(str, DEFAULT_EPS['standard']))}; paper protocol "
+                             f"{' '.join(map(str, DEFAULT_EPS['paper']))})")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
+
+import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
+
+import autoattack  # noqa: E402
+import gradient_attacks  # noqa: E402
+from data import attack_subset, load_data  # noqa: E402
+from gradient_attacks import LOSSES, STUDY_EPS  # noqa: E402
+from model import get_base_model, predict_labels  # noqa: E402
+from outcome_store import OutcomeStore, array_fingerprint, model_fingerprint  # noqa: E402
+from reporting import accuracy_ci, error_bars, format_acc, pyplot, save_figure, write_table  # noqa: E402
 
 HEADLINE_EPS = 0.1       # the L-inf budget of every headline robust accuracy
+OUTCOMES = OutcomeStore()   # where Target.outcome remembers its results; off until a script turns it on
+
+
+def remember_outcomes(folder):
+    """Store every per-image outcome under folder (results/.outcomes in a run), and
+    reuse what is there: a restarted stage redoes only what it had not finished."""
+    OUTCOMES.folder = Path(folder)
 
 METHODS = {"pgd": gradient_attacks.pgd, "fgsm_k": gradient_attacks.fgsm_k, "apgd": autoattack.apgd,
            "apgd_targeted": autoattack.apgd_targeted, "square": autoattack.square}
@@ -127,10 +157,19 @@ class Target:
         todo = np.flatnonzero(only) if only is not None else np.arange(len(y))
         if not len(todo):
             return correct
+        key = None
+        if OUTCOMES.folder is not None:
+            key = OUTCOMES.key(model_fingerprint(self.model), self.describe(), self.judged_by, attack, round(eps, 6),
+                               seed, array_fingerprint(x, y, todo))
+            stored = OUTCOMES.get(key)
+            if stored is not None and len(stored) == len(y):
+                return stored
         views = self.views if attack.gradient else (("deployed", self.model, 1),)
         for _, view, eot in views:
             x_adv = attack.run(view, x[todo], y[todo], eps, seed, eot)
             correct[todo] &= self.judge(x_adv, y[todo])
+        if key is not None:
+            OUTCOMES.put(key, correct)
         return correct
 
     def describe(self):
@@ -243,11 +282,6 @@ def transfer_examples(source, x, y, eps_grid, fgsm_k, seed):
 
 # ------------------------------------------------------------------- experiment
 
-DEFAULT_EPS = {"standard": (0.02, 0.05, 0.1, 0.15, 0.2, 0.3), "paper": (0.05, 0.1, 0.2)}
-QUICK_EPS = (0.05, 0.1, 0.2)
-L2_RADII = {"standard": (0.5, 1.0, 1.5, 2.0), "paper": (0.5, 1.0), "quick": (0.5, 1.0)}
-
-
 def run_attacks(ctx, n=None, eps_values=None):
     """The undefended base CNN under the whole suite, on n fixed test images."""
     protocol = ctx.protocol
@@ -295,15 +329,8 @@ def plot_accuracy_vs_eps(rows, title, path):
 
 
 def main():
-    parser = common_parser("Robust accuracy of the undefended base CNN under the whole attack suite "
-                           "(the sanity baseline of attacks.py).")
-    parser.add_argument("--images", type=positive_int, default=None,
-                        help="test images attacked (default: the protocol's 1,000; 200 with --quick)")
-    parser.add_argument("--eps", type=positive_float, nargs="+", default=None,
-                        help="L-inf budgets of FGSM and PGD-20 (default: "
-                             f"{' '.join(map(str, DEFAULT_EPS['standard']))}; paper protocol "
-                             f"{' '.join(map(str, DEFAULT_EPS['paper']))})")
-    args, ctx = parse_args(parser)
+    args, ctx = parse_args(build_parser())
+    remember_outcomes(ctx.results_dir / ".outcomes")
     run_attacks(ctx, args.images, args.eps)
 
 

@@ -11,19 +11,52 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-from scipy.stats import beta, binomtest, norm
-
-import attacks
-from cli import UserError, common_parser, parse_args, positive_float, positive_int, run_main
-from data import attack_subset, load_data
-from model import base_classifier, build_model, get_base_model, get_or_train, keras, tf
-from reporting import Progress, accuracy_ci, atomic_write_text, error_bars, format_acc, pyplot, save_figure, write_table
+from cli import UserError, answer_help_early, common_parser, parse_args, positive_float, positive_int, run_main
 
 ABSTAIN = -1
 SIGMAS = (0.12, 0.25, 0.5)
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 TSV_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "nA", "n")
+CERTIFY_ALPHA = 0.001   # each certificate's failure probability (Cohen et al.'s)
+
+
+def shard_argument(text):
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"use i/k, e.g. 2/4, got {text!r}") from None
+    if not 1 <= i <= k:
+        raise argparse.ArgumentTypeError(f"need 1 <= i <= k, got {text}")
+    return i, k
+
+
+def build_parser():
+    parser = common_parser("Randomized smoothing with certified L2 radii (Cohen et al. 2019).")
+    parser.add_argument("--sigmas", type=positive_float, nargs="+", default=None,
+                        help=f"noise levels (default {' '.join(map(str, SIGMAS))})")
+    parser.add_argument("--samples", type=positive_int, default=None,
+                        help="CERTIFY samples (default: 100,000 for sigma 0.25, 10,000 for the others; 1,000 with --quick)")
+    parser.add_argument("--n0", type=positive_int, default=100, help="CERTIFY samples that pick the class")
+    parser.add_argument("--alpha", type=float, default=CERTIFY_ALPHA, help="failure probability of each certificate")
+    parser.add_argument("--images", type=positive_int, default=None,
+                        help="test images to certify (default 500; 20 with --quick)")
+    parser.add_argument("--shard", type=shard_argument, default=None, help="certify block i of k only (i/k)")
+    parser.add_argument("--merge", action="store_true", help="join the shard logs, then tabulate")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train the noise CNNs again even if cached, and certify them afresh")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
+
+import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
+from scipy.stats import beta, binomtest, norm  # noqa: E402
+
+import attacks  # noqa: E402
+from data import attack_subset, load_data  # noqa: E402
+from model import base_classifier, build_model, get_base_model, get_or_train, keras, tf  # noqa: E402
+from reporting import (Progress, accuracy_ci, atomic_write_text, error_bars, format_acc, pct,  # noqa: E402
+                       pyplot, save_figure, write_table)
 
 
 # ------------------------------------------------------------------ statistics
@@ -173,16 +206,6 @@ def shard_range(indices, shard):
     return indices[(i - 1) * size:i * size]
 
 
-def shard_argument(text):
-    try:
-        i, k = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"use i/k, e.g. 2/4, got {text!r}") from None
-    if not 1 <= i <= k:
-        raise argparse.ArgumentTypeError(f"need 1 <= i <= k, got {text}")
-    return i, k
-
-
 def merge_shards(path):
     """Join path's shard logs (<stem>.shard<i>of<k>.tsv) into path, sorted by idx."""
     rows = {int(r["idx"]): r for r in read_log(path)}
@@ -210,10 +233,10 @@ def build_noise_model(protocol, sigma):
                             name=noise_model_name(protocol, sigma))
 
 
-def get_noise_model(ctx, sigma, data):
+def get_noise_model(ctx, sigma, data, retrain=False):
     """The protocol's CNN trained with Gaussian noise augmentation at sigma."""
     return get_or_train(ctx, noise_model_name(ctx.protocol, sigma), lambda: build_noise_model(ctx.protocol, sigma),
-                        data, extra={"noise_sigma": sigma})
+                        data, retrain, extra={"noise_sigma": sigma})
 
 
 def certify_log_path(results_dir, model_name, sigma, n):
@@ -291,7 +314,8 @@ def plot_curves(logs, empirical, caps, title, path):
     grid = np.linspace(0, 2.5, 101)
     for i, (sigma, rows) in enumerate(logs.items()):
         color = f"C{i}"
-        ax.plot(grid, [100 * certified_accuracy(rows, r)["acc"] for r in grid], color=color,
+        reach = grid[grid <= caps[sigma]]   # beyond the cap n samples certify nothing: no curve, not 0%
+        ax.plot(reach, [100 * certified_accuracy(rows, r)["acc"] for r in reach], color=color,
                 label=f"certified, sigma {sigma:g} ({len(rows)} images)")
         ax.axvline(caps[sigma], color=color, ls=":", lw=1)
     for j, label in enumerate(dict.fromkeys(r["model"] for r in empirical)):
@@ -339,6 +363,24 @@ def certified_table(ctx, sigma, n0, n, alpha, rows):
     return table
 
 
+def certified_pivot(table):
+    """Certified accuracy as locuslab/smoothing lays it out: one row per sigma, one column
+    per radius, '%' with its exact interval; 'n/a' beyond the largest radius that n
+    samples can certify (0% there says nothing about the classifier)."""
+    out = []
+    for sigma in dict.fromkeys(r["sigma"] for r in table):
+        rows = [r for r in table if r["sigma"] == sigma]
+        first = rows[0]
+        row = {"sigma": f"{sigma:g}", "n (CERTIFY samples)": f"{first['n_samples']:,}",
+               "largest certifiable radius": f"{first['max_certifiable_radius']:.2f}",
+               "abstains": f"{100 * first['abstain_rate']:.1f}%"}
+        for r in rows:
+            beyond = r["radius"] > first["max_certifiable_radius"]
+            row[f"r = {r['radius']:g}"] = "n/a" if beyond else pct(r)
+        out.append(row)
+    return out
+
+
 def empirical_table(ctx, data, x, y, sigma, certified_rows):
     """Empirical L2 robustness beside the certificate: the undefended CNN, the
     noise-trained CNN without smoothing, and the smoothed classifier, which must
@@ -359,7 +401,7 @@ def empirical_table(ctx, data, x, y, sigma, certified_rows):
     return empirical
 
 
-def run_certification(ctx, sigmas, n_images, n0, n, alpha, merge=False):
+def run_certification(ctx, sigmas, n_images, n0, n, alpha, merge=False, retrain=False):
     """Certify (or, with merge, join the shard logs of) every sigma; then the tables,
     the empirical attack beside the certificate, and the plot."""
     data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
@@ -367,8 +409,10 @@ def run_certification(ctx, sigmas, n_images, n0, n, alpha, merge=False):
     logs, caps, table = {}, {}, []
     for sigma in sigmas:
         n_sigma = n or default_samples(ctx.quick, sigma)
-        base = base_classifier(get_noise_model(ctx, sigma, data)[0])
+        base = base_classifier(get_noise_model(ctx, sigma, data, retrain)[0])
         path = certify_log_path(ctx.results_dir, noise_model_name(ctx.protocol, sigma), sigma, n_sigma)
+        if retrain and path.exists():   # the log certified the old model
+            path.unlink()
         if merge:
             print(f"merged {merge_shards(path)} images into {path}")
         else:
@@ -377,9 +421,12 @@ def run_certification(ctx, sigmas, n_images, n0, n, alpha, merge=False):
         logs[sigma] = [r for r in read_log(path) if int(r["idx"]) in set(indices.tolist())]
         caps[sigma] = max_certifiable_radius(n_sigma, alpha, sigma)
         table += certified_table(ctx, sigma, n0, n_sigma, alpha, logs[sigma])
-    write_table(table, ctx.results_dir / "certified_robustness",
-                title=f"Certified accuracy of the smoothed {ctx.protocol.architecture}, {ctx.protocol.name} protocol, "
-                      f"seed {ctx.seed} (exact 95% intervals; abstentions count as wrong)")
+    write_table(table, ctx.results_dir / "certified_robustness", markdown_rows=certified_pivot(table),
+                title=f"Certified accuracy (%) of the smoothed {ctx.protocol.architecture} at each L2 radius r, "
+                      f"{len(indices)} test images, {ctx.protocol.name} protocol, seed {ctx.seed}, n0 {n0}, "
+                      f"alpha {alpha:g} (exact 95% intervals; abstentions count as wrong)",
+                note="n/a: beyond the largest radius n samples can certify at this alpha (sigma x "
+                     "PhiInv(alpha^(1/n))), where every image would count as 0% whatever the classifier.")
     x, y = data.x_test[indices], data.y_test[indices]
     chosen = 0.25 if 0.25 in logs else sigmas[0]
     empirical = empirical_table(ctx, data, x, y, chosen, logs[chosen])
@@ -391,18 +438,9 @@ def run_certification(ctx, sigmas, n_images, n0, n, alpha, merge=False):
 
 
 def main():
-    parser = common_parser("Randomized smoothing with certified L2 radii (Cohen et al. 2019).")
-    parser.add_argument("--sigmas", type=positive_float, nargs="+", default=None,
-                        help=f"noise levels (default {' '.join(map(str, SIGMAS))})")
-    parser.add_argument("--samples", type=positive_int, default=None,
-                        help="CERTIFY samples (default: 100,000 for sigma 0.25, 10,000 for the others; 1,000 with --quick)")
-    parser.add_argument("--n0", type=positive_int, default=100, help="CERTIFY samples that pick the class")
-    parser.add_argument("--alpha", type=float, default=0.001, help="failure probability of each certificate")
-    parser.add_argument("--images", type=positive_int, default=None,
-                        help="test images to certify (default 500; 20 with --quick)")
-    parser.add_argument("--shard", type=shard_argument, default=None, help="certify block i of k only (i/k)")
-    parser.add_argument("--merge", action="store_true", help="join the shard logs, then tabulate")
+    parser = build_parser()
     args, ctx = parse_args(parser)
+    attacks.remember_outcomes(ctx.results_dir / ".outcomes")
     if ctx.protocol.name != "standard":
         parser.error("certification runs in the standard protocol only (the study's CNN would need about a "
                      "minute per image at n = 100,000, and the study did not certify)")
@@ -411,10 +449,12 @@ def main():
     if not 0 < args.alpha < 1:
         parser.error(f"--alpha must lie in (0, 1), got {args.alpha}")
     n_images, sigmas = args.images or (20 if ctx.quick else 500), args.sigmas or SIGMAS
+    if args.retrain and (args.shard or args.merge):
+        parser.error("--retrain cannot go with --shard or --merge: every shard must certify the same model")
     if args.shard:
         certify_shard(ctx, sigmas, n_images, args.shard, args.n0, args.samples, args.alpha)
     else:
-        run_certification(ctx, sigmas, n_images, args.n0, args.samples, args.alpha, merge=args.merge)
+        run_certification(ctx, sigmas, n_images, args.n0, args.samples, args.alpha, args.merge, args.retrain)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 become, argument types, and one-line errors instead of tracebacks."""
 import argparse
 import dataclasses
+import importlib
 import math
 import os
 import sys
@@ -71,6 +72,23 @@ def seed_int(text):
     if not 0 <= value < 2 ** 32:
         raise argparse.ArgumentTypeError(f"must be in 0 .. 2**32-1, got {text}")
     return value
+
+
+def lazy_type(module, name):
+    """An argparse type defined in a module that imports TensorFlow: the module is
+    imported when the flag is parsed, not when the parser is built, so --help stays fast."""
+    def parse(text):
+        return getattr(importlib.import_module(module), name)(text)
+    parse.__name__ = name
+    return parse
+
+
+def answer_help_early(module_name, build_parser):
+    """Print the help and exit when a script runs with -h or --help: called before the
+    script imports TensorFlow (5-7 s), so that the help answers at once. A no-op when
+    the module is imported rather than run."""
+    if module_name == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
+        build_parser().parse_args()
 
 
 def common_parser(description):

@@ -7,6 +7,7 @@ import dataclasses
 import certified_robustness as cr
 import filters
 import adversarial_training as at
+import recipes
 from model import get_base_model, load_model, model_path
 
 
@@ -60,19 +61,19 @@ def _adversarial_training(ctx, data):
     arch = ctx.protocol.architecture
     if ctx.protocol.name == "paper":
         defenses = []
-        for key, (recipe, filter_name) in at.PAPER_ROWS.items():
+        for key, (recipe, filter_name) in recipes.PAPER_ROWS.items():
             recipe = recipe.for_run(ctx.quick)
-            label = ("dual + " if filter_name else "") + f"study AT {recipe.epochs} ep b{recipe.batch_size}"
+            label = ("dual + " if filter_name else "") + recipe.label()
             defenses.append(Defense(label, "filter + adversarial training" if filter_name else "adversarial training",
                                     recipe.name(arch), lambda: at.train_paper(ctx, data), at.train_paper,
                                     filter=filter_name, paper_row=key))
         return defenses
-    return [Defense(("dual + " if recipe.filter else "") + f"{recipe.method} AT",
+    return [Defense(recipe.label(),
                     "filter + adversarial training" if recipe.filter else "adversarial training",
                     recipe.for_run(ctx.quick).name(arch),
                     lambda r=recipe: at.train_adversarially(ctx, r.for_run(ctx.quick), data),
                     lambda c, d, r=recipe: at.train_adversarially(c, r.for_run(c.quick), d))
-            for recipe in at.STANDARD_RECIPES]
+            for recipe in recipes.STANDARD_RECIPES]
 
 
 def catalogue(ctx, data):
@@ -88,7 +89,7 @@ def catalogue(ctx, data):
     else:
         defenses += [Defense(f"{f} filter", "filter", f"{arch}_{f}", lambda f=f: filters.get_filter_model(ctx, f, data),
                              lambda c, d, f=f: filters.get_filter_model(c, f, d))
-                     for f in ("median3", "dual")]
+                     for f in filters.TRAINED_BEHIND]
     defenses += _adversarial_training(ctx, data)
     if not paper:
         defenses += [Defense(f"smoothing sigma {sigma:g}", "randomized smoothing",
@@ -96,7 +97,7 @@ def catalogue(ctx, data):
                              lambda s=sigma: cr.get_noise_model(ctx, s, data),
                              lambda c, d, s=sigma: cr.get_noise_model(c, s, d), sigma=sigma) for sigma in cr.SIGMAS]
     if ctx.quick:
-        keep = {"undefended CNN", "dual filter", "dual filter (at prediction time)", "pgd AT", "smoothing sigma 0.25"}
+        keep = {"undefended CNN", "dual filter", "dual filter (at prediction time)", "PGD AT", "smoothing sigma 0.25"}
         defenses = [d for d in defenses if d.label in keep or d.paper_row.endswith("the final pick")]
     return defenses
 

@@ -13,17 +13,38 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
+from cli import UserError, answer_help_early, common_parser, lazy_type, parse_args, positive_float, run_main
 
-import attacks
-import filters
-from cli import UserError, common_parser, parse_args, positive_float, run_main
-from data import attack_subset, load_data, study_sample
-from defenses import Defense, catalogue, load_defenses
+
+def build_parser():
+    parser = common_parser("Evaluate every defense the same way, with sanity checks; the study's Table 4 "
+                           "beside ours under --protocol paper.")
+    parser.add_argument("--train-missing", action="store_true",
+                        help="train defenses whose model is not cached, through their technique scripts")
+    parser.add_argument("--defenses", type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
+                        default=None, help="evaluate only these defenses of the catalogue, by label or model key, "
+                                           "comma-separated (tables go to evaluation_<protocol>_subset.*)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="evaluate this Keras file instead (28x28x1 inputs in [0, 1], 10 logits or probabilities)")
+    parser.add_argument("--sigma", type=positive_float, default=0.0,
+                        help="with --model: judge and attack the smoothed classifier around it at this noise level")
+    parser.add_argument("--filter", type=lazy_type("filters", "filter_argument"), default=None,
+                        help="with --model: put this input filter in front of it (dual, median3, bits3, ...)")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
+
+import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
+
+import attacks  # noqa: E402
+import filters  # noqa: E402
+from data import attack_subset, load_data, study_sample  # noqa: E402
+from defenses import Defense, catalogue, load_defenses  # noqa: E402
 from evaluation_report import (find, fixed_images, mia_results, paper_table, plot_eps, plot_pareto, plot_privacy,
                                summary_row, table4_note, write_digest, write_summary)
-from model import keras, library_versions, model_path
-from reporting import Progress, accuracy_ci, atomic_write_text, write_table
+from model import keras, library_versions, model_path  # noqa: E402
+from reporting import Progress, accuracy_ci, atomic_write_text, write_table  # noqa: E402
 
 UNBOUNDED_MAX_ACC = 0.05    # an eps = 1 attack that leaves more than this correct is not working
 
@@ -92,6 +113,41 @@ def beyond_noise(weaker, stronger):
     """The stronger attack leaves fewer images than the weaker by more than half the
     weaker's 95% interval: a difference the interval does not explain."""
     return weaker["acc"] - stronger["acc"] > (weaker["ci_high"] - weaker["ci_low"]) / 2
+
+
+CHECK_MEANINGS = {  # what a failed check says about the evaluation (Carlini et al. 2019)
+    "accuracy falls with eps": "a larger budget left more images: the attack is not finding what exists",
+    "unbounded attack reaches ~0%": "an attack allowed to change the whole image still fails: gradients are "
+                                    "masked or the attack is broken",
+    "PGD no weaker than FGSM": "many steps did worse than one: the gradient misleads (masking)",
+    "PGD-20 converged (AutoAttack no stronger beyond noise)": "PGD-20 alone overstates robustness; the worst case, "
+                                                             "which includes AutoAttack, does not",
+    "black-box no stronger than white-box": "Square found what the gradient attacks missed: gradients are masked",
+    "adaptive no weaker than transfer": "the attack through the defense is weaker than one crafted without it: "
+                                        "its gradient is unusable (BPDA/EOT needed)",
+    "adaptive views complete": "a filter without its BPDA view or a randomized layer without EOT: the adaptive "
+                               "attacks are incomplete",
+}
+
+
+def checks_markdown(check_rows):
+    """The checks as a reader wants them: one line per defense that fails one, with what
+    the failure means, or one sentence that every check passes."""
+    failures = [(r["defense"], [(c, v[len("FAIL ("):-1]) for c, v in r.items() if c in CHECK_MEANINGS
+                                and v.startswith("FAIL")]) for r in check_rows]
+    failures = [(label, failed) for label, failed in failures if failed]
+    n_defenses = len(check_rows)
+    if not failures:
+        return (f"Every check passes for all {n_defenses} defenses ({len(CHECK_MEANINGS)} checks each; "
+                "the details are in the CSV).")
+    lines = [f"{len(failures)} of {n_defenses} defenses fail a check; every other check passes (details in the "
+             "CSV).", ""]
+    for label, failed in failures:
+        lines.append(f"- **{label}**: " + "; ".join(f"{check} fails ({detail})" for check, detail in failed))
+    lines += ["", "What a failure means:", ""]
+    lines += [f"- *{check}*: {CHECK_MEANINGS[check]}."
+              for check in dict.fromkeys(c for _, failed in failures for c, _ in failed)]
+    return "\n".join(lines)
 
 
 def sanity_checks(rows, settings, missing_views=(), fgsm_k="FGSM-k"):
@@ -260,7 +316,8 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
         out = ctx.results_dir / f"evaluation_{Path(user_model).stem}"
         write_table(long_rows, out, title=f"{evaluated[0][0].label}, evaluated like every defense of the "
                     f"{protocol.name} protocol (seed {ctx.seed}; exact 95% intervals)")
-        write_table(check_rows, f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019) of {user_model}")
+        write_table(check_rows, f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019) of {user_model}",
+                    markdown_body=checks_markdown(check_rows))
         print(f"wrote {out}.csv, {out}.md, {out}_checks.md ({time.time() - start:.0f} s)")
         return
     defenses = load_defenses(ctx.models_dir, pick_defenses(every, wanted) if wanted else every, train_missing)
@@ -272,7 +329,8 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
     out = ctx.results_dir / (f"evaluation_{protocol.name}" + ("_subset" if wanted else ""))
     tag = f"{protocol.name} protocol, seed {ctx.seed}"
     write_table(long_rows, out, title=f"Uniform evaluation, {tag}: every measurement (exact 95% intervals)")
-    write_table(check_rows, f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019), {tag}")
+    write_table(check_rows, f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019), {tag}",
+                    markdown_body=checks_markdown(check_rows))
     write_table(summary, f"{out}_summary",
                 title=f"Every defense at a glance, {tag}: accuracy % [95% interval]; clean on "
                       f"{len(data.y_test)} test images, attacks on {settings.n_attack} fixed test images "
@@ -296,20 +354,9 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
 
 
 def main():
-    parser = common_parser("Evaluate every defense the same way, with sanity checks; the study's Table 4 "
-                           "beside ours under --protocol paper.")
-    parser.add_argument("--train-missing", action="store_true",
-                        help="train defenses whose model is not cached, through their technique scripts")
-    parser.add_argument("--defenses", type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
-                        default=None, help="evaluate only these defenses of the catalogue, by label or model key, "
-                                           "comma-separated (tables go to evaluation_<protocol>_subset.*)")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="evaluate this Keras file instead (28x28x1 inputs in [0, 1], 10 logits or probabilities)")
-    parser.add_argument("--sigma", type=positive_float, default=0.0,
-                        help="with --model: judge and attack the smoothed classifier around it at this noise level")
-    parser.add_argument("--filter", type=filters.filter_argument, default=None,
-                        help="with --model: put this input filter in front of it (dual, median3, bits3, ...)")
+    parser = build_parser()
     args, ctx = parse_args(parser)
+    attacks.remember_outcomes(ctx.results_dir / ".outcomes")
     if (args.sigma or args.filter) and not args.model:
         raise UserError("--sigma and --filter apply to --model only")
     run_evaluation(ctx, args.train_missing, args.defenses, args.model, args.sigma, args.filter)

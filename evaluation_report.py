@@ -59,9 +59,16 @@ def study_mia_accuracy(results_dir, model_name):
 # ------------------------------------------------------------------------ tables
 
 def certified_at(results_dir, defense, radius):
-    """Certified accuracy at an L2 radius from certified_robustness.py's log (largest n)."""
+    """Certified accuracy at an L2 radius from certified_robustness.py's log (largest n),
+    as '%' with its interval; 'n/a' beyond the largest radius that n samples can
+    certify; '' for a defense that certifies nothing."""
     log = cr.largest_certify_log(results_dir, defense.name, defense.sigma) if defense.sigma else None
-    return cr.certified_accuracy(cr.read_log(log), radius) if log else None
+    if not log:
+        return ""
+    rows = cr.read_log(log)
+    if rows and radius > cr.max_certifiable_radius(int(rows[0]["n"]), cr.CERTIFY_ALPHA, defense.sigma):
+        return "n/a"
+    return pct(cr.certified_accuracy(rows, radius))
 
 
 def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
@@ -78,7 +85,7 @@ def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
            f"worst case @{HEADLINE_EPS:g}": pct(find(rows, "worst case", HEADLINE_EPS, fixed))}
     for radius in settings.l2_radii:
         row[f"L2 PGD @{radius:g}"] = pct(find(rows, "L2 PGD-20", radius, fixed))
-        row[f"certified @{radius:g}"] = pct(certified_at(results_dir, defense, radius))
+        row[f"certified @{radius:g}"] = certified_at(results_dir, defense, radius)
     row.update({"MIA loss AUC": fmt(mia_cell("loss", "auc")), "RMIA AUC": fmt(mia_cell(mia.HEADLINE_ATTACK, "auc")),
                 "RMIA TPR@1%FPR": fmt(mia_cell(mia.HEADLINE_ATTACK, "tpr_at_1%_fpr")),
                 "study-rule MIA acc": fmt(mia_cell("study", "accuracy")),
@@ -341,8 +348,8 @@ def findings(results_dir):
                    f"it: at L-inf {eps} it keeps {percent(dual[worst])} of 1,000 test images under the worst "
                    f"case of our attacks (undefended CNN: {percent(base[worst])}), although FGSM-k crafted "
                    f"without the filter, as the study attacked it, leaves {percent(dual['FGSM-k transfer'])}.")
-    if {"pgd AT", "fgsm AT"} <= set(summary):
-        pgd, fgsm = summary["pgd AT"], summary["fgsm AT"]
+    if {"PGD AT", "FGSM AT"} <= set(summary):
+        pgd, fgsm = summary["PGD AT"], summary["FGSM AT"]
         out.append(f"PGD adversarial training is the defense that holds: {percent(pgd[worst])} at L-inf {eps} "
                    f"for a clean accuracy of {percent(pgd['clean (test set)'])}; FGSM training without a random "
                    f"start collapses to {percent(fgsm[worst])}.")

@@ -176,6 +176,11 @@ FILTERS = {
 }
 
 
+# the filters the standard protocol trains a CNN behind (its catalogue's filter defenses);
+# the filter study puts every other filter in front of the undefended CNN only
+TRAINED_BEHIND = ("median3", "dual")
+
+
 def make_filter(name):
     """A filter layer by name: one of FILTERS, or medianK / bitsK / jpegQ / rotateD."""
     if name in FILTERS:
@@ -240,8 +245,8 @@ def target(model):
     return Target(lambda x, y: predict_labels(model, x) == y, tuple(attack_views(model)), model)
 
 
-def get_filter_model(ctx, filter_name, data=None):
+def get_filter_model(ctx, filter_name, data=None, retrain=False):
     """The protocol's CNN trained with the filter in place (cached in models/)."""
     name = f"{ctx.protocol.architecture}_{filter_name}"
     return get_or_train(ctx, name, lambda: with_filter(make_filter(filter_name), build_model(ctx.protocol), name),
-                        data, extra={"filter": filter_name})
+                        data, retrain, extra={"filter": filter_name})

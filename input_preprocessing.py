@@ -1,20 +1,39 @@
 """The filter study: the study's "median filter only" row reproduced (paper protocol),
-then every filter of filters.py attacked adaptively, trained behind the filter and put
-in front of the undefended CNN at test time (standard protocol).
+then every filter of filters.py attacked adaptively, put in front of the undefended CNN
+at test time, and for the catalogue's filters (filters.TRAINED_BEHIND: median3, dual)
+also with a CNN trained behind it (standard protocol).
 
     python input_preprocessing.py [--protocol standard|paper] [--filters dual median3 ...] [--quick]
 """
 import time
 
-import numpy as np
+from cli import answer_help_early, common_parser, lazy_type, parse_args, run_main
 
-import attacks
-import filters
-from cli import common_parser, parse_args, run_main
-from data import CLASS_NAMES, STUDY_TABLE4, attack_subset, load_data, paper_samples
-from filters import FILTERS, bpda_view, filter_argument, filter_layers, get_filter_model, make_filter, with_filter
-from model import get_base_model, predict_labels, tf
-from reporting import accuracy_ci, format_acc, pct, pyplot, save_figure, write_table
+# the named filters of filters.py that the standard experiment evaluates
+STANDARD_FILTERS = ("dual", "median2", "median3", "gaussian", "bits3", "jpeg90", "rotate10")
+
+
+def build_parser():
+    parser = common_parser("The study's filter defenses, reproduced (paper protocol) and "
+                           "attacked adaptively (standard protocol).")
+    parser.add_argument("--filters", nargs="+", type=lazy_type("filters", "filter_argument"), default=None,
+                        help=f"filters to evaluate (standard protocol; default: {' '.join(STANDARD_FILTERS)}; "
+                             "also medianK, bitsK, jpegQ, rotateD)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train the CNNs behind the filters again even if cached (standard protocol)")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
+
+import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
+
+import attacks  # noqa: E402
+import filters  # noqa: E402
+from data import CLASS_NAMES, STUDY_TABLE4, attack_subset, load_data, paper_samples  # noqa: E402
+from filters import bpda_view, filter_layers, get_filter_model, make_filter, with_filter  # noqa: E402
+from model import get_base_model, predict_labels, tf  # noqa: E402
+from reporting import accuracy_ci, format_acc, pct, pyplot, save_figure, write_table  # noqa: E402
 
 
 # ------------------------------------------------------------------ experiment
@@ -51,7 +70,7 @@ def evaluate_filter_model(model, filter_name, variant, data, idx, transfer, *, p
     return rows
 
 
-def standard_rows(ctx, data, filter_names):
+def standard_rows(ctx, data, filter_names, retrain=False):
     """Rows of the undefended CNN and of every filter, trained behind it and put in
     front of the undefended CNN at test time; and the attacked images with their
     transfer examples (for the example plot)."""
@@ -66,8 +85,9 @@ def standard_rows(ctx, data, filter_names):
     rows = evaluate_filter_model(base, "none", "undefended", data, idx, transfer, **settings)
     for filter_name in filter_names:
         start = time.time()
-        trained, _ = get_filter_model(ctx, filter_name, data)
-        rows += evaluate_filter_model(trained, filter_name, "trained", data, idx, transfer, **settings)
+        if filter_name in filters.TRAINED_BEHIND:
+            trained, _ = get_filter_model(ctx, filter_name, data, retrain)
+            rows += evaluate_filter_model(trained, filter_name, "trained", data, idx, transfer, **settings)
         test_time = with_filter(make_filter(filter_name), base)
         rows += evaluate_filter_model(test_time, filter_name, "test-time", data, idx, transfer, **settings)
         print(f"  {filter_name}: {time.time() - start:.0f} s")
@@ -205,11 +225,12 @@ def run_paper(ctx):
     print(f"wrote {stem}.csv, {stem}.md and plots in {ctx.results_dir}")
 
 
-def run_standard(ctx, filter_names=None):
-    """Every filter, trained behind and put in front at test time, attacked adaptively."""
+def run_standard(ctx, filter_names=None, retrain=False):
+    """Every filter put in front at test time (and, for filters.TRAINED_BEHIND, trained
+    behind), attacked adaptively."""
     data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
-    filter_names = filter_names or (["dual", "bits3"] if ctx.quick else list(FILTERS))
-    rows, (x, y, transfer) = standard_rows(ctx, data, filter_names)
+    filter_names = filter_names or (["dual", "bits3"] if ctx.quick else list(STANDARD_FILTERS))
+    rows, (x, y, transfer) = standard_rows(ctx, data, filter_names, retrain)
     stem = ctx.results_dir / "input_preprocessing_standard"
     write_table(rows, stem, title=f"Filter defenses, standard protocol, seed {ctx.seed} "
                 "(exact 95% intervals; 'how' names the adaptive attacks combined per image; FGSM-k and PGD "
@@ -220,7 +241,8 @@ def run_standard(ctx, filter_names=None):
     plot_accuracy_vs_eps(rows, "Filter defenses: PGD-20 transfer (dashed) vs the worst case of the suite "
                          "(solid)", f"{stem}_eps.png")
     example_filter = "dual" if "dual" in filter_names else filter_names[0]
-    defended = get_filter_model(ctx, example_filter, data)[0]
+    defended = (get_filter_model(ctx, example_filter, data)[0] if example_filter in filters.TRAINED_BEHIND
+                else with_filter(make_filter(example_filter), get_base_model(ctx, data)[0]))
     x_adaptive = attacks.SUITE["PGD-20"].run(bpda_view(defended), x, y, attacks.HEADLINE_EPS, ctx.seed)
     x_transfer = next(x_adv for label, eps, x_adv in transfer if label == "PGD-20 transfer"
                       and eps == attacks.HEADLINE_EPS)
@@ -231,16 +253,13 @@ def run_standard(ctx, filter_names=None):
 
 
 def main():
-    parser = common_parser("The study's filter defenses, reproduced (paper protocol) and "
-                           "attacked adaptively (standard protocol).")
-    parser.add_argument("--filters", nargs="+", type=filter_argument, default=None,
-                        help=f"filters to evaluate (standard protocol; default: {' '.join(FILTERS)}; "
-                             "also medianK, bitsK, jpegQ, rotateD)")
+    parser = build_parser()
     args, ctx = parse_args(parser)
+    attacks.remember_outcomes(ctx.results_dir / ".outcomes")
     if ctx.protocol.name == "paper":
         run_paper(ctx)
     else:
-        run_standard(ctx, args.filters)
+        run_standard(ctx, args.filters, args.retrain)
 
 
 if __name__ == "__main__":

@@ -13,16 +13,46 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
+from cli import UserError, answer_help_early, common_parser, parse_args, run_main
 
-import attacks
-import filters
-import membership_attacks as ma
-from cli import UserError, common_parser, parse_args, run_main
-from data import Data, load_data
-from defenses import catalogue, load_defenses
-from model import get_base_model, predict_logits, tf
-from reporting import Progress, pyplot, save_figure, write_table
+
+def nonnegative_even(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0 or value % 2:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive even number, got {text}")
+    return value
+
+
+def build_parser():
+    parser = common_parser("Membership inference against every defense of a protocol whose model is cached, "
+                           "calibrated on reference models trained with each defense's own recipe.")
+    parser.add_argument("--references", type=nonnegative_even, default=2,
+                        help="reference models per defense, in pairs trained on complementary halves of the pool "
+                             "(0: the attacks that need none only)")
+    parser.add_argument("--match-all", action="store_true",
+                        help="train references for every defense, the paper protocol's adversarial training too")
+    parser.add_argument("--members", type=int, default=None,
+                        help="members and non-members evaluated (default 2,000, the study's; 200 with --quick)")
+    parser.add_argument("--adversarial-queries", action="store_true",
+                        help="query with the suite's PGD-10 examples at L-inf 0.1 (Song et al.), the undefended "
+                             "and adversarially trained models only, threshold attacks only")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
+
+import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
+
+import attacks  # noqa: E402
+import filters  # noqa: E402
+import membership_attacks as ma  # noqa: E402
+from data import Data, load_data  # noqa: E402
+from defenses import catalogue, load_defenses  # noqa: E402
+from model import get_base_model, predict_logits, tf  # noqa: E402
+from reporting import Progress, pyplot, save_figure, write_table  # noqa: E402
 
 STUDY_THRESHOLD = 0.9999
 NOISY_QUERIES = 32          # a smoothed classifier answers with its mean softmax over this many draws
@@ -479,29 +509,8 @@ def run_membership_inference(ctx, n, k, match_all=False, adversarial=False):
           + f" ({time.time() - start:.0f} s)")
 
 
-def nonnegative_even(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0 or value % 2:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive even number, got {text}")
-    return value
-
-
 def main():
-    parser = common_parser("Membership inference against every defense of a protocol whose model is cached, "
-                           "calibrated on reference models trained with each defense's own recipe.")
-    parser.add_argument("--references", type=nonnegative_even, default=2,
-                        help="reference models per defense, in pairs trained on complementary halves of the pool "
-                             "(0: the attacks that need none only)")
-    parser.add_argument("--match-all", action="store_true",
-                        help="train references for every defense, the paper protocol's adversarial training too")
-    parser.add_argument("--members", type=int, default=None,
-                        help="members and non-members evaluated (default 2,000, the study's; 200 with --quick)")
-    parser.add_argument("--adversarial-queries", action="store_true",
-                        help="query with the suite's PGD-10 examples at L-inf 0.1 (Song et al.), the undefended "
-                             "and adversarially trained models only, threshold attacks only")
+    parser = build_parser()
     args, ctx = parse_args(parser)
     n = args.members or (200 if ctx.quick else 2000)
     if n <= 0:

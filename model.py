@@ -16,9 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import UserError, common_parser, parse_args, run_main
+from cli import UserError, answer_help_early, common_parser, parse_args, run_main
 from data import load_data
 from reporting import accuracy_ci, atomic_write_text, format_acc, pyplot, save_figure, write_table
+
+
+def build_parser():
+    parser = common_parser("Train (or load) and test the protocol's undefended base CNN.")
+    parser.add_argument("--retrain", action="store_true", help="ignore the cached model")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
 
 
 def _import_tensorflow_quietly():
@@ -309,9 +318,7 @@ def run_base_model(ctx, retrain=False):
 
 
 def main():
-    parser = common_parser("Train (or load) and test the protocol's undefended base CNN.")
-    parser.add_argument("--retrain", action="store_true", help="ignore the cached model")
-    args, ctx = parse_args(parser)
+    args, ctx = parse_args(build_parser())
     run_base_model(ctx, retrain=args.retrain)
 
 

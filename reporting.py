@@ -55,10 +55,11 @@ def _cell(value):
     return str(value)
 
 
-def write_table(rows, path_stem, title=None, note=None, markdown_rows=None):
+def write_table(rows, path_stem, title=None, note=None, markdown_rows=None, markdown_body=None):
     """Write rows (a list of dicts with the same keys) as <stem>.csv and <stem>.md;
     a note, if given, is a paragraph under the Markdown table. markdown_rows, if given,
-    are what the Markdown shows instead (a formatted digest of the CSV's rows)."""
+    are what the Markdown table shows instead (a formatted digest of the CSV's rows);
+    markdown_body, if given, replaces the table with that text."""
     path_stem = str(path_stem)   # not Path.with_suffix: a stem like "..._eps0.1" has a dot of its own
     columns = list(rows[0].keys()) if rows else []
     buffer = io.StringIO()
@@ -70,8 +71,11 @@ def write_table(rows, path_stem, title=None, note=None, markdown_rows=None):
         rows = markdown_rows
         columns = list(rows[0].keys()) if rows else []
     lines = [f"# {title}", ""] if title else []
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    if markdown_body is not None:
+        lines.append(markdown_body.rstrip())
+    else:
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
     lines += ["", note.strip()] if note else []
     atomic_write_text(f"{path_stem}.md", "\n".join(lines) + "\n")
 

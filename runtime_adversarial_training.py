@@ -6,14 +6,42 @@ the trainer are in adversarial_training.py.
     python runtime_adversarial_training.py [--protocol standard|paper] [--quick] [--retrain]
     python runtime_adversarial_training.py --method pgd --eps 0.1 --epochs 10 [--filter dual] [--init NAME]
 """
-import attacks
-import filters
-from adversarial_training import (METHODS, PAPER_ROWS, STANDARD_RECIPES, Recipe, paper_model, train_adversarially,
-                                  train_paper)
-from cli import common_parser, parse_args, positive_float, positive_int, run_main
-from data import STUDY_TABLE4, attack_subset, load_data, paper_samples
-from model import get_base_model, predict_labels
-from reporting import accuracy_ci, error_bars, format_acc, pyplot, save_figure, write_table
+from cli import answer_help_early, common_parser, lazy_type, parse_args, positive_float, positive_int, run_main
+from recipes import METHODS, PAPER_ROWS, STANDARD_RECIPES, Recipe
+
+RECIPE_FLAGS = ("eps", "epochs", "batch_size", "steps", "clean_weight", "beta", "filter", "init")
+
+
+def build_parser():
+    default = Recipe("pgd")
+    parser = common_parser("Adversarial training with examples generated per batch: the study's "
+                           "version and the methods an expert compares it with.")
+    parser.add_argument("--method", choices=METHODS, default=None,
+                        help="train and evaluate one recipe (default: the protocol's whole experiment)")
+    parser.add_argument("--retrain", action="store_true", help="train again even if the model is cached")
+    recipe = parser.add_argument_group("the recipe of --method (only with --method)")
+    recipe.add_argument("--eps", type=positive_float, help=f"L-inf training budget (default: {default.eps:g})")
+    recipe.add_argument("--epochs", type=positive_int, help=f"training epochs (default: {default.epochs})")
+    recipe.add_argument("--batch-size", type=positive_int, help=f"batch size (default: {default.batch_size})")
+    recipe.add_argument("--steps", type=positive_int, help=f"PGD/TRADES inner steps (default: {default.steps})")
+    recipe.add_argument("--clean-weight", type=float,
+                        help="fgsm/pgd: weight of the clean loss, 0..1 (default: 0, adversarial only)")
+    recipe.add_argument("--beta", type=positive_float, help=f"TRADES trade-off (default: {default.beta:g})")
+    recipe.add_argument("--filter", type=lazy_type("filters", "filter_argument"),
+                        help="input filter in front, e.g. dual (default: none)")
+    recipe.add_argument("--init", help="fine-tune this model from --models-dir, name without .keras "
+                                       "(default: a fresh CNN; the study's method fine-tunes the base CNN)")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
+
+import attacks  # noqa: E402 (the imports below load TensorFlow: after --help)
+import filters  # noqa: E402
+from adversarial_training import paper_model, train_adversarially, train_paper  # noqa: E402
+from data import STUDY_TABLE4, attack_subset, load_data, paper_samples  # noqa: E402
+from model import get_base_model, predict_labels  # noqa: E402
+from reporting import accuracy_ci, error_bars, format_acc, pyplot, save_figure, write_table  # noqa: E402
 
 
 def acc_row(**fields):
@@ -75,7 +103,7 @@ def evaluate_standard(ctx, data, recipes, retrain=False):
     for recipe in recipes:
         model, sidecar = train_adversarially(ctx, recipe, data, retrain)
         name = recipe.name(ctx.protocol.architecture)
-        logs[name] = sidecar.get("epoch_log", [])
+        logs[recipe.label()] = sidecar.get("epoch_log", [])
         common = dict(protocol="standard", model=name, method=recipe.method, filter=recipe.filter or "none",
                       train_eps=recipe.eps, seconds_per_epoch=sidecar.get("seconds_per_epoch"),
                       collapsed_at_epoch=sidecar.get("collapsed_at_epoch") or "")
@@ -157,29 +185,10 @@ def run_standard(ctx, retrain=False):
     write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_standard", clean_vs_robust=True)
 
 
-RECIPE_FLAGS = ("eps", "epochs", "batch_size", "steps", "clean_weight", "beta", "filter", "init")
-
-
 def main():
-    default = Recipe("pgd")
-    parser = common_parser("Adversarial training with examples generated per batch: the study's "
-                           "version and the methods an expert compares it with.")
-    parser.add_argument("--method", choices=METHODS, default=None,
-                        help="train and evaluate one recipe (default: the protocol's whole experiment)")
-    parser.add_argument("--retrain", action="store_true", help="train again even if the model is cached")
-    recipe = parser.add_argument_group("the recipe of --method (only with --method)")
-    recipe.add_argument("--eps", type=positive_float, help=f"L-inf training budget (default: {default.eps:g})")
-    recipe.add_argument("--epochs", type=positive_int, help=f"training epochs (default: {default.epochs})")
-    recipe.add_argument("--batch-size", type=positive_int, help=f"batch size (default: {default.batch_size})")
-    recipe.add_argument("--steps", type=positive_int, help=f"PGD/TRADES inner steps (default: {default.steps})")
-    recipe.add_argument("--clean-weight", type=float,
-                        help="fgsm/pgd: weight of the clean loss, 0..1 (default: 0, adversarial only)")
-    recipe.add_argument("--beta", type=positive_float, help=f"TRADES trade-off (default: {default.beta:g})")
-    recipe.add_argument("--filter", type=filters.filter_argument,
-                        help="input filter in front, e.g. dual (default: none)")
-    recipe.add_argument("--init", help="fine-tune this model from --models-dir, name without .keras "
-                                       "(default: a fresh CNN; the study's method fine-tunes the base CNN)")
+    parser = build_parser()
     args, ctx = parse_args(parser)
+    attacks.remember_outcomes(ctx.results_dir / ".outcomes")
     given = {flag: getattr(args, flag) for flag in RECIPE_FLAGS if getattr(args, flag) is not None}
     if given and not args.method:
         parser.error(f"--{next(iter(given)).replace('_', '-')} sets a recipe: it needs --method")

@@ -10,12 +10,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cli import answer_help_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
+
+
+def build_parser():
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=positive_int, default=60, help="training batches timed per method")
+    parser.add_argument("--repeats", type=positive_int, default=2, help="timed runs; the fastest counts")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
+
 import numpy as np  # noqa: E402
 
-from cli import common_parser, parse_args, positive_int, run_main  # noqa: E402
 from data import PROTOCOLS, load_data  # noqa: E402
 from model import build_standard_cnn, compile_model, keras, tf  # noqa: E402
 import adversarial_training as at  # noqa: E402
+from recipes import Recipe  # noqa: E402
 from reporting import write_table  # noqa: E402
 from timing import bare_gradients, best_time  # noqa: E402
 
@@ -23,9 +35,7 @@ BATCH = 128
 
 
 def main():
-    parser = common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=positive_int, default=60, help="training batches timed per method")
-    parser.add_argument("--repeats", type=positive_int, default=2, help="timed runs; the fastest counts")
+    parser = build_parser()
     args, ctx = parse_args(parser)
     protocol = PROTOCOLS["standard"]
     data = load_data(protocol, ctx.data_dir)
@@ -37,8 +47,8 @@ def main():
     def one_pass(fit):
         return lambda: fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
 
-    for recipe in (at.Recipe("fgsm"), at.Recipe("fgsm-rs"), at.Recipe("pgd", steps=7),
-                   at.Recipe("trades", steps=7)):
+    for recipe in (Recipe("fgsm"), Recipe("fgsm-rs"), Recipe("pgd", steps=7),
+                   Recipe("trades", steps=7)):
         trainer = at.AdversarialTrainer(build_standard_cnn(), recipe, seed=0)
         trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
         seconds, _ = best_time(one_pass(trainer.fit), args.repeats)

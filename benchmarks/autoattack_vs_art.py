@@ -11,10 +11,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+from cli import UserError, answer_help_early, common_parser, parse_args, positive_float, positive_int, run_main  # noqa: E402
+
+
+def build_parser():
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None,
+                        help="a cached model of --models-dir, by name (default: the protocol's base CNN; a robust one, "
+                             "e.g. standard_cnn_at-pgd_eps0.1, makes Square run its whole budget)")
+    parser.add_argument("--images", type=positive_int, default=1000, help="test images attacked")
+    parser.add_argument("--eps", type=positive_float, default=None,
+                        help="L-inf budget (default: attacks.HEADLINE_EPS, the budget of the headline figures)")
+    parser.add_argument("--batch-size", type=positive_int, default=500, help="images per batch, ours and ART's")
+    parser.add_argument("--repeats", type=positive_int, default=1, help="timed runs after a warm-up; the fastest counts")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
+
+import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
 
 import attacks  # noqa: E402
-from cli import UserError, common_parser, parse_args, positive_float, positive_int, run_main  # noqa: E402
 from data import attack_subset, load_data  # noqa: E402
 from model import get_base_model, keras, load_model, predict_labels, tf  # noqa: E402
 from reporting import accuracy_ci, format_acc, write_table  # noqa: E402
@@ -26,15 +43,9 @@ def no_warmup():
 
 
 def main():
-    parser = common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None,
-                        help="a cached model of --models-dir, by name (default: the protocol's base CNN; a robust one, "
-                             "e.g. standard_cnn_at-pgd_eps0.1, makes Square run its whole budget)")
-    parser.add_argument("--images", type=positive_int, default=1000, help="test images attacked")
-    parser.add_argument("--eps", type=positive_float, default=attacks.HEADLINE_EPS, help="L-inf budget")
-    parser.add_argument("--batch-size", type=positive_int, default=500, help="images per batch, ours and ART's")
-    parser.add_argument("--repeats", type=positive_int, default=1, help="timed runs after a warm-up; the fastest counts")
+    parser = build_parser()
     args, ctx = parse_args(parser)
+    args.eps = args.eps or attacks.HEADLINE_EPS
     from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
     from art.estimators.classification import TensorFlowV2Classifier
     import art

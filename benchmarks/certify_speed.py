@@ -11,10 +11,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cli import answer_help_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
+
+
+def build_parser():
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--images", type=positive_int, default=5, help="test images certified")
+    parser.add_argument("--samples", type=positive_int, default=10_000, help="CERTIFY samples per image")
+    parser.add_argument("--batch-size", type=positive_int, default=1000, help="noisy samples per batch")
+    parser.add_argument("--repeats", type=positive_int, default=2, help="timed runs; the fastest counts")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
+
 import numpy as np  # noqa: E402
 
 import certified_robustness as cr  # noqa: E402
-from cli import common_parser, parse_args, positive_int, run_main  # noqa: E402
 from data import attack_subset, load_data  # noqa: E402
 from model import get_base_model, keras, tf  # noqa: E402
 from reporting import write_table  # noqa: E402
@@ -39,11 +52,7 @@ def plain_inference(base, image, samples, batch_size):
 
 
 def main():
-    parser = common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--images", type=positive_int, default=5, help="test images certified")
-    parser.add_argument("--samples", type=positive_int, default=10_000, help="CERTIFY samples per image")
-    parser.add_argument("--batch-size", type=positive_int, default=1000, help="noisy samples per batch")
-    parser.add_argument("--repeats", type=positive_int, default=2, help="timed runs; the fastest counts")
+    parser = build_parser()
     args, ctx = parse_args(parser)
     from art.estimators.certification.randomized_smoothing import TensorFlowV2RandomizedSmoothing
 

@@ -10,11 +10,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cli import answer_help_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
+
+
+def build_parser():
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--images", type=positive_int, default=10000, help="test images filtered")
+    parser.add_argument("--batch-size", type=positive_int, default=1000, help="images per TensorFlow batch")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs; the fastest counts")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
+
 import numpy as np  # noqa: E402
 from scipy.ndimage import median_filter  # noqa: E402
 
 from filters import make_filter  # noqa: E402
-from cli import common_parser, parse_args, positive_int, run_main  # noqa: E402
 from data import load_fashion_mnist, to_unit_float  # noqa: E402
 from model import tf  # noqa: E402
 from reporting import write_table  # noqa: E402
@@ -22,10 +34,7 @@ from timing import best_time  # noqa: E402
 
 
 def main():
-    parser = common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--images", type=positive_int, default=10000, help="test images filtered")
-    parser.add_argument("--batch-size", type=positive_int, default=1000, help="images per TensorFlow batch")
-    parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs; the fastest counts")
+    parser = build_parser()
     args, ctx = parse_args(parser)
     x = to_unit_float(load_fashion_mnist(ctx.data_dir)[2][:args.images])
     layer = make_filter("dual")

@@ -10,10 +10,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cli import answer_help_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
+
+
+def build_parser():
+    parser = common_parser(__doc__.splitlines()[0])
+    parser.add_argument("--images", type=positive_int, default=1000, help="test images attacked")
+    parser.add_argument("--batch-size", type=positive_int, default=500, help="images per gradient batch")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs; the fastest counts")
+    return parser
+
+
+answer_help_early(__name__, build_parser)
+
 import numpy as np  # noqa: E402
 
 import gradient_attacks as attacks  # noqa: E402
-from cli import common_parser, parse_args, positive_int, run_main  # noqa: E402
 from data import attack_subset, load_data  # noqa: E402
 from model import get_base_model, keras, predict_labels, tf  # noqa: E402
 from reporting import accuracy_ci, format_acc, write_table  # noqa: E402
@@ -23,10 +35,7 @@ EPS, STEP, STEPS = 0.1, 0.01, 20
 
 
 def main():
-    parser = common_parser(__doc__.splitlines()[0])
-    parser.add_argument("--images", type=positive_int, default=1000, help="test images attacked")
-    parser.add_argument("--batch-size", type=positive_int, default=500, help="images per gradient batch")
-    parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs; the fastest counts")
+    parser = build_parser()
     args, ctx = parse_args(parser)
     from art.attacks.evasion import ProjectedGradientDescent
     from art.estimators.classification import TensorFlowV2Classifier

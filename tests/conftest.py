@@ -50,6 +50,21 @@ QUICK_CHAIN = (("model.py",), ("attacks.py", "--images", "50", "--eps", "0.1"),
                ("evaluation.py", "--train-missing"))
 
 
+# The paper protocol's smoke run of the stages the standard chain does not cover in it.
+PAPER_QUICK_CHAIN = (("model.py",), ("membership_inference.py",))
+
+
+@pytest.fixture(scope="session")
+def paper_quick_run(tmp_path_factory, quick_data):
+    """PAPER_QUICK_CHAIN with --protocol paper, once per session (as quick_run)."""
+    root = tmp_path_factory.mktemp("paper_quick_run")
+    folders = SimpleNamespace(results=root / "results", models=root / "models", runs={})
+    for script, *flags in PAPER_QUICK_CHAIN:
+        folders.runs[script] = run_script(script, "--quick", "--protocol", "paper", *flags, "--results-dir",
+                                          folders.results, "--models-dir", folders.models)
+    return folders
+
+
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory, quick_data):
     """QUICK_CHAIN run once for the whole session into one folder: .results and .models

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import assert_one_line_error, run_script
 import adversarial_training as at
+from recipes import Recipe
 import runtime_adversarial_training
 from cli import RunContext
 from data import PROTOCOLS
@@ -24,7 +25,7 @@ def clone(model):
 @pytest.mark.parametrize("method", ["fgsm", "fgsm-rs", "pgd", "trades"])
 def test_training_steps_lower_the_methods_loss(method, small_model, attack_set):
     x, y = tf.constant(attack_set[0][:64]), tf.constant(attack_set[1][:64])
-    trainer = at.AdversarialTrainer(clone(small_model), at.Recipe(method, eps=0.1, steps=3), seed=0)
+    trainer = at.AdversarialTrainer(clone(small_model), Recipe(method, eps=0.1, steps=3), seed=0)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     x_adv = trainer.make_adversarial(x, y)
     before = float(trainer.method_loss(x, y, x_adv, training=False)[0])
@@ -36,7 +37,7 @@ def test_training_steps_lower_the_methods_loss(method, small_model, attack_set):
 
 def test_fgsm_examples_are_remade_for_every_batch_within_eps(small_model, attack_set):
     x, y = tf.constant(attack_set[0][:64]), tf.constant(attack_set[1][:64])
-    trainer = at.AdversarialTrainer(clone(small_model), at.Recipe("fgsm", eps=0.1), seed=0)
+    trainer = at.AdversarialTrainer(clone(small_model), Recipe("fgsm", eps=0.1), seed=0)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
     first = trainer.make_adversarial(x, y).numpy()
     trainer.train_on_batch(x, y)
@@ -106,14 +107,14 @@ def test_bad_arguments_end_with_one_line(argv, main_in_process):
 def test_every_recipe_setting_is_in_the_model_name():
     """A cached model is never another recipe's: a setting that differs from the
     method's defaults changes the name; the defaults keep the names the catalogue uses."""
-    assert at.Recipe("pgd").name("cnn") == "cnn_at-pgd_eps0.1"
-    assert at.Recipe("pgd", filter="dual").name("cnn") == "cnn_dual_at-pgd_eps0.1"
-    variants = [at.Recipe("pgd", epochs=30), at.Recipe("pgd", batch_size=64), at.Recipe("pgd", steps=10),
-                at.Recipe("pgd", clean_weight=0.5), at.Recipe("trades", beta=3.0), at.Recipe("pgd", init="base"),
-                at.Recipe("pgd", eps=0.2)]
+    assert Recipe("pgd").name("cnn") == "cnn_at-pgd_eps0.1"
+    assert Recipe("pgd", filter="dual").name("cnn") == "cnn_dual_at-pgd_eps0.1"
+    variants = [Recipe("pgd", epochs=30), Recipe("pgd", batch_size=64), Recipe("pgd", steps=10),
+                Recipe("pgd", clean_weight=0.5), Recipe("trades", beta=3.0), Recipe("pgd", init="base"),
+                Recipe("pgd", eps=0.2)]
     names = {recipe.name("cnn") for recipe in variants}
     assert len(names) == len(variants) and "cnn_at-pgd_eps0.1" not in names
-    assert at.Recipe("study", epochs=20, batch_size=16).name("cnn") == "cnn_at-study_20ep-b16"
+    assert Recipe("study", epochs=20, batch_size=16).name("cnn") == "cnn_at-study_20ep-b16"
 
 
 def test_quick_pgd_end_to_end(quick_run):
@@ -147,8 +148,8 @@ def test_a_snapshot_is_the_shorter_runs_model(tmp_path, quick_data):
     (tmp_path / "short").mkdir()
     for suffix in (".keras", ".json"):
         shutil.copy(tmp_path / "long" / f"standard_cnn{suffix}", tmp_path / "short")
-    at.train_adversarially(runs["long"], at.Recipe("study", epochs=3, batch_size=16, snapshots=(2,)), data)
-    shorter, _ = at.train_adversarially(runs["short"], at.Recipe("study", epochs=2, batch_size=16), data)
+    at.train_adversarially(runs["long"], Recipe("study", epochs=3, batch_size=16, snapshots=(2,)), data)
+    shorter, _ = at.train_adversarially(runs["short"], Recipe("study", epochs=2, batch_size=16), data)
     snapshot, sidecar = load_model(tmp_path / "long", "standard_cnn_at-study_2ep-b16")
     assert sidecar["snapshot_of"] == "standard_cnn_at-study_3ep-b16" and sidecar["epochs_run"] == 2
     for a, b in zip(snapshot.get_weights(), shorter.get_weights()):
@@ -158,7 +159,7 @@ def test_a_snapshot_is_the_shorter_runs_model(tmp_path, quick_data):
 
 
 def test_quick_runs_train_a_tenth_of_the_epochs():
-    recipe = at.Recipe("study", epochs=50, batch_size=16, snapshots=(20, 25))
+    recipe = Recipe("study", epochs=50, batch_size=16, snapshots=(20, 25))
     assert recipe.for_run(False) == recipe
     assert (recipe.for_run(True).epochs, recipe.for_run(True).snapshots) == (5, (2, 3))
-    assert at.Recipe("pgd").for_run(True).epochs == 1
+    assert Recipe("pgd").for_run(True).epochs == 1

@@ -46,3 +46,34 @@ def test_progress_reaches_a_log_file_before_the_script_ends():
     finally:
         proc.communicate("\n", timeout=120)
     assert proc.returncode == 0
+
+
+SCRIPTS = ("model.py", "attacks.py", "input_preprocessing.py", "runtime_adversarial_training.py",
+           "certified_robustness.py", "membership_inference.py", "evaluation.py",
+           "benchmarks/pgd_vs_art.py", "benchmarks/autoattack_vs_art.py", "benchmarks/median_filter.py",
+           "benchmarks/adversarial_training_speed.py", "benchmarks/certify_speed.py")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_answers_before_tensorflow_is_imported(script):
+    """--help is parsed before the 5-7 s TensorFlow import; every flag has help text and
+    states its default at most once."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{script!r}, '--help']\n"
+            "try:\n"
+            f"    runpy.run_path({script!r}, run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    assert e.code in (0, None), e.code\n"
+            "print('TENSORFLOW LOADED' if 'tensorflow' in sys.modules else 'no tensorflow')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("no tensorflow"), proc.stdout[-300:]
+    text = " ".join(proc.stdout.split())
+    assert "usage:" in text and "(default: None)" not in text
+    for chunk in text.split(" --")[1:]:
+        assert chunk.count("(default") <= 1, chunk
+    lines = proc.stdout.splitlines() + [""]
+    for line, after in zip(lines, lines[1:]):
+        if line.startswith("  -"):   # an option: its help on the same line (after two spaces) or the next
+            assert "  " in line.strip() or after.startswith(" " * 8), f"no help text: {line.strip()}"

@@ -254,3 +254,14 @@ def test_a_smoothed_classifier_is_judged_by_predict_on_the_randomized_subset(sma
     # PREDICT abstains where 10 noisy votes are split: clean accuracy below the vote's
     votes = predict_labels(small_model, quick_data.x_test) == quick_data.y_test
     assert report.find(rows, "clean")["acc"] < votes.mean()
+
+
+def test_the_checks_read_as_failing_lines_only():
+    every_pass = {check: "pass (ok)" for check in ev.CHECK_MEANINGS}
+    rows = [{"defense": "a", **every_pass}, {"defense": "b", **every_pass}]
+    text = ev.checks_markdown(rows)
+    assert text.startswith("Every check passes for all 2 defenses") and "\n" not in text
+    rows[1]["PGD no weaker than FGSM"] = "FAIL (PGD-20 9.0% vs FGSM 5.0%)"
+    text = ev.checks_markdown(rows)
+    assert "- **b**: PGD no weaker than FGSM fails (PGD-20 9.0% vs FGSM 5.0%)" in text
+    assert ev.CHECK_MEANINGS["PGD no weaker than FGSM"] in text and "**a**" not in text

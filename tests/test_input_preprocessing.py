@@ -4,12 +4,13 @@ import csv
 import pytest
 
 from conftest import assert_one_line_error
-import input_preprocessing
+import filters
+import input_preprocessing as ip
 
 
 @pytest.mark.parametrize("value", ["median0", "wavelet"])
 def test_bad_filter_flag_ends_with_one_line(value, main_in_process):
-    assert_one_line_error(*main_in_process(input_preprocessing, "--filters", value))
+    assert_one_line_error(*main_in_process(ip, "--filters", value))
 
 
 def test_input_preprocessing_quick_end_to_end(quick_run):
@@ -27,3 +28,9 @@ def test_input_preprocessing_quick_end_to_end(quick_run):
                  "input_preprocessing_standard_summary.md"):
         assert (quick_run.results / name).exists()
     assert (quick_run.models / "standard_cnn_dual.keras").exists()
+
+
+def test_the_experiments_filters_are_named_filters():
+    """input_preprocessing.py lists its filters above TensorFlow (for --help); each must
+    be one of filters.py's named filters."""
+    assert set(ip.STANDARD_FILTERS) <= set(filters.FILTERS)

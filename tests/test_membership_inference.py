@@ -158,7 +158,7 @@ def test_membership_inference_quick_end_to_end(quick_run):
         rows = list(csv.DictReader(f))
     assert {r["attack"] for r in rows} == set(mi.ATTACKS)
     assert {r["references"] for r in rows if r["attack"] in mi.REFERENCE_ATTACKS} == \
-        {"2 of the same recipe, each on 1,450 images (half of a 2,900-image pool)"}
+        {"2 of the same recipe, each on 1,750 images (half of a 3,500-image pool)"}
     assert {r["model"] for r in rows} == {"standard_cnn", "standard_cnn_dual", "standard_cnn_at-pgd_eps0.1_ep1",
                                           "standard_cnn_noise0.25"}
     for r in rows:  # every metric can be recomputed from the saved scores
@@ -173,3 +173,30 @@ def test_membership_inference_quick_end_to_end(quick_run):
          for a in mi.LEAKAGE_ATTACKS}
     for r in leakage:
         assert float(r["d_auc_low"]) <= float(r["d_auc"]) <= float(r["d_auc_high"])
+
+
+def test_the_paper_protocols_quick_run(paper_quick_run):
+    """`make quick` runs it: the undefended CNN and the dual filter in front of it share
+    one pair of matched references."""
+    proc = paper_quick_run.runs["membership_inference.py"]
+    assert proc.returncode == 0, proc.stderr
+    with open(paper_quick_run.results / "membership_inference_paper.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["defense"] for r in rows} == {"undefended CNN", "dual filter (at prediction time)"}
+    assert all(r["auc"] != "" for r in rows)
+    references = list((paper_quick_run.models / "references").rglob("*.keras"))
+    assert sorted(p.name for p in references) == ["paper_cnn.keras"] * 2
+
+
+def test_the_paper_protocols_adversarial_training_is_not_matched_by_default(quick_data, tmp_path):
+    """Its references would cost two fine-tuning runs of the slow CNN each: its rows say
+    so and show no reference figure, unless --match-all."""
+    ctx = RunContext(PROTOCOLS["paper"], seed=0, quick=True, models_dir=tmp_path, results_dir=tmp_path)
+    sets = mi.membership_sets(quick_data, 100)
+    pool = mi.reference_pool(quick_data, sets, 2, 0)
+    at_row = Defense("study AT 3 ep b16", "adversarial training", "m", train=None)
+    matched, why = mi.Experiment(ctx, quick_data, sets, pool, False, False).matched(at_row)
+    assert not matched and "not matched" in why and "--match-all" in why
+    assert mi.Experiment(ctx, quick_data, sets, pool, True, False).matched(at_row)[0]
+    assert mi.Experiment(ctx, quick_data, sets, pool, False, False).matched(
+        Defense("undefended CNN", "undefended", "m", train=None))[0]

@@ -32,4 +32,21 @@ def test_timed_records_each_run_and_passes_the_exit_code_through(tmp_path):
     assert [r["exit"] for r in rows] == ["0", "3"]
     assert rows[0]["command"].startswith("python -c") and float(rows[0]["wall_s"]) >= 0
     summary = (tmp_path / "run_times.md").read_text()
-    assert "latest successful run of each of the 1 commands" in summary
+    assert "Sum over the 1 stages" in summary and summary.count("| `python -c") == 1
+
+
+def test_timed_records_the_models_a_stage_trained(tmp_path):
+    """A sidecar that appears while the stage runs is a model it trained; one that was
+    there before and did not change is not."""
+    models = tmp_path / "models"
+    (models / "references" / "ref0").mkdir(parents=True)
+    (models / "old.json").write_text('{"train_seconds": 50}')
+    write = ("import json, pathlib; "
+             f"pathlib.Path({str(models / 'cnn.json')!r}).write_text(json.dumps({{'train_seconds': 90}})); "
+             f"pathlib.Path({str(models / 'references' / 'ref0' / 'cnn.json')!r}).write_text("
+             "json.dumps({'train_seconds': 30}))")
+    proc = run_script("tools/timed.py", "--results-dir", tmp_path, "--models-dir", models, sys.executable, "-c", write)
+    assert proc.returncode == 0, proc.stderr
+    row = next(csv.DictReader((tmp_path / "run_times.csv").open()))
+    assert sorted(row["models_trained"].split(";")) == ["cnn", "ref0/cnn"] and float(row["train_s"]) == 120
+    assert "| 2 (2.0) |" in (tmp_path / "run_times.md").read_text()

@@ -1,0 +1,85 @@
+"""Per-image attack outcomes, stored once and reused: which images a defense still
+classified right after one attack, keyed by everything that decides it (the defense's
+weights and configuration, how it is attacked and judged, the attack and its settings,
+the budget, the seed, the images, and the source code of the attack modules). Every
+stage that measures the same attack on the same model reads the same outcome, and a
+stage killed mid-way redoes only the attacks it had not stored."""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+# a change to any of these files changes every key: no outcome of older code is reused
+CODE = ("attacks.py", "gradient_attacks.py", "autoattack.py", "filters.py", "certified_robustness.py", "model.py")
+
+
+def _layers(model):
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found += _layers(layer)
+    return found
+
+
+def model_fingerprint(model):
+    """A hash of a Keras model's weights and of its layers' classes and configurations."""
+    digest = hashlib.sha1()
+    for weight in model.weights:
+        digest.update(np.asarray(weight).tobytes())
+    for layer in [model] + _layers(model):
+        digest.update(type(layer).__name__.encode())
+        try:
+            digest.update(json.dumps(layer.get_config(), sort_keys=True, default=str).encode())
+        except (NotImplementedError, TypeError, AttributeError):
+            pass   # a layer without a serialisable config: its class and weights still count
+    return digest.hexdigest()
+
+
+def array_fingerprint(*arrays):
+    digest = hashlib.sha1()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(str((a.dtype, a.shape)).encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def code_fingerprint(root=Path(__file__).resolve().parent):
+    digest = hashlib.sha1()
+    for name in CODE:
+        digest.update((root / name).read_bytes())
+    return digest.hexdigest()
+
+
+class OutcomeStore:
+    """Outcomes as .npy files under folder (None: remember nothing)."""
+
+    def __init__(self, folder=None):
+        self.folder = Path(folder) if folder else None
+        self._code = None
+
+    def key(self, *parts):
+        if self._code is None:
+            self._code = code_fingerprint()
+        return hashlib.sha1(json.dumps([self._code, *parts], default=str).encode()).hexdigest()
+
+    def path(self, key):
+        return self.folder / key[:2] / f"{key}.npy"
+
+    def get(self, key):
+        if self.folder is None:
+            return None
+        try:
+            return np.load(self.path(key))
+        except (OSError, ValueError):   # not stored yet, or a file cut short: measure again
+            return None
+
+    def put(self, key, outcome):
+        if self.folder is None:
+            return
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.npy")
+        np.save(tmp, np.asarray(outcome, bool))
+        tmp.replace(path)

@@ -1,0 +1,95 @@
+"""outcome_store.py through attacks.Target.outcome: an outcome measured once is read
+back, not measured again; anything that could change it (the model's weights, the
+budget, the seed, the images, the attack) misses the store; and an evaluation killed
+mid-way and restarted writes the same tables as one that ran through."""
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import attacks
+from conftest import ROOT
+from model import keras
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setattr(attacks.OUTCOMES, "folder", tmp_path / "outcomes")
+    return tmp_path / "outcomes"
+
+
+def forbid_attacks(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("attacked again: the stored outcome was not used")
+    monkeypatch.setattr(attacks.Attack, "run", refuse)
+
+
+def test_an_outcome_is_measured_once_and_anything_that_changes_it_misses(store, small_model, attack_set,
+                                                                         monkeypatch):
+    x, y = attack_set[0][:60], attack_set[1][:60]
+    target, pgd = attacks.plain_target(small_model), attacks.SUITE["PGD-10"]
+    first = target.outcome(pgd, x, y, 0.1, seed=0)
+    assert len(list(store.rglob("*.npy"))) == 1
+    other = keras.models.clone_model(small_model)
+    other.set_weights([w + 1e-3 for w in small_model.get_weights()])
+    forbid_attacks(monkeypatch)
+    np.testing.assert_array_equal(target.outcome(pgd, x, y, 0.1, seed=0), first)
+    for changed in (lambda: target.outcome(pgd, x, y, 0.05, seed=0),
+                    lambda: target.outcome(pgd, x, y, 0.1, seed=1),
+                    lambda: target.outcome(pgd, x[:30], y[:30], 0.1, seed=0),
+                    lambda: target.outcome(attacks.SUITE["PGD-20"], x, y, 0.1, seed=0),
+                    lambda: target.outcome(pgd, x, y, 0.1, seed=0, only=np.arange(60) < 30),
+                    lambda: attacks.plain_target(other).outcome(pgd, x, y, 0.1, seed=0)):
+        with pytest.raises(AssertionError, match="attacked again"):
+            changed()
+
+
+def test_without_a_store_nothing_is_remembered(small_model, attack_set, monkeypatch):
+    monkeypatch.setattr(attacks.OUTCOMES, "folder", None)
+    x, y = attack_set[0][:20], attack_set[1][:20]
+    attacks.plain_target(small_model).outcome(attacks.SUITE["FGSM"], x, y, 0.1, seed=0)
+    forbid_attacks(monkeypatch)
+    with pytest.raises(AssertionError, match="attacked again"):
+        attacks.plain_target(small_model).outcome(attacks.SUITE["FGSM"], x, y, 0.1, seed=0)
+
+
+def evaluation_command(results, models):
+    return [sys.executable, "evaluation.py", "--quick", "--defenses", "undefended CNN", "--results-dir",
+            str(results), "--models-dir", str(models)]
+
+
+def table(results):
+    with open(results / "evaluation_standard_subset.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_an_evaluation_killed_midway_resumes_to_the_same_tables(quick_run, tmp_path):
+    """Run once straight through; run again elsewhere, interrupt it once some outcomes
+    are stored, restart it: the restart reuses what was stored and its table equals the
+    uninterrupted one."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    done = subprocess.run(evaluation_command(straight, quick_run.models), cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    stored = len(list((straight / ".outcomes").rglob("*.npy")))
+    assert stored > 5
+    proc = subprocess.Popen(evaluation_command(resumed, quick_run.models), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while len(list((resumed / ".outcomes").rglob("*.npy"))) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert not (resumed / "evaluation_standard_subset.csv").exists()   # nothing half-written
+    partial = len(list((resumed / ".outcomes").rglob("*.npy")))
+    assert 3 <= partial < stored
+    again = subprocess.run(evaluation_command(resumed, quick_run.models), cwd=ROOT, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert table(resumed) == table(straight)
+    assert len(list((resumed / ".outcomes").rglob("*.npy"))) == stored
