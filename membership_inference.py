@@ -13,7 +13,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from cli import UserError, answer_help_early, common_parser, parse_args, run_main
+from cli import UserError, answer_help_early, common_parser, parse_args, positive_int, run_main
 
 
 def nonnegative_even(text):
@@ -34,7 +34,7 @@ def build_parser():
                              "(0: the attacks that need none only)")
     parser.add_argument("--match-all", action="store_true",
                         help="train references for every defense, the paper protocol's adversarial training too")
-    parser.add_argument("--members", type=int, default=None,
+    parser.add_argument("--members", type=positive_int, default=None,
                         help="members and non-members evaluated (default 2,000, the study's; 200 with --quick)")
     parser.add_argument("--adversarial-queries", action="store_true",
                         help="query with the suite's PGD-10 examples at L-inf 0.1 (Song et al.), the undefended "
@@ -513,8 +513,6 @@ def main():
     parser = build_parser()
     args, ctx = parse_args(parser)
     n = args.members or (200 if ctx.quick else 2000)
-    if n <= 0:
-        raise UserError(f"--members must be positive, got {n}")
     run_membership_inference(ctx, n, args.references, args.match_all, args.adversarial_queries)
 
 
