@@ -482,8 +482,9 @@ def run_membership_inference(ctx, n, k, match_all=False, adversarial=False):
     allowed = ", ".join(f"{int(np.floor(f * n + 1e-9))} at {100 * f:g}%" for f in LOW_FPRS)
     write_table(rows, stem, markdown_rows=markdown_rows(rows),
                 title=f"Membership inference, {protocol.name} protocol, {queries}: {n} members (first training "
-                f"images) and {n} non-members (first test images), seed {ctx.seed}; reference attacks on "
-                + (pool.describe() if pool else "no references"),
+                f"images) and {n} non-members (first test images), seed {ctx.seed}; "
+                + ("threshold attacks only" if adversarial else
+                   f"reference attacks on {pool.describe()}" if pool else "no reference models"),
                 note=f"TPR at a fixed FPR: members found / members, with its exact 95% interval, read off the full "
                 f"ROC (false positives allowed of the {n} non-members: {allowed}; the counts are in the CSV). AUC "
                 f"interval: Hanley & McNeil. Balanced accuracy: at the threshold fitted on the calibration pair "
