@@ -300,12 +300,15 @@ def tpr_text(row, fpr=LOW_FPRS[-1]):
 
 
 def markdown_rows(rows):
-    """The table as a reader wants it: one formatted cell per figure; what is the same on
-    every row goes into the caption."""
+    """The table as a reader wants it: one formatted cell per figure, and one line for
+    a defense's reference attacks when they had no references."""
     out = []
     for r in rows:
         row = {"defense": r["defense"], "attack": r["attack"]}
         if r["auc"] == "":
+            if out and out[-1]["defense"] == r["defense"] and out[-1]["AUC [95%]"] == r["references"]:
+                out[-1]["attack"] += f", {r['attack']}"
+                continue
             row.update({"AUC [95%]": r["references"], **{f"TPR at {100 * f:g}% FPR": "" for f in LOW_FPRS},
                         "balanced accuracy": ""})
         else:
