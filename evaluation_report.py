@@ -10,7 +10,8 @@ import numpy as np
 import certified_robustness as cr
 import membership_inference as mia
 from attacks import HEADLINE_EPS
-from data import STUDY_TABLE4
+from data import PROTOCOLS, STUDY_TABLE4
+from recipes import Recipe
 from reporting import (accuracy_ci, atomic_write_text, error_bars, markdown_table, pct, pyplot, save_figure,
                        write_table)
 
@@ -339,17 +340,21 @@ def percent(cell):
 def findings(results_dir):
     """The README's findings, as sentences made from the results (so no number in them
     is typed by hand); a sentence whose results are missing is left out."""
-    summary = {r["defense"]: r for r in read_rows(Path(results_dir) / "evaluation_standard_summary.csv")}
+    # by trained model, not by label: a table label may change, the model's name says what was trained
+    summary = {r["model"]: r for r in read_rows(Path(results_dir) / "evaluation_standard_summary.csv")}
+    arch = PROTOCOLS["standard"].architecture
+    base_name, dual_name, noise_name = arch, f"{arch}_dual", cr.noise_model_name(PROTOCOLS["standard"], 0.25)
+    pgd_name, fgsm_name = Recipe("pgd").name(arch), Recipe("fgsm").name(arch)
     worst, eps = f"worst case @{HEADLINE_EPS:g}", f"{HEADLINE_EPS:g}"
     out = []
-    if {"undefended CNN", "dual filter"} <= set(summary):
-        base, dual = summary["undefended CNN"], summary["dual filter"]
+    if {base_name, dual_name} <= set(summary):
+        base, dual = summary[base_name], summary[dual_name]
         out.append(f"The study's pick, the dual 2x2 median filter, does not defend against an attacker who knows "
                    f"it: at L-inf {eps} it keeps {percent(dual[worst])} of 1,000 test images under the worst "
                    f"case of our attacks (undefended CNN: {percent(base[worst])}), although FGSM-k crafted "
                    f"without the filter, as the study attacked it, leaves {percent(dual['FGSM-k transfer'])}.")
-    if {"PGD AT", "FGSM AT"} <= set(summary):
-        pgd, fgsm = summary["PGD AT"], summary["FGSM AT"]
+    if {pgd_name, fgsm_name} <= set(summary):
+        pgd, fgsm = summary[pgd_name], summary[fgsm_name]
         out.append(f"PGD adversarial training is the defense that holds: {percent(pgd[worst])} at L-inf {eps} "
                    f"for a clean accuracy of {percent(pgd['clean (test set)'])}; FGSM training without a random "
                    f"start collapses to {percent(fgsm[worst])}.")
@@ -357,8 +362,8 @@ def findings(results_dir):
         if pgd.get(aa):
             out.append(f"PGD-20 alone overstates it: it leaves {percent(pgd[f'PGD-20 @{eps}'])}, AutoAttack "
                        f"{percent(pgd[aa])}.")
-    if "smoothing sigma 0.25" in summary and summary["smoothing sigma 0.25"].get("certified @0.5"):
-        certified = percent(summary["smoothing sigma 0.25"]["certified @0.5"])
+    if summary.get(noise_name, {}).get("certified @0.5"):
+        certified = percent(summary[noise_name]["certified @0.5"])
         out.append(f"Randomized smoothing (sigma 0.25) certifies {certified} of 500 test images at L2 radius 0.5.")
     out += leakage_findings(results_dir)
     cells = read_rows(Path(results_dir) / "evaluation_paper_table4.csv")

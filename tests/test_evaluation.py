@@ -184,8 +184,9 @@ def test_the_digest_is_made_from_the_results_files(tmp_path):
     figure copied from the cell it stands for."""
     summary = [{"defense": d, "kind": "", "model": m, "clean (test set)": c, "FGSM-k transfer": t,
                 "worst case @0.1": w, "certified @0.5": ""}
-               for d, m, c, t, w in (("undefended CNN", "cnn", "92.2 [91.6, 92.7]", "1.4 [0.8, 2.3]", "0.0 [0.0, 0.4]"),
-                                     ("dual filter", "cnn_dual", "90.3 [89.7, 90.9]", "67.2 [64.2, 70.1]",
+               for d, m, c, t, w in (("undefended CNN", "standard_cnn", "92.2 [91.6, 92.7]", "1.4 [0.8, 2.3]",
+                                      "0.0 [0.0, 0.4]"),
+                                     ("dual filter", "standard_cnn_dual", "90.3 [89.7, 90.9]", "67.2 [64.2, 70.1]",
                                       "0.4 [0.1, 1.0]"))]
     write_table(summary, tmp_path / "evaluation_standard_summary")
     cells = [{"configuration": "median filter only", "model": "cnn+dual", "measure": measure, "study": study,
