@@ -302,7 +302,8 @@ def headline_rows(results_dir):
              f"AutoAttack, L-inf {HEADLINE_EPS:g}": r.get(f"AutoAttack @{HEADLINE_EPS:g}") or "-",
              f"worst case, L-inf {HEADLINE_EPS:g}": r[f"worst case @{HEADLINE_EPS:g}"],
              "certified, L2 0.5": r.get("certified @0.5") or "-",
-             "RMIA AUC": mia.auc_text(rmia.get(r["model"])), "RMIA TPR at 1% FPR": mia.tpr_text(rmia.get(r["model"]))}
+             "RMIA AUC": mia.auc_text(rmia.get(r["model"])) or "not run",
+             "RMIA TPR at 1% FPR": mia.tpr_text(rmia.get(r["model"])) or "not run"}
             for r in read_rows(Path(results_dir) / "evaluation_standard_summary.csv")]
 
 
