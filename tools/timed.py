@@ -64,14 +64,29 @@ def trained_during(before, after):
     return names, seconds
 
 
+def stage_of(command):
+    """The stage a command runs: the command without the folders it read and wrote."""
+    words, kept = command.split(), []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in ("--models-dir", "--results-dir"):
+            skip = True
+        else:
+            kept.append(word)
+    return " ".join(kept)
+
+
 def write_markdown(rows, path, speed=None):
     """One row per stage (its latest successful run, in the order the stages ran), the
     models it trained, and the sum; every run stays in the CSV."""
     latest = {}
     for r in rows:
         if r["exit"] == "0":
-            latest.pop(r["command"], None)
-            latest[r["command"]] = r
+            stage = stage_of(r["command"])
+            latest.pop(stage, None)
+            latest[stage] = r
     lines = ["# Wall time of each stage (tools/timed.py: the latest successful run of each command)", "",
              "| stage | minutes | models trained (their training minutes) | finished (UTC) | commit |",
              "|---|---|---|---|---|"]
@@ -80,7 +95,7 @@ def write_markdown(rows, path, speed=None):
         count = len(trained.split(";")) if trained else 0
         models = (f"{count} ({float(r['train_s']) / 60:.1f})" if count else
                   "none" if r.get("train_s") else "not recorded")
-        lines.append(f"| `{r['command']}` | {float(r['wall_s']) / 60:.1f} | {models} | {r['finished_utc']} | "
+        lines.append(f"| `{stage_of(r['command'])}` | {float(r['wall_s']) / 60:.1f} | {models} | {r['finished_utc']} | "
                      f"{r['commit']} |")
     total = sum(float(r["wall_s"]) for r in latest.values())
     machines = sorted({f"{r['cpus']} CPUs, GPU {r['gpu']}" for r in latest.values()})
