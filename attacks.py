@@ -38,7 +38,7 @@ import autoattack  # noqa: E402
 import gradient_attacks  # noqa: E402
 from data import attack_subset, load_data  # noqa: E402
 from gradient_attacks import LOSSES, STUDY_EPS  # noqa: E402
-from model import get_base_model, predict_labels  # noqa: E402
+from model import get_base_model, nested_layers, predict_labels  # noqa: E402
 from outcome_store import OutcomeStore, array_fingerprint, model_fingerprint  # noqa: E402
 from reporting import accuracy_ci, error_bars, format_acc, pyplot, save_figure, write_table  # noqa: E402
 
@@ -147,7 +147,7 @@ class Target:
 
     @property
     def randomized(self):
-        return any(getattr(layer, "randomized", False) for layer in _layers(self.model))
+        return any(getattr(layer, "randomized", False) for layer in nested_layers(self.model))
 
     def outcome(self, attack, x, y, eps, seed, only=None):
         """Per image, whether the defense still classifies it right after `attack`
@@ -178,24 +178,15 @@ class Target:
     def missing_adaptive_views(self):
         """What an adaptive attacker needs and the views lack: a BPDA view where a layer
         has no useful gradient, EOT where a layer is random. [] when nothing is missing."""
-        layers = _layers(self.model)
+        layers = nested_layers(self.model)
         missing = []
         if any(getattr(layer, "differentiable", True) is False for layer in layers):
-            if not any(all(getattr(layer, "bpda", False) for layer in _layers(view)
+            if not any(all(getattr(layer, "bpda", False) for layer in nested_layers(view)
                            if getattr(layer, "differentiable", True) is False) for _, view, _ in self.views):
                 missing.append("no BPDA view around a filter without a useful gradient")
         if self.randomized and not any(eot * getattr(view, "draws", 1) > 1 for _, view, eot in self.views):
             missing.append("no EOT over a randomized defense")
         return missing
-
-
-def _layers(model):
-    """Every layer of a (nested) Keras model."""
-    found = []
-    for layer in getattr(model, "layers", []):
-        found.append(layer)
-        found += _layers(layer)
-    return found
 
 
 def plain_target(model):

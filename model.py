@@ -227,6 +227,15 @@ def load_model(models_dir, name):
     return model, sidecar
 
 
+def nested_layers(model):
+    """Every layer of a (nested) Keras model, depth first."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found += nested_layers(layer)
+    return found
+
+
 def base_classifier(model):
     """The CNN inside a wrapped model (a filter or noise layer in front of it); a plain
     CNN is its own base classifier."""

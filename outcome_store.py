@@ -10,16 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from model import nested_layers
+
 # a change to any of these files changes every key: no outcome of older code is reused
 CODE = ("attacks.py", "gradient_attacks.py", "autoattack.py", "filters.py", "certified_robustness.py", "model.py")
-
-
-def _layers(model):
-    found = []
-    for layer in getattr(model, "layers", []):
-        found.append(layer)
-        found += _layers(layer)
-    return found
 
 
 def model_fingerprint(model):
@@ -27,7 +21,7 @@ def model_fingerprint(model):
     digest = hashlib.sha1()
     for weight in model.weights:
         digest.update(np.asarray(weight).tobytes())
-    for layer in [model] + _layers(model):
+    for layer in [model] + nested_layers(model):
         digest.update(type(layer).__name__.encode())
         try:
             digest.update(json.dumps(layer.get_config(), sort_keys=True, default=str).encode())
