@@ -67,6 +67,13 @@ def positive_int(text):
     return value
 
 
+def nonnegative_even(text):
+    value = _number(text, int)
+    if value < 0 or value % 2:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive even number, got {text}")
+    return value
+
+
 def seed_int(text):
     value = _number(text, int)
     if not 0 <= value < 2 ** 32:

@@ -8,22 +8,11 @@ intervals, and each defense's leakage against the undefended CNN (paired bootstr
     python membership_inference.py [--protocol standard|paper] [--references 2] [--match-all]
                                    [--adversarial-queries] [--quick]
 """
-import argparse
 import dataclasses
 import time
 from pathlib import Path
 
-from cli import UserError, answer_help_early, common_parser, parse_args, positive_int, run_main
-
-
-def nonnegative_even(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0 or value % 2:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive even number, got {text}")
-    return value
+from cli import UserError, answer_help_early, common_parser, nonnegative_even, parse_args, positive_int, run_main
 
 
 def build_parser():
