@@ -87,7 +87,8 @@ def catalogue(ctx, data):
         defenses.append(Defense("dual filter (at prediction time)", "filter", arch, lambda: get_base_model(ctx, data),
                                 get_base_model, filter="dual", paper_row="median filter only"))
     else:
-        defenses += [Defense(f"{f} filter", "filter", f"{arch}_{f}", lambda f=f: filters.get_filter_model(ctx, f, data),
+        defenses += [Defense(f"{f} filter", "filter", filters.filter_model_name(ctx.protocol, f),
+                             lambda f=f: filters.get_filter_model(ctx, f, data),
                              lambda c, d, f=f: filters.get_filter_model(c, f, d))
                      for f in filters.TRAINED_BEHIND]
     defenses += _adversarial_training(ctx, data)

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 
 import certified_robustness as cr
+import filters
 import membership_inference as mia
 from attacks import HEADLINE_EPS
 from data import PROTOCOLS, STUDY_TABLE4
+from model import base_model_name
 from recipes import Recipe
 from reporting import (accuracy_ci, atomic_write_text, error_bars, markdown_table, pct, pyplot, save_figure,
                        write_table)
@@ -343,9 +345,10 @@ def findings(results_dir):
     is typed by hand); a sentence whose results are missing is left out."""
     # by trained model, not by label: a table label may change, the model's name says what was trained
     summary = {r["model"]: r for r in read_rows(Path(results_dir) / "evaluation_standard_summary.csv")}
-    arch = PROTOCOLS["standard"].architecture
-    base_name, dual_name, noise_name = arch, f"{arch}_dual", cr.noise_model_name(PROTOCOLS["standard"], 0.25)
-    pgd_name, fgsm_name = Recipe("pgd").name(arch), Recipe("fgsm").name(arch)
+    standard = PROTOCOLS["standard"]
+    base_name, dual_name = base_model_name(standard), filters.filter_model_name(standard, "dual")
+    noise_name = cr.noise_model_name(standard, 0.25)
+    pgd_name, fgsm_name = Recipe("pgd").name(standard.architecture), Recipe("fgsm").name(standard.architecture)
     worst, eps = f"worst case @{HEADLINE_EPS:g}", f"{HEADLINE_EPS:g}"
     out = []
     if {base_name, dual_name} <= set(summary):

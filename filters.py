@@ -245,8 +245,13 @@ def target(model):
     return Target(lambda x, y: predict_labels(model, x) == y, tuple(attack_views(model)), model)
 
 
+def filter_model_name(protocol, filter_name):
+    """The name in models/ of the protocol's CNN trained behind a filter."""
+    return f"{protocol.architecture}_{filter_name}"
+
+
 def get_filter_model(ctx, filter_name, data=None, retrain=False):
     """The protocol's CNN trained with the filter in place (cached in models/)."""
-    name = f"{ctx.protocol.architecture}_{filter_name}"
+    name = filter_model_name(ctx.protocol, filter_name)
     return get_or_train(ctx, name, lambda: with_filter(make_filter(filter_name), build_model(ctx.protocol), name),
                         data, retrain, extra={"filter": filter_name})
