@@ -191,8 +191,8 @@ def attack_scores(target_logits, y, references=None):
     references: (their logits (k, N, 10), inside (k, N), the target's logits on the
     population, the references' logits on it (k, Z, 10), the population's labels, which
     references trained on which population sample (k, Z))."""
-    log_probs = ma.log_softmax(target_logits)
-    scores = {"study": np.exp(log_probs.max(axis=1)), "loss": log_probs[np.arange(len(y)), y]}
+    scores = {"study": np.exp(ma.log_softmax(target_logits).max(axis=1)),
+              "loss": ma.true_class_log_prob(target_logits, y)}
     if references is None:
         return scores
     ref_logits, inside, pop_target, pop_refs, y_pop, pop_inside = references
@@ -425,16 +425,15 @@ def leakage_table(results_dir, rows, adversarial=False, resamples=1000, seed=0):
 def plot_roc(results_dir, rows, attack, title, path, adversarial=False):
     """ROC curves of one attack on log axes; the FPR range that rests on fewer than 10
     non-members is shaded (a curve there is a handful of examples)."""
+    from sklearn.metrics import roc_curve
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5.2))
     rows = [r for r in rows if r["attack"] == attack and r.get("auc") not in (None, "")]
     colors = plt.cm.tab20(np.linspace(0, 1, 20))
     for i, r in enumerate(rows):
         saved = np.load(scores_path(results_dir, r["model"], attack, adversarial))
-        score, member = saved["score"], saved["is_member"].astype(bool)
-        thresholds = np.unique(score)[::-1]
-        fpr = np.array([(score[~member] >= t).mean() for t in thresholds])
-        tpr = np.array([(score[member] >= t).mean() for t in thresholds])
+        fpr, tpr, _ = roc_curve(saved["is_member"], saved["score"], drop_intermediate=False)   # every point
+        fpr, tpr = fpr[1:], tpr[1:]   # from the highest score on: (0, 0) has no place on log axes
         # tab20's dark shades first, then its light ones: up to 20 distinct colours
         ax.loglog(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4), color=colors[(2 * i) % 20 + (2 * i) // 20 % 2],
                   lw=1.2, label=f"{r['defense']} (AUC {r['auc']:.3f})")
