@@ -1,7 +1,8 @@
 # The whole study, stage by stage. A stage's target is its results CSV, written last
 # and atomically, so an interrupted `make all` run again skips the finished stages;
 # inside a stage every trained model is cached in models/ and each training resumes
-# from its last finished epoch. `make -B all` (or deleting a CSV) redoes stages.
+# from its last finished epoch. The committed results/ make `make all` a no-op on a fresh
+# clone: `make clean-results all` reproduces them from scratch (models/ are reused).
 PYTHON ?= python3
 PROTOCOLS = standard paper
 R = results
@@ -13,7 +14,7 @@ ATTACKS = $(PROTOCOLS:%=$(R)/attacks_%.csv)
 PREPROCESSING = $(PROTOCOLS:%=$(R)/input_preprocessing_%.csv)
 ADVERSARIAL = $(PROTOCOLS:%=$(R)/adversarial_training_%.csv)
 
-.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test quick bench readme clean-quick
+.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test quick bench readme clean-quick clean-results
 
 all: setup base attacks preprocessing adversarial certify mia evaluation readme
 
@@ -86,3 +87,7 @@ readme:
 
 clean-quick:
 	rm -rf results_quick models/quick
+
+# everything `make all` writes into results/ (the benchmarks' tables are `make bench`'s)
+clean-results:
+	find $(R) -mindepth 1 -maxdepth 1 ! -name 'benchmark_*' -exec rm -rf {} +

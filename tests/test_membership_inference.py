@@ -200,3 +200,14 @@ def test_the_paper_protocols_adversarial_training_is_not_matched_by_default(quic
     assert mi.Experiment(ctx, quick_data, sets, pool, True, False).matched(at_row)[0]
     assert mi.Experiment(ctx, quick_data, sets, pool, False, False).matched(
         Defense("undefended CNN", "undefended", "m", train=None))[0]
+
+
+def test_the_standard_protocol_matches_pgd_at_but_not_trades_by_default(quick_data, tmp_path):
+    ctx = RunContext(PROTOCOLS["standard"], seed=0, quick=True, models_dir=tmp_path, results_dir=tmp_path)
+    sets = mi.membership_sets(quick_data, 100)
+    pool = mi.reference_pool(quick_data, sets, 2, 0)
+    experiment = mi.Experiment(ctx, quick_data, sets, pool, False, False)
+    pgd = Defense("PGD AT", "adversarial training", "m", train=None)
+    trades = Defense("TRADES AT", "adversarial training", "m", train=None)
+    assert experiment.matched(pgd)[0] and not experiment.matched(trades)[0]
+    assert mi.Experiment(ctx, quick_data, sets, pool, True, False).matched(trades)[0]

@@ -50,3 +50,45 @@ def test_timed_records_the_models_a_stage_trained(tmp_path):
     row = next(csv.DictReader((tmp_path / "run_times.csv").open()))
     assert sorted(row["models_trained"].split(";")) == ["cnn", "ref0/cnn"] and float(row["train_s"]) == 120
     assert "| 2 (2.0) |" in (tmp_path / "run_times.md").read_text()
+
+
+def test_timed_counts_interrupted_and_killed_attempts_in_the_stage_time(tmp_path):
+    """A stage stopped by SIGTERM is recorded with its exit code; one killed outright
+    (its attempt file left behind, last heartbeat 60 s after its start) is recorded by
+    the next timed stage; the summary's stage time sums them with the success after."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+    sleeper = subprocess.Popen([sys.executable, str(ROOT / "tools" / "timed.py"), "--results-dir", str(tmp_path),
+                                sys.executable, "-c", "import time; time.sleep(30)"], cwd=ROOT)
+    attempts = tmp_path / ".timed"
+    for _ in range(100):   # until the stage has started
+        if attempts.is_dir() and list(attempts.glob("*.json")):
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    sleeper.send_signal(signal.SIGTERM)
+    assert sleeper.wait(timeout=20) == 128 + signal.SIGTERM
+    assert not list(attempts.glob("*.json"))
+    killed = attempts / "1-1.json"
+    row = {"command": "python -c pass", "commit": "abc", "cpus": 2, "gpu": "none", "host": "h",
+           "models_trained": "", "train_s": ""}
+    killed.write_text(json.dumps({"started": time.time() - 1000, "row": row}))
+    os.utime(killed, (time.time() - 940, time.time() - 940))
+    ok = run_script("tools/timed.py", "--results-dir", tmp_path, sys.executable, "-c", "pass")
+    assert ok.returncode == 0 and not killed.exists()
+    rows = list(csv.DictReader((tmp_path / "run_times.csv").open()))
+    assert [r["exit"] for r in rows] == [str(128 + signal.SIGTERM), "killed", "0"]
+    assert float(rows[1]["wall_s"]) == 60.0
+    summary = (tmp_path / "run_times.md").read_text()
+    stage = next(line for line in summary.splitlines() if line.startswith("| `python -c pass`"))
+    assert stage.split("|")[2:4] == [" 1.0 ", " 2 "]   # the killed 60 s and the quick success
+    sleep_stage = [line for line in summary.splitlines() if "sleep" in line]
+    assert not sleep_stage   # never succeeded: not a stage's time yet
+
+
+def test_timed_summary_of_nothing_says_so(tmp_path):
+    proc = run_script("tools/timed.py", "--results-dir", tmp_path, "--summary")
+    assert proc.returncode == 1 and "nothing to summarise" in proc.stderr

@@ -4,6 +4,11 @@ ended, and the models it trained (the sidecars that appeared or changed under mo
 while it ran). The Makefile runs every stage through it, so the time a full run takes
 is measured, stage by stage, not estimated.
 
+A stage interrupted (Ctrl-C, SIGTERM, SIGHUP) is recorded with its exit code; one killed
+outright leaves its attempt file in results/.timed/, whose last heartbeat (written every
+30 s) the next timed stage records as a "killed" attempt. Stages resume, so a stage's
+time is its successful run plus the attempts that failed before it.
+
     python tools/timed.py [--results-dir results] [--models-dir models] COMMAND [ARG ...]
     python tools/timed.py [--results-dir results] --summary     # rewrite run_times.md only
 """
@@ -14,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +31,7 @@ from reporting import atomic_write_text  # noqa: E402  (no TensorFlow: this wrap
 FIELDS = ["finished_utc", "command", "exit", "wall_s", "commit", "cpus", "gpu", "host", "models_trained",
           "train_s"]
 SPEED_MODEL = "standard_cnn.json"   # its seconds per epoch tell how fast the machine is
+HEARTBEAT_S = 30
 
 
 def machine():
@@ -79,31 +86,41 @@ def stage_of(command):
 
 
 def write_markdown(rows, path, speed=None):
-    """One row per stage (its latest successful run, in the order the stages ran), the
-    models it trained, and the sum; every run stays in the CSV."""
-    latest = {}
+    """One row per stage (its latest successful run with the attempts that failed or were
+    interrupted before it, in the order the stages ran), the models they trained, and
+    the sum; every attempt stays in the CSV."""
+    latest, failed = {}, {}
     for r in rows:
-        if r["exit"] == "0":
-            stage = stage_of(r["command"])
-            latest.pop(stage, None)
-            latest[stage] = r
-    lines = ["# Wall time of each stage (tools/timed.py: the latest successful run of each command)", "",
-             "| stage | minutes | models trained (their training minutes) | finished (UTC) | commit |",
-             "|---|---|---|---|---|"]
-    for r in latest.values():
-        trained = r.get("models_trained") or ""
-        count = len(trained.split(";")) if trained else 0
-        models = (f"{count} ({float(r['train_s']) / 60:.1f})" if count else
+        stage = stage_of(r["command"])
+        if r["exit"] != "0":
+            failed.setdefault(stage, []).append(r)
+            continue
+        latest.pop(stage, None)
+        latest[stage] = [*failed.pop(stage, []), r]
+    if not latest:
+        return False
+    lines = ["# Wall time of each stage (tools/timed.py: the latest successful run of each command, with the "
+             "attempts interrupted before it)", "",
+             "| stage | minutes | attempts | models trained (their training minutes) | finished (UTC) | commit |",
+             "|---|---|---|---|---|---|"]
+    for attempts in latest.values():
+        r = attempts[-1]
+        trained = [name for a in attempts for name in (a.get("models_trained") or "").split(";") if name]
+        train_s = sum(float(a.get("train_s") or 0) for a in attempts)
+        models = (f"{len(trained)} ({train_s / 60:.1f})" if trained else
                   "none" if r.get("train_s") else "not recorded")
-        lines.append(f"| `{stage_of(r['command'])}` | {float(r['wall_s']) / 60:.1f} | {models} | {r['finished_utc']} | "
-                     f"{r['commit']} |")
-    total = sum(float(r["wall_s"]) for r in latest.values())
-    machines = sorted({f"{r['cpus']} CPUs, GPU {r['gpu']}" for r in latest.values()})
+        minutes = sum(float(a["wall_s"]) for a in attempts) / 60
+        commits = ", ".join(dict.fromkeys(a["commit"] for a in attempts))
+        lines.append(f"| `{stage_of(r['command'])}` | {minutes:.1f} | {len(attempts)} | {models} | "
+                     f"{r['finished_utc']} | {commits} |")
+    total = sum(float(a["wall_s"]) for attempts in latest.values() for a in attempts)
+    machines = sorted({f"{a['cpus']} CPUs, GPU {a['gpu']}" for attempts in latest.values() for a in attempts})
     lines += ["", f"Sum over the {len(latest)} stages: {total / 3600:.2f} h on {'; '.join(machines)}."
               + (f" Machine speed: the standard base CNN trained at {speed:g} s per epoch here (machines differ "
                  "up to 4x; scale the minutes by it)." if speed else "")
               + " Which models each stage trained: the `models_trained` column of run_times.csv."]
     atomic_write_text(path, "\n".join(lines) + "\n")
+    return True
 
 
 def machine_speed(models_dir):
@@ -128,6 +145,42 @@ def record(results_dir, row, speed=None):
     write_markdown(rows, results_dir / "run_times.md", speed)
 
 
+def utc(seconds):
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def record_killed_attempts(results_dir, speed):
+    """Attempt files left by stages killed outright: a row each, timed to its last
+    heartbeat (a file with a recent heartbeat is a stage still running)."""
+    for path in sorted((results_dir / ".timed").glob("*.json")):
+        try:
+            attempt = json.loads(path.read_text())
+            heartbeat = path.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        if time.time() - heartbeat < 3 * HEARTBEAT_S:
+            continue
+        record(results_dir, {**attempt.pop("row"), "finished_utc": utc(heartbeat), "exit": "killed",
+                             "wall_s": round(heartbeat - attempt["started"], 1)}, speed)
+        path.unlink()
+
+
+def run_with_heartbeat(argv, attempt_file):
+    """Run the stage; touch attempt_file every HEARTBEAT_S seconds; pass SIGTERM and
+    SIGHUP on to the stage (it stops cleanly, and its exit code is recorded)."""
+    child = subprocess.Popen(argv)
+    forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    while True:
+        try:
+            return child.wait(timeout=HEARTBEAT_S)
+        except subprocess.TimeoutExpired:
+            attempt_file.touch()
+        except KeyboardInterrupt:   # the stage got the Ctrl-C too: wait for it to stop
+            pass
+
+
 def main(argv):
     results_dir, models_dir = Path("results"), Path("models")
     while argv[:1] in (["--results-dir"], ["--models-dir"]) and len(argv) > 1:
@@ -139,31 +192,36 @@ def main(argv):
     if argv == ["--summary"]:   # rewrite run_times.md from the CSV (make readme)
         path = results_dir / "run_times.csv"
         rows = [{f: r.get(f, "") for f in FIELDS} for r in csv.DictReader(path.open())] if path.exists() else []
-        write_markdown(rows, results_dir / "run_times.md", machine_speed(models_dir))
+        if not write_markdown(rows, results_dir / "run_times.md", machine_speed(models_dir)):
+            print(f"error: no successful stage recorded in {path}: nothing to summarise", file=sys.stderr)
+            return 1
         return 0
     if not argv or argv[0].startswith("--"):
         print("usage: python tools/timed.py [--results-dir DIR] [--models-dir DIR] COMMAND [ARG ...] | --summary",
               file=sys.stderr)
         return 2
-    started_at = commit()  # the code that runs, even if HEAD moves while it does
-    before = sidecars(models_dir)
-    start = time.perf_counter()
-    try:
-        code = subprocess.call(argv)
-    except KeyboardInterrupt:
-        code = 130
-    except OSError as error:
-        print(f"error: cannot run {argv[0]}: {error}", file=sys.stderr)
+    if shutil.which(argv[0]) is None and not Path(argv[0]).is_file():
+        print(f"error: cannot run {argv[0]}: no such program", file=sys.stderr)
         return 2
-    wall = time.perf_counter() - start
+    speed = machine_speed(models_dir)
+    record_killed_attempts(results_dir, speed)
     # the python interpreter's path says nothing to a reader: record the script and its flags
     shown = ["python"] + argv[1:] if Path(argv[0]).name.startswith("python") else argv
+    row = {"command": " ".join(shown), "commit": commit(), **machine()}  # the code that runs, even if HEAD moves
+    attempt_file = results_dir / ".timed" / f"{os.getpid()}-{time.time_ns()}.json"
+    attempt_file.parent.mkdir(parents=True, exist_ok=True)
+    before = sidecars(models_dir)
+    started = time.time()
+    attempt_file.write_text(json.dumps({"started": started, "row": {**row, "models_trained": "", "train_s": ""}}))
+    code = run_with_heartbeat(argv, attempt_file)
+    code = 128 - code if code < 0 else code   # killed by signal N: the shell's 128 + N
+    wall = time.time() - started
     names, train_seconds = trained_during(before, sidecars(models_dir))
     try:
-        record(results_dir, {"finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-                             "command": " ".join(shown), "exit": code, "wall_s": round(wall, 1),
-                             "commit": started_at, **machine(), "models_trained": ";".join(names),
-                             "train_s": round(train_seconds, 1)}, machine_speed(models_dir))
+        record(results_dir, {**row, "finished_utc": utc(time.time()), "exit": code, "wall_s": round(wall, 1),
+                             "models_trained": ";".join(names), "train_s": round(train_seconds, 1)},
+               machine_speed(models_dir))
+        attempt_file.unlink()
     except OSError as error:  # the stage's own exit code still stands
         print(f"error: cannot record the wall time in {results_dir}: {error}", file=sys.stderr)
     return code
