@@ -41,7 +41,7 @@ import attacks  # noqa: E402
 import filters  # noqa: E402
 from data import attack_subset, load_data, study_sample  # noqa: E402
 from defenses import Defense, catalogue, load_defenses  # noqa: E402
-from evaluation_report import (find, fixed_images, mia_results, paper_table, plot_eps, plot_pareto, plot_privacy,
+from evaluation_report import (draw_figures, find, fixed_images, mia_results, paper_table,
                                summary_row, table4_note, write_digest, write_summary)
 from model import keras, library_versions, model_path  # noqa: E402
 from reporting import Progress, accuracy_ci, atomic_write_text, write_table  # noqa: E402
@@ -342,9 +342,7 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
         write_table(table4, f"{out}_table4", note=table4_note(table4),
                     title=f"The study's Table 4 (its 20 images) beside ours, {tag}; ours in % with exact 95% "
                           "intervals")
-    plot_pareto(evaluated, f"Clean vs robust accuracy, {protocol.name} protocol", f"{out}_pareto.png")
-    plot_eps(evaluated, settings, f"Robust accuracy vs eps, {protocol.name} protocol", f"{out}_eps.png")
-    plot_privacy(evaluated, mia_rows, f"Privacy vs robustness, {protocol.name} protocol", f"{out}_privacy.png")
+    draw_figures(evaluated, settings.eps_grid, mia_rows, protocol.name, out)
     write_summary(ctx.results_dir)
     write_digest(ctx.results_dir)
     record = run_record(ctx, settings, evaluated, time.time() - start, git, seconds)

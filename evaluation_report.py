@@ -3,6 +3,7 @@ defense, the study's Table 4 beside ours, results/summary.md, and the figures. I
 reads what the other stages wrote (membership inference, certification) through
 their own path functions."""
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,19 @@ def defense_styles(evaluated):
             for i, (defense, _) in enumerate(evaluated)]
 
 
+def ringed(styles, points, closeness=0.015):
+    """The styles with markers that share a point (closer than `closeness` of the data's
+    span on both axes) drawn as growing hollow rings, so that no defense hides another."""
+    points = np.asarray(points, dtype=float)
+    span = np.ptp(points, axis=0) if len(points) else np.ones(2)
+    span[span == 0] = 1.0
+    out = []
+    for i, style in enumerate(styles):
+        near = np.all(np.abs(points[:i] - points[i]) < closeness * span, axis=1).sum() if i else 0
+        out.append({**style, "ms": 6 + 5 * near, **({"mfc": "none", "mew": 1.5} if near else {})})
+    return out
+
+
 def legend_outside(ax):
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
 
@@ -193,9 +207,10 @@ def legend_outside(ax):
 def plot_pareto(evaluated, title, path):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5))
-    for style, (defense, rows) in zip(defense_styles(evaluated), evaluated):
-        clean, robust = find(rows, "clean"), find(rows, "worst case", HEADLINE_EPS)
-        ax.errorbar(100 * robust["acc"], 100 * clean["acc"], ls="none", capsize=2, ms=6,
+    measured = [(find(rows, "clean"), find(rows, "worst case", HEADLINE_EPS)) for _, rows in evaluated]
+    styles = ringed(defense_styles(evaluated), [(100 * robust["acc"], 100 * clean["acc"]) for clean, robust in measured])
+    for style, (clean, robust) in zip(styles, measured):
+        ax.errorbar(100 * robust["acc"], 100 * clean["acc"], ls="none", capsize=2,
                     xerr=error_bars([robust]), yerr=error_bars([clean]), **style)
     ax.set(xlabel=f"robust accuracy at L-inf eps {HEADLINE_EPS:g}, worst case over every attack (%)",
            ylabel="clean test accuracy (%)", title=title)
@@ -204,16 +219,16 @@ def plot_pareto(evaluated, title, path):
     save_figure(fig, path)
 
 
-def plot_eps(evaluated, settings, title, path):
+def plot_eps(evaluated, eps_grid, title, path):
     """The worst case of the suite at each measured budget: markers with intervals,
     joined by thin dotted lines only as a guide (nothing is measured between them)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5))
-    eps = [0.0] + list(settings.eps_grid)
+    eps = [0.0] + list(eps_grid)
     for style, (defense, rows) in zip(defense_styles(evaluated), evaluated):
         fixed = fixed_images(rows)
         points = [(0.0, find(rows, "benign", images=fixed))] + [(e, find(rows, "worst case", e, fixed))
-                                                                 for e in settings.eps_grid]
+                                                                 for e in eps_grid]
         curve = [r for _, r in points if r is not None]
         ax.errorbar([e for e, r in points if r is not None], [100 * r["acc"] for r in curve], ms=4, capsize=2, ls=":", lw=0.8,
                     yerr=error_bars(curve), **style)
@@ -231,15 +246,14 @@ def plot_privacy(evaluated, mia_rows, title, path):
     95% interval (the differences between defenses are often smaller than those)."""
     plt = pyplot()
     fig, (ax_auc, ax_tpr) = plt.subplots(1, 2, figsize=(12, 4.5))
-    plotted = False
-    for style, (defense, rows) in zip(defense_styles(evaluated), evaluated):
-        r = mia_rows.get((defense.key, mia.HEADLINE_ATTACK))
-        if not r or r["auc"] == "":
-            continue
-        plotted = True
-        robust = 100 * find(rows, "worst case", HEADLINE_EPS)["acc"]
-        for ax, key, scale in ((ax_auc, "auc", 1), (ax_tpr, "tpr_at_1%_fpr", 100)):
-            value, low, high = (scale * float(r[k]) for k in (key, f"{key}_ci_low", f"{key}_ci_high"))
+    shown = [(style, 100 * find(rows, "worst case", HEADLINE_EPS)["acc"], mia_rows.get((defense.key, mia.HEADLINE_ATTACK)))
+             for style, (defense, rows) in zip(defense_styles(evaluated), evaluated)]
+    shown = [(style, robust, r) for style, robust, r in shown if r and r["auc"] != ""]
+    plotted = bool(shown)
+    for ax, key, scale in ((ax_auc, "auc", 1), (ax_tpr, "tpr_at_1%_fpr", 100)):
+        values = [[scale * float(r[k]) for k in (key, f"{key}_ci_low", f"{key}_ci_high")] for _, _, r in shown]
+        styles = ringed([style for style, _, _ in shown], [(robust, v[0]) for (_, robust, _), v in zip(shown, values)])
+        for style, (_, robust, _), (value, low, high) in zip(styles, shown, values):
             ax.errorbar(robust, value, yerr=[[value - low], [high - value]], ls="none", capsize=2, **style)
     ax_auc.axhline(0.5, color="k", ls=":", lw=1)
     ax_auc.set(xlabel=f"robust accuracy at eps {HEADLINE_EPS:g}, worst case (%)",
@@ -255,6 +269,44 @@ def plot_privacy(evaluated, mia_rows, title, path):
         legend_outside(ax_tpr)
     fig.suptitle(title)
     save_figure(fig, path)
+
+
+def draw_figures(evaluated, eps_grid, mia_rows, protocol_name, out):
+    """The evaluation's three figures, <out>_pareto/_eps/_privacy.png."""
+    plot_pareto(evaluated, f"Clean vs robust accuracy, {protocol_name} protocol", f"{out}_pareto.png")
+    plot_eps(evaluated, eps_grid, f"Robust accuracy vs eps, {protocol_name} protocol", f"{out}_eps.png")
+    plot_privacy(evaluated, mia_rows, f"Privacy vs robustness, {protocol_name} protocol", f"{out}_privacy.png")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluatedDefense:
+    """What the figures need of a defense, as evaluation.py's CSV records it."""
+    label: str
+    kind: str
+    key: str
+
+
+def evaluated_from_csv(path):
+    """(defense, rows) pairs of an evaluation CSV, in its order, with numbers as numbers."""
+    groups = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            r.update({k: float(r[k]) if r[k] != "" else None for k in ("eps", "acc", "ci_low", "ci_high")})
+            r["n"] = int(r["n"]) if r["n"] else None
+            groups.setdefault(EvaluatedDefense(r["defense"], r["kind"], r["model"]), []).append(r)
+    return list(groups.items())
+
+
+def redraw_figures(results_dir):
+    """Every evaluation figure again from the CSVs in results_dir (make readme): a figure
+    fixed after a run is redrawn from that run's numbers, without re-running it."""
+    for protocol_name in PROTOCOLS:
+        path = Path(results_dir) / f"evaluation_{protocol_name}.csv"
+        if path.exists():
+            evaluated = evaluated_from_csv(path)
+            eps_grid = sorted({r["eps"] for _, rows in evaluated for r in rows if r["attack"] == "worst case"})
+            draw_figures(evaluated, eps_grid, mia_results(results_dir, protocol_name), protocol_name,
+                         path.with_suffix(""))
 
 
 # ------------------------------------------------- the digest the README shows
@@ -407,9 +459,12 @@ def write_digest(results_dir):
 
 
 def main():
-    """Regenerate the digest from results/ without running anything else."""
+    """Redraw the evaluation figures and regenerate the digest from results/ without
+    running anything else."""
     import sys
-    write_digest(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results")
+    results_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results"
+    redraw_figures(results_dir)
+    write_digest(results_dir)
 
 
 if __name__ == "__main__":

@@ -40,12 +40,37 @@ def test_the_evaluation_plots(tmp_path):
                                                 "tpr_at_1%_fpr": 0.012, "tpr_at_1%_fpr_ci_low": 0.008,
                                                 "tpr_at_1%_fpr_ci_high": 0.017} for i in range(12)}
     report.plot_pareto(evaluated, "pareto", tmp_path / "pareto.png")
-    report.plot_eps(evaluated, SETTINGS, "eps", tmp_path / "eps.png")
+    report.plot_eps(evaluated, SETTINGS.eps_grid, "eps", tmp_path / "eps.png")
     report.plot_privacy(evaluated, mia_rows, "privacy", tmp_path / "privacy.png")
     report.plot_privacy(evaluated, {}, "no MIA yet", tmp_path / "privacy_empty.png")
     assert all(drawn(tmp_path / f"{name}.png") for name in ("pareto", "eps", "privacy", "privacy_empty"))
     styles = report.defense_styles(evaluated)
     assert len({tuple(np.atleast_1d(s["color"])) for s in styles}) == 12   # no two defenses share a colour
+
+
+def test_markers_at_one_point_become_rings_and_the_others_stay_as_they_are():
+    styles = [{"label": name} for name in "abcd"]
+    ringed = report.ringed(styles, [(0.0, 74.7), (0.0, 74.7), (5.0, 80.0), (0.0, 74.7)])
+    assert [s["ms"] for s in ringed] == [6, 11, 6, 16]
+    assert "mfc" not in ringed[0] and "mfc" not in ringed[2] and ringed[1]["mfc"] == ringed[3]["mfc"] == "none"
+
+
+def test_the_evaluation_figures_are_redrawn_from_the_csv(tmp_path):
+    """make readme redraws them from evaluation_<protocol>.csv, without the models."""
+    import csv
+    fields = ["protocol", "defense", "kind", "model", "attack", "norm", "eps", "images", "n", "acc", "ci_low",
+              "ci_high"]
+    with open(tmp_path / "evaluation_paper.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        for i, kind in enumerate(["undefended", "filter", "adversarial training"]):
+            writer.writerows({"protocol": "paper", "defense": f"defense {i}", "kind": kind, "model": f"m{i}", **r}
+                             for r in evaluation_rows(i / 10))
+    evaluated = report.evaluated_from_csv(tmp_path / "evaluation_paper.csv")
+    assert [d.label for d, _ in evaluated] == ["defense 0", "defense 1", "defense 2"]
+    assert report.find(evaluated[2][1], "worst case", 0.1)["acc"] == 0.2
+    report.redraw_figures(tmp_path)
+    assert all(drawn(tmp_path / f"evaluation_paper_{name}.png") for name in ("pareto", "eps", "privacy"))
 
 
 def test_the_technique_plots(tmp_path):
