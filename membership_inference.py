@@ -42,7 +42,7 @@ import recipes  # noqa: E402
 from data import Data, load_data  # noqa: E402
 from defenses import catalogue, load_defenses  # noqa: E402
 from model import get_base_model, predict_logits, tf  # noqa: E402
-from reporting import Progress, pyplot, save_figure, write_table  # noqa: E402
+from reporting import Progress, atomic_write, pyplot, save_figure, write_table  # noqa: E402
 
 STUDY_THRESHOLD = 0.9999
 NOISY_QUERIES = 32          # a smoothed classifier answers with its mean softmax over this many draws
@@ -326,10 +326,8 @@ def table_stem(results_dir, protocol_name, adversarial_queries=False):
 
 
 def save_scores(path, score, is_member, decision):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, score=np.asarray(score, np.float64), is_member=is_member, decision=np.asarray(decision))
-    tmp.replace(path)
+    atomic_write(path, lambda f: np.savez(f, score=np.asarray(score, np.float64), is_member=is_member,
+                                         decision=np.asarray(decision)))
 
 
 @dataclasses.dataclass

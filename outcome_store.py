@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from model import nested_layers
+from reporting import atomic_write
 
 # a change to any of these files changes every key: no outcome of older code is reused
 CODE = ("attacks.py", "gradient_attacks.py", "autoattack.py", "filters.py", "certified_robustness.py", "model.py")
@@ -72,8 +73,4 @@ class OutcomeStore:
     def put(self, key, outcome):
         if self.folder is None:
             return
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp.npy")
-        np.save(tmp, np.asarray(outcome, bool))
-        tmp.replace(path)
+        atomic_write(self.path(key), lambda f: np.save(f, np.asarray(outcome, bool)))

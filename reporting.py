@@ -35,18 +35,23 @@ def pct(stats):
     return f"{100 * stats['acc']:.1f} [{100 * stats['ci_low']:.1f}, {100 * stats['ci_high']:.1f}]"
 
 
-def atomic_write_text(path, text):
-    """Write a file so that readers see the old or the new content, never half."""
+def atomic_write(path, write, mode="wb"):
+    """Write a file through write(open file) so that readers see the old or the new
+    content, never half (a temporary file beside it, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path, text):
+    atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def _cell(value):
