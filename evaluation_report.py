@@ -15,8 +15,8 @@ from attacks import HEADLINE_EPS
 from data import PROTOCOLS, STUDY_TABLE4
 from model import base_model_name
 from recipes import Recipe
-from reporting import (accuracy_ci, atomic_write_text, error_bars, markdown_table, pct, pyplot, save_figure,
-                       write_table)
+from reporting import (accuracy_ci, atomic_write_text, error_bars, markdown_table, pct, pyplot, rerender_markdown,
+                       save_figure, write_table)
 
 
 # ------------------------------------------------------------------- the rows
@@ -459,10 +459,11 @@ def write_digest(results_dir):
 
 
 def main():
-    """Redraw the evaluation figures and regenerate the digest from results/ without
-    running anything else."""
+    """Bring every plain table's Markdown to the current rendering, redraw the evaluation
+    figures and regenerate the digest, from results/ without running anything else."""
     import sys
     results_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results"
+    rerender_markdown(results_dir)
     redraw_figures(results_dir)
     write_digest(results_dir)
 

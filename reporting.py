@@ -54,17 +54,58 @@ def atomic_write_text(path, text):
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 
+INTERVAL_COLUMNS = ("ci_low", "ci_high")
+ACCURACY_HEADERS = {"acc": "accuracy % [95%]"}   # a fraction with its interval (ci_low, ci_high)
+
+
+def _value(text):
+    """A cell as the CSV holds it, back to a number where it is one."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _cell(value):
+    value = _value(str(value))
     if isinstance(value, float):
-        return f"{value:.4f}"
+        if value.is_integer():
+            return str(int(value))
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4g}"
     return str(value)
+
+
+def readable(rows):
+    """How a table reads in Markdown: accuracy as '83.2 [82.5, 83.9]' (%, with its
+    exact interval) in one column; a column with one value in every row said once, in
+    the caption. Returns (caption, header, lines); the same whether rows come from
+    memory or back from the CSV."""
+    columns = list(rows[0].keys()) if rows else []
+    value = next((c for c in ACCURACY_HEADERS if c in columns), None) if all(
+        c in columns for c in INTERVAL_COLUMNS) else None
+    merged = (value, *INTERVAL_COLUMNS) if value else ()
+    constant = [c for c in columns if len(rows) > 1 and c not in merged and len({_cell(r[c]) for r in rows}) == 1]
+    shown = [c for c in columns if c not in constant and not (value and c in INTERVAL_COLUMNS)]
+    header = [ACCURACY_HEADERS[c] if c == value else c for c in shown]
+
+    def cells(row):
+        for c in shown:
+            if c == value:
+                numbers = [str(row[k]) for k in merged]
+                yield pct(dict(zip(("acc", *INTERVAL_COLUMNS), map(float, numbers)))) if all(numbers) else ""
+            else:
+                yield _cell(row[c])
+    caption = "In every row: " + "; ".join(f"{c} {_cell(rows[0][c])}" for c in constant) + "." if constant else ""
+    return caption, header, ["| " + " | ".join(cells(row)) + " |" for row in rows]
 
 
 def write_table(rows, path_stem, title=None, note=None, markdown_rows=None, markdown_body=None):
     """Write rows (a list of dicts with the same keys) as <stem>.csv and <stem>.md;
-    a note, if given, is a paragraph under the Markdown table. markdown_rows, if given,
-    are what the Markdown table shows instead (a formatted digest of the CSV's rows);
-    markdown_body, if given, replaces the table with that text."""
+    a note, if given, is a paragraph under the Markdown table. The Markdown shows the
+    rows as readable() makes them, or markdown_rows (a formatted digest of the CSV's
+    rows) as they are, or markdown_body (text) instead of a table."""
     path_stem = str(path_stem)   # not Path.with_suffix: a stem like "..._eps0.1" has a dot of its own
     columns = list(rows[0].keys()) if rows else []
     buffer = io.StringIO()
@@ -72,17 +113,50 @@ def write_table(rows, path_stem, title=None, note=None, markdown_rows=None, mark
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(f"{path_stem}.csv", buffer.getvalue())
-    if markdown_rows is not None:
-        rows = markdown_rows
-        columns = list(rows[0].keys()) if rows else []
     lines = [f"# {title}", ""] if title else []
     if markdown_body is not None:
         lines.append(markdown_body.rstrip())
-    else:
+    elif markdown_rows is not None:
+        columns = list(markdown_rows[0].keys()) if markdown_rows else []
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+        lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in markdown_rows]
+    else:
+        caption, header, body = readable(rows)
+        lines += [caption, ""] if caption else []
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + body
     lines += ["", note.strip()] if note else []
     atomic_write_text(f"{path_stem}.md", "\n".join(lines) + "\n")
+
+
+def rerender_markdown(results_dir):
+    """Write again, as readable() makes them, the Markdown of every table of results_dir
+    whose Markdown is the plain rendering of its CSV (its header is the CSV's columns or
+    readable()'s): tables a run wrote before the rendering changed read like new ones.
+    Title and note are kept; tables with a digest of their own are left alone. Returns
+    the tables rewritten."""
+    rewritten = []
+    for path in sorted(Path(results_dir).glob("*.csv")):
+        md = path.with_suffix(".md")
+        if not md.exists():
+            continue
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            continue
+        lines = md.read_text().splitlines()
+        table = [i for i, line in enumerate(lines) if line.startswith("|")]
+        if not table:
+            continue
+        header = [c.strip() for c in lines[table[0]].strip("|").split("|")]
+        if header not in (list(rows[0].keys()), readable(rows)[1]):
+            continue
+        title = lines[0][2:] if lines[0].startswith("# ") else None
+        note = "\n".join(lines[table[-1] + 1:]).strip() or None
+        before = md.read_text()
+        write_table(rows, path.with_suffix(""), title=title, note=note)
+        if md.read_text() != before:
+            rewritten.append(md.name)
+    return rewritten
 
 
 def markdown_table(path):

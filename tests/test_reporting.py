@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
+import reporting
 from reporting import accuracy_ci, write_table
 
 
@@ -25,10 +26,41 @@ def test_write_table_csv_and_markdown(tmp_path):
         back = list(csv.DictReader(f))
     assert [r["model"] for r in back] == ["a", "b"] and back[1]["acc"] == "0.25"
     md = (tmp_path / "t.md").read_text()
-    assert md.startswith("# T") and "| b | 20 | 0.2500 |" in md
+    assert md.startswith("# T") and "| b | 20 | 0.25 |" in md
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.md"]  # no temp files left
 
 
 def test_a_stem_with_a_dot_keeps_it(tmp_path):
     write_table([{"a": 1}], tmp_path / "model_eps0.1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_eps0.1.csv", "model_eps0.1.md"]
+
+
+def test_markdown_merges_accuracy_with_its_interval_and_states_constant_columns_once(tmp_path):
+    rows = [{"protocol": "standard", "attack": "FGSM", "eps": 0.1, "n": 1000, "acc": 0.832, "ci_low": 0.8251,
+             "ci_high": 0.8390},
+            {"protocol": "standard", "attack": "PGD-20", "eps": 0.1, "n": 1000, "acc": 0.0, "ci_low": 0.0,
+             "ci_high": 0.0037}]
+    reporting.write_table(rows, tmp_path / "t", title="A table")
+    text = (tmp_path / "t.md").read_text()
+    assert "In every row: protocol standard; eps 0.1; n 1000." in text
+    assert "| attack | accuracy % [95%] |" in text and "| FGSM | 83.2 [82.5, 83.9] |" in text
+    assert "0.832" not in text and "| PGD-20 | 0.0 [0.0, 0.4] |" in text
+
+
+def test_rerendering_from_the_csv_gives_what_writing_gave_and_leaves_digests_alone(tmp_path):
+    rows = [{"model": "m", "sigma": 0.25, "seed": 62861020, "acc": 0.7, "ci_low": 0.65, "ci_high": 0.75,
+             "note": "x"}, {"model": "m2", "sigma": 0.5, "seed": 62861020, "acc": 0.5, "ci_low": 0.45,
+                            "ci_high": 0.55, "note": "y"}]
+    reporting.write_table(rows, tmp_path / "plain", title="Plain", note="A note.")
+    reporting.write_table(rows, tmp_path / "digest", title="Digest", markdown_rows=[{"only": "this"}])
+    written = {p: (tmp_path / p).read_text() for p in ("plain.md", "digest.md")}
+    assert "seed 62861020" in written["plain.md"] and written["plain.md"].rstrip().endswith("A note.")
+    assert reporting.rerender_markdown(tmp_path) == []          # nothing changes
+    assert {p: (tmp_path / p).read_text() for p in written} == written
+    # a table written by an older rendering (raw columns, fractions) is brought up to date
+    old = "# Plain\n\n| model | sigma | seed | acc | ci_low | ci_high | note |\n|---|---|---|---|---|---|---|\n" \
+          "| m | 0.2500 | 62861020 | 0.7000 | 0.6500 | 0.7500 | x |\n| m2 | 0.5000 | 62861020 | 0.5000 | 0.4500 | " \
+          "0.5500 | y |\n\nA note.\n"
+    (tmp_path / "plain.md").write_text(old)
+    assert reporting.rerender_markdown(tmp_path) == ["plain.md"]
+    assert (tmp_path / "plain.md").read_text() == written["plain.md"]
