@@ -14,7 +14,7 @@ ATTACKS = $(PROTOCOLS:%=$(R)/attacks_%.csv)
 PREPROCESSING = $(PROTOCOLS:%=$(R)/input_preprocessing_%.csv)
 ADVERSARIAL = $(PROTOCOLS:%=$(R)/adversarial_training_%.csv)
 
-.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test quick bench readme clean-quick clean-results
+.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test quick quick-scripts bench readme clean-quick clean-results
 
 all: setup base attacks preprocessing adversarial certify mia evaluation readme
 
@@ -61,8 +61,11 @@ $(R)/evaluation_%.csv:
 test:
 	$(PYTHON) -m pytest -q tests
 
-# Every script's smoke run, into results_quick/ (never over results/).
+# Every script's smoke run, into results_quick/ (never over results/); its wall time is
+# recorded in $(R)/run_times.csv beside the full run's stages (not in their sum).
 quick:
+	$(TIMED) $(MAKE) --no-print-directory quick-scripts
+quick-scripts:
 	for p in $(PROTOCOLS); do $(PYTHON) model.py --quick --protocol $$p && \
 	  $(PYTHON) attacks.py --quick --protocol $$p && \
 	  $(PYTHON) input_preprocessing.py --quick --protocol $$p && \

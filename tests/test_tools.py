@@ -118,3 +118,15 @@ def test_compare_runs_matches_measurements_and_certification_logs(tmp_path):
     assert "2 of 3 images get the same prediction (66.7%); certified radii moved by 0.05 (median), 0.1 at most" in text
     nothing = run_script("tools/compare_runs.py", tmp_path / "old", tmp_path / "old" / "certify")
     assert nothing.returncode == 1 and "share no measurement" in nothing.stderr
+
+
+def test_a_timed_make_target_is_listed_apart_from_the_stages_sum(tmp_path):
+    import timed
+    row = {"exit": "0", "commit": "abc", "cpus": "2", "gpu": "none", "host": "h", "models_trained": "", "train_s": "0",
+           "finished_utc": "2026-11-26 12:00"}
+    rows = [{**row, "command": "python model.py", "wall_s": "600"},
+            {**row, "command": "make --no-print-directory quick-scripts", "wall_s": "540"}]
+    assert timed.write_markdown(rows, tmp_path / "t.md")
+    text = (tmp_path / "t.md").read_text()
+    assert "Sum over the 1 stages: 0.17 h" in text
+    assert "Not part of the full run: `make quick-scripts` took 9.0 minutes" in text

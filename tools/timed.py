@@ -80,6 +80,8 @@ def stage_of(command):
             skip = False
         elif word in ("--models-dir", "--results-dir"):
             skip = True
+        elif word == "--no-print-directory":
+            continue
         else:
             kept.append(word)
     return " ".join(kept)
@@ -99,6 +101,10 @@ def write_markdown(rows, path, speed=None):
         latest[stage] = [*failed.pop(stage, []), r]
     if not latest:
         return False
+    # a make target timed as a whole (make quick) is not a stage of the full run
+    apart = {stage: latest.pop(stage) for stage in list(latest) if stage.split()[0] == "make"}
+    if not latest:
+        latest, apart = apart, {}
     lines = ["# Wall time of each stage (tools/timed.py: the latest successful run of each command, with the "
              "attempts interrupted before it)", "",
              "| stage | minutes | attempts | models trained (their training minutes) | finished (UTC) | commit |",
@@ -119,6 +125,9 @@ def write_markdown(rows, path, speed=None):
               + (f" Machine speed: the standard base CNN trained at {speed:g} s per epoch here (machines differ "
                  "up to 4x; scale the minutes by it)." if speed else "")
               + " Which models each stage trained: the `models_trained` column of run_times.csv."]
+    for stage, attempts in apart.items():
+        lines += ["", f"Not part of the full run: `{stage}` took {sum(float(a['wall_s']) for a in attempts) / 60:.1f} "
+                      f"minutes ({attempts[-1]['finished_utc']}, commit {attempts[-1]['commit']})."]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return True
 
