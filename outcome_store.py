@@ -3,7 +3,8 @@ classified right after one attack, keyed by everything that decides it (the defe
 weights and configuration, how it is attacked and judged, the attack and its settings,
 the budget, the seed, the images, and the source code of the attack modules). Every
 stage that measures the same attack on the same model reads the same outcome, and a
-stage killed mid-way redoes only the attacks it had not stored."""
+stage killed mid-way redoes only the attacks it had not stored. Examples crafted on one
+model to be transferred to others are stored the same way."""
 import hashlib
 import json
 from pathlib import Path
@@ -70,7 +71,8 @@ class OutcomeStore:
         except (OSError, ValueError):   # not stored yet, or a file cut short: measure again
             return None
 
-    def put(self, key, outcome):
+    def put(self, key, array):
+        """Store an outcome (booleans) or examples an attack crafted (floats)."""
         if self.folder is None:
             return
-        atomic_write(self.path(key), lambda f: np.save(f, np.asarray(outcome, bool)))
+        atomic_write(self.path(key), lambda f: np.save(f, np.asarray(array)))

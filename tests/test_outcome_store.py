@@ -57,6 +57,19 @@ def test_without_a_store_nothing_is_remembered(small_model, attack_set, monkeypa
         attacks.plain_target(small_model).outcome(attacks.SUITE["FGSM"], x, y, 0.1, seed=0)
 
 
+def test_transfer_examples_are_crafted_once_and_read_back_exactly(store, small_model, attack_set, monkeypatch):
+    x, y = attack_set[0][:40], attack_set[1][:40]
+    first = attacks.transfer_examples(small_model, x, y, (0.1,), "FGSM-k", seed=0)
+    assert len(list(store.rglob("*.npy"))) == 2
+    forbid_attacks(monkeypatch)
+    again = attacks.transfer_examples(small_model, x, y, (0.1,), "FGSM-k", seed=0)
+    for (label, eps, x_adv), (label2, eps2, x_adv2) in zip(first, again):
+        assert (label, eps) == (label2, eps2) and x_adv2.dtype == x_adv.dtype
+        np.testing.assert_array_equal(x_adv2, x_adv)
+    with pytest.raises(AssertionError, match="attacked again"):
+        attacks.transfer_examples(small_model, x, y, (0.1,), "FGSM-k", seed=1)
+
+
 def evaluation_command(results, models):
     return [sys.executable, "evaluation.py", "--quick", "--defenses", "undefended CNN", "--results-dir",
             str(results), "--models-dir", str(models)]
