@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+import attacks
 import certified_robustness as cr
 import filters
 import membership_inference as mia
@@ -289,18 +290,30 @@ class EvaluatedDefense:
 def evaluated_from_csv(path):
     """(defense, rows) pairs of an evaluation CSV, in its order, with numbers as numbers."""
     groups = {}
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            r.update({k: float(r[k]) if r[k] != "" else None for k in ("eps", "acc", "ci_low", "ci_high")})
-            r["n"] = int(r["n"]) if r["n"] else None
-            groups.setdefault(EvaluatedDefense(r["defense"], r["kind"], r["model"]), []).append(r)
+    for r in numeric_rows(path):
+        r["n"] = int(r["n"]) if r["n"] else None
+        groups.setdefault(EvaluatedDefense(r["defense"], r["kind"], r["model"]), []).append(r)
     return list(groups.items())
 
 
+def numeric_rows(path):
+    """A results CSV's rows with the figures as numbers."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.update({k: float(r[k]) if r[k] != "" else None for k in ("eps", "acc", "ci_low", "ci_high") if k in r})
+    return rows
+
+
 def redraw_figures(results_dir):
-    """Every evaluation figure again from the CSVs in results_dir (make readme): a figure
-    fixed after a run is redrawn from that run's numbers, without re-running it."""
-    for protocol_name in PROTOCOLS:
+    """The evaluation's figures and the attack suite's again from the CSVs in
+    results_dir (make readme): a figure fixed after a run is redrawn from that run's
+    numbers, without re-running it."""
+    for protocol_name, protocol in PROTOCOLS.items():
+        path = Path(results_dir) / f"attacks_{protocol_name}.csv"
+        if path.exists():
+            rows = numeric_rows(path)
+            attacks.plot_accuracy_vs_eps(rows, attacks.plot_title(protocol, int(rows[0]["n"])), path.with_suffix(".png"))
         path = Path(results_dir) / f"evaluation_{protocol_name}.csv"
         if path.exists():
             evaluated = evaluated_from_csv(path)

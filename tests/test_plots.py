@@ -69,8 +69,14 @@ def test_the_evaluation_figures_are_redrawn_from_the_csv(tmp_path):
     evaluated = report.evaluated_from_csv(tmp_path / "evaluation_paper.csv")
     assert [d.label for d, _ in evaluated] == ["defense 0", "defense 1", "defense 2"]
     assert report.find(evaluated[2][1], "worst case", 0.1)["acc"] == 0.2
+    (tmp_path / "attacks_paper.csv").write_text(
+        "protocol,attack,norm,eps,settings,n,acc,ci_low,ci_high\npaper,clean,-,0.0,,100,0.9,0.85,0.95\n"
+        "paper,PGD-20,linf,0.05,s,100,0.3,0.2,0.4\npaper,PGD-20,linf,0.1,s,100,0.1,0.05,0.2\n"
+        "paper,worst case,linf,0.05,s,100,0.3,0.2,0.4\npaper,worst case,linf,0.1,s,100,0.1,0.05,0.2\n"
+        "paper,AutoAttack,linf,0.1,s,100,0.1,0.05,0.2\n")
     report.redraw_figures(tmp_path)
     assert all(drawn(tmp_path / f"evaluation_paper_{name}.png") for name in ("pareto", "eps", "privacy"))
+    assert drawn(tmp_path / "attacks_paper.png")
 
 
 def test_the_technique_plots(tmp_path):
