@@ -11,6 +11,7 @@ import numpy as np
 import attacks
 import certified_robustness as cr
 import filters
+import input_preprocessing as ip
 import membership_inference as mia
 from attacks import HEADLINE_EPS
 from data import PROTOCOLS, STUDY_TABLE4
@@ -314,6 +315,9 @@ def redraw_figures(results_dir):
         if path.exists():
             rows = numeric_rows(path)
             attacks.plot_accuracy_vs_eps(rows, attacks.plot_title(protocol, int(rows[0]["n"])), path.with_suffix(".png"))
+        path, figure = (Path(results_dir) / f"input_preprocessing_{protocol_name}{end}" for end in (".csv", "_eps.png"))
+        if path.exists() and figure.exists():   # the paper protocol's filter study draws no eps curve
+            ip.plot_accuracy_vs_eps(numeric_rows(path), ip.PLOT_TITLE, figure)
         path = Path(results_dir) / f"evaluation_{protocol_name}.csv"
         if path.exists():
             evaluated = evaluated_from_csv(path)

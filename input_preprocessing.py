@@ -130,7 +130,12 @@ def study_rows(ctx, data):
 
 # ----------------------------------------------------------------------- plots
 
+PLOT_TITLE = "Filter defenses: PGD-20 transfer (dashed) vs the worst case of the suite (pale band)"
+
+
 def plot_accuracy_vs_eps(rows, title, path):
+    """One panel per filter: transfer and worst case per variant, markers at the measured
+    budgets; the worst case a pale band beneath, so a transfer line on it stays visible."""
     plt = pyplot()
     filters = [f for f in dict.fromkeys(r["filter"] for r in rows) if f != "none"]
     cols = min(4, len(filters))
@@ -152,7 +157,10 @@ def plot_accuracy_vs_eps(rows, title, path):
             eps = [0.0] + [r["eps"] for r in sel]
             label = ("undefended, white-box" if variant == "undefended"
                      else f"filter {variant}, {'transfer' if 'transfer' in attack else 'worst case'}")
-            ax.plot(eps, [100 * r["acc"] for r in pts], style, color=color, marker="o", ms=3, label=label)
+            if attack == "worst case" and variant != "undefended":
+                ax.plot(eps, [100 * r["acc"] for r in pts], "-", color=color, lw=6, alpha=0.3, label=label, zorder=1)
+                continue
+            ax.plot(eps, [100 * r["acc"] for r in pts], style, color=color, marker="o", ms=3, label=label, zorder=2)
             ax.fill_between(eps, [100 * r["ci_low"] for r in pts], [100 * r["ci_high"] for r in pts],
                             color=color, alpha=0.12)
         ax.set(title=filter_name, xlabel="L-inf eps", ylim=(0, 100))
@@ -238,8 +246,7 @@ def run_standard(ctx, filter_names=None, retrain=False):
     write_table(headline_table(rows), f"{stem}_summary",
                 title=f"Filter defenses at a glance: accuracy % [95% interval], clean on "
                       f"{len(data.y_test):,} test images, attacks on {len(y):,}")
-    plot_accuracy_vs_eps(rows, "Filter defenses: PGD-20 transfer (dashed) vs the worst case of the suite "
-                         "(solid)", f"{stem}_eps.png")
+    plot_accuracy_vs_eps(rows, PLOT_TITLE, f"{stem}_eps.png")
     example_filter = "dual" if "dual" in filter_names else filter_names[0]
     defended = (get_filter_model(ctx, example_filter, data)[0] if example_filter in filters.TRAINED_BEHIND
                 else with_filter(make_filter(example_filter), get_base_model(ctx, data)[0]))
