@@ -13,6 +13,7 @@ import certified_robustness as cr
 import filters
 import input_preprocessing as ip
 import membership_inference as mia
+import runtime_adversarial_training as rat
 from attacks import HEADLINE_EPS
 from data import PROTOCOLS, STUDY_TABLE4
 from model import base_model_name
@@ -307,23 +308,28 @@ def numeric_rows(path):
 
 
 def redraw_figures(results_dir):
-    """The evaluation's figures and the attack suite's again from the CSVs in
-    results_dir (make readme): a figure fixed after a run is redrawn from that run's
-    numbers, without re-running it."""
+    """The figures drawn from a results CSV, again from that CSV (make readme): a figure
+    fixed after a run is redrawn from that run's numbers, without re-running it. Only
+    figures a run drew are redrawn."""
+    results_dir = Path(results_dir)
     for protocol_name, protocol in PROTOCOLS.items():
-        path = Path(results_dir) / f"attacks_{protocol_name}.csv"
-        if path.exists():
-            rows = numeric_rows(path)
-            attacks.plot_accuracy_vs_eps(rows, attacks.plot_title(protocol, int(rows[0]["n"])), path.with_suffix(".png"))
-        path, figure = (Path(results_dir) / f"input_preprocessing_{protocol_name}{end}" for end in (".csv", "_eps.png"))
-        if path.exists() and figure.exists():   # the paper protocol's filter study draws no eps curve
-            ip.plot_accuracy_vs_eps(numeric_rows(path), ip.PLOT_TITLE, figure)
-        path = Path(results_dir) / f"evaluation_{protocol_name}.csv"
-        if path.exists():
-            evaluated = evaluated_from_csv(path)
+        drawers = {
+            (f"attacks_{protocol_name}", ".png"):
+                lambda rows, png: attacks.plot_accuracy_vs_eps(rows, attacks.plot_title(protocol, int(rows[0]["n"])), png),
+            (f"input_preprocessing_{protocol_name}", "_eps.png"):
+                lambda rows, png: ip.plot_accuracy_vs_eps(rows, ip.PLOT_TITLE, png),
+            (f"adversarial_training_{protocol_name}", "_clean_vs_robust.png"):
+                lambda rows, png: rat.plot_clean_vs_robust(rows, *rat.CLEAN_VS_ROBUST, png)}
+        for (stem, ending), draw in drawers.items():
+            table, figure = results_dir / f"{stem}.csv", results_dir / f"{stem}{ending}"
+            if table.exists() and figure.exists():
+                draw(numeric_rows(table), figure)
+        table = results_dir / f"evaluation_{protocol_name}.csv"
+        if table.exists():
+            evaluated = evaluated_from_csv(table)
             eps_grid = sorted({r["eps"] for _, rows in evaluated for r in rows if r["attack"] == "worst case"})
             draw_figures(evaluated, eps_grid, mia_results(results_dir, protocol_name), protocol_name,
-                         path.with_suffix(""))
+                         table.with_suffix(""))
 
 
 # ------------------------------------------------- the digest the README shows

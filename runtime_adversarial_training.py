@@ -137,18 +137,23 @@ def plot_epoch_logs(logs, title, path):
     save_figure(fig, path)
 
 
+CLEAN_VS_ROBUST = ("APGD-CE", "Clean vs robust accuracy per method")   # the attack on its x axis, its title
+
+
 def plot_clean_vs_robust(rows, robust_attack, title, path):
+    """Each adversarially trained model's clean accuracy against its accuracy under
+    robust_attack at eps 0.1, with both intervals; labelled by recipe."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name in dict.fromkeys(r["model"] for r in rows):
         clean = next(r for r in rows if r["model"] == name and r["attack"] == "clean")
         robust = next(r for r in rows if r["model"] == name and r["attack"] == robust_attack)
-        label = ("" if clean["filter"] == "none" else f"{clean['filter']} + ") + f"{clean['method']} training"
+        label = Recipe(clean["method"], filter="" if clean["filter"] == "none" else clean["filter"]).label()
         ax.errorbar(100 * robust["acc"], 100 * clean["acc"], fmt="o", capsize=2, label=label,
                     xerr=error_bars([robust]), yerr=error_bars([clean]))
     ax.set(xlabel=f"{robust_attack} accuracy at eps 0.1 (%)", ylabel="clean test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     save_figure(fig, path)
 
 
@@ -157,7 +162,7 @@ def write_results(ctx, rows, logs, stem, clean_vs_robust):
                                   "(exact 95% intervals)")
     plot_epoch_logs(logs, f"Adversarial training per epoch ({ctx.protocol.name} protocol)", f"{stem}_epochs.png")
     if clean_vs_robust:
-        plot_clean_vs_robust(rows, "APGD-CE", "Clean vs robust accuracy per method", f"{stem}_clean_vs_robust.png")
+        plot_clean_vs_robust(rows, *CLEAN_VS_ROBUST, f"{stem}_clean_vs_robust.png")
     print(f"wrote {stem}.csv, {stem}.md and plots")
 
 

@@ -74,9 +74,10 @@ def test_the_evaluation_figures_are_redrawn_from_the_csv(tmp_path):
         "paper,PGD-20,linf,0.05,s,100,0.3,0.2,0.4\npaper,PGD-20,linf,0.1,s,100,0.1,0.05,0.2\n"
         "paper,worst case,linf,0.05,s,100,0.3,0.2,0.4\npaper,worst case,linf,0.1,s,100,0.1,0.05,0.2\n"
         "paper,AutoAttack,linf,0.1,s,100,0.1,0.05,0.2\n")
+    (tmp_path / "attacks_paper.png").write_bytes(b"")   # what the run drew: redrawn; what it did not: left
     report.redraw_figures(tmp_path)
     assert all(drawn(tmp_path / f"evaluation_paper_{name}.png") for name in ("pareto", "eps", "privacy"))
-    assert drawn(tmp_path / "attacks_paper.png")
+    assert drawn(tmp_path / "attacks_paper.png") and not (tmp_path / "input_preprocessing_paper_eps.png").exists()
 
 
 def test_the_technique_plots(tmp_path):
