@@ -79,14 +79,16 @@ def _cell(value):
 
 def readable(rows):
     """How a table reads in Markdown: accuracy as '83.2 [82.5, 83.9]' (%, with its
-    exact interval) in one column; a column with one value in every row said once, in
-    the caption. Returns (caption, header, lines); the same whether rows come from
+    exact interval) in one column, and in such a table of measurements a column with
+    one value in every row said once, in the caption (a digest already formatted keeps
+    its columns). Returns (caption, header, lines); the same whether rows come from
     memory or back from the CSV."""
     columns = list(rows[0].keys()) if rows else []
     value = next((c for c in ACCURACY_HEADERS if c in columns), None) if all(
         c in columns for c in INTERVAL_COLUMNS) else None
     merged = (value, *INTERVAL_COLUMNS) if value else ()
-    constant = [c for c in columns if len(rows) > 1 and c not in merged and len({_cell(r[c]) for r in rows}) == 1]
+    constant = [c for c in columns if value and len(rows) > 1 and c not in merged   # measurement tables only
+                and len({_cell(r[c]) for r in rows}) == 1]
     shown = [c for c in columns if c not in constant and not (value and c in INTERVAL_COLUMNS)]
     header = [ACCURACY_HEADERS[c] if c == value else c for c in shown]
 

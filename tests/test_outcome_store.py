@@ -90,8 +90,11 @@ def test_an_evaluation_killed_midway_resumes_to_the_same_tables(quick_run, tmp_p
     assert done.returncode == 0, done.stderr
     stored = len(list((straight / ".outcomes").rglob("*.npy")))
     assert stored > 5
+    # SIGINT back to its default in the child: a shell starting the tests in the background ignores it,
+    # and Python then never turns it into KeyboardInterrupt
     proc = subprocess.Popen(evaluation_command(resumed, quick_run.models), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 600
     while len(list((resumed / ".outcomes").rglob("*.npy"))) < 3 and time.time() < deadline:
         time.sleep(0.2)
