@@ -153,8 +153,8 @@ def plot_accuracy_vs_eps(rows, title, path):
                          key=lambda r: r["eps"])
             if not sel:
                 continue
-            pts = clean + sel
-            eps = [0.0] + [r["eps"] for r in sel]
+            pts = clean[:1] + sel
+            eps = [r["eps"] for r in pts]
             label = ("undefended, white-box" if variant == "undefended"
                      else f"filter {variant}, {'transfer' if 'transfer' in attack else 'worst case'}")
             if attack == "worst case" and variant != "undefended":
