@@ -54,8 +54,7 @@ def atomic_write_text(path, text):
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 
-INTERVAL_COLUMNS = ("ci_low", "ci_high")
-ACCURACY_HEADERS = {"acc": "accuracy % [95%]"}   # a fraction with its interval (ci_low, ci_high)
+ACCURACY = ("acc", "ci_low", "ci_high")   # a fraction and its exact interval: one column in Markdown
 
 
 def _value(text):
@@ -84,19 +83,17 @@ def readable(rows):
     its columns). Returns (caption, header, lines); the same whether rows come from
     memory or back from the CSV."""
     columns = list(rows[0].keys()) if rows else []
-    value = next((c for c in ACCURACY_HEADERS if c in columns), None) if all(
-        c in columns for c in INTERVAL_COLUMNS) else None
-    merged = (value, *INTERVAL_COLUMNS) if value else ()
-    constant = [c for c in columns if value and len(rows) > 1 and c not in merged   # measurement tables only
+    measured = all(c in columns for c in ACCURACY)
+    constant = [c for c in columns if measured and len(rows) > 1 and c not in ACCURACY
                 and len({_cell(r[c]) for r in rows}) == 1]
-    shown = [c for c in columns if c not in constant and not (value and c in INTERVAL_COLUMNS)]
-    header = [ACCURACY_HEADERS[c] if c == value else c for c in shown]
+    shown = [c for c in columns if c not in constant and not (measured and c in ACCURACY[1:])]
+    header = ["accuracy % [95%]" if measured and c == "acc" else c for c in shown]
 
     def cells(row):
         for c in shown:
-            if c == value:
-                numbers = [str(row[k]) for k in merged]
-                yield pct(dict(zip(("acc", *INTERVAL_COLUMNS), map(float, numbers)))) if all(numbers) else ""
+            if measured and c == "acc":
+                numbers = [str(row[k]) for k in ACCURACY]
+                yield pct(dict(zip(ACCURACY, map(float, numbers)))) if all(numbers) else ""
             else:
                 yield _cell(row[c])
     caption = "In every row: " + "; ".join(f"{c} {_cell(rows[0][c])}" for c in constant) + "." if constant else ""
