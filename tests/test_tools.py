@@ -44,12 +44,15 @@ def test_timed_records_the_models_a_stage_trained(tmp_path):
     write = ("import json, pathlib; "
              f"pathlib.Path({str(models / 'cnn.json')!r}).write_text(json.dumps({{'train_seconds': 90}})); "
              f"pathlib.Path({str(models / 'references' / 'ref0' / 'cnn.json')!r}).write_text("
-             "json.dumps({'train_seconds': 30}))")
+             "json.dumps({'train_seconds': 30})); "
+             f"pathlib.Path({str(models / 'cnn_after_2.json')!r}).write_text("
+             "json.dumps({'train_seconds': 20, 'snapshot_of': 'cnn'}))")
     proc = run_script("tools/timed.py", "--results-dir", tmp_path, "--models-dir", models, sys.executable, "-c", write)
     assert proc.returncode == 0, proc.stderr
     row = next(csv.DictReader((tmp_path / "run_times.csv").open()))
-    assert sorted(row["models_trained"].split(";")) == ["cnn", "ref0/cnn"] and float(row["train_s"]) == 120
-    assert "| 2 (2.0) |" in (tmp_path / "run_times.md").read_text()
+    assert sorted(row["models_trained"].split(";")) == ["cnn", "cnn_after_2", "ref0/cnn"]
+    assert float(row["train_s"]) == 120   # the snapshot's 20 s are inside the 90 s of the run it came from
+    assert "| 3 (2.0) |" in (tmp_path / "run_times.md").read_text()
 
 
 def test_timed_counts_interrupted_and_killed_attempts_in_the_stage_time(tmp_path):

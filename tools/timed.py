@@ -57,7 +57,8 @@ def sidecars(models_dir):
 
 
 def trained_during(before, after):
-    """(names, training seconds) of the models whose sidecar appeared or changed."""
+    """(names, training seconds) of the models whose sidecar appeared or changed; a
+    snapshot's seconds are part of the run it was taken from, so they count once."""
     names, seconds = [], 0.0
     for path, mtime in sorted(after.items()):
         if before.get(path) == mtime:
@@ -67,7 +68,7 @@ def trained_during(before, after):
         except (OSError, ValueError):
             continue
         names.append(path.stem if path.parent.name == "models" else f"{path.parent.name}/{path.stem}")
-        seconds += float(meta.get("train_seconds") or 0)
+        seconds += 0.0 if meta.get("snapshot_of") else float(meta.get("train_seconds") or 0)
     return names, seconds
 
 
