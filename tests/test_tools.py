@@ -133,3 +133,13 @@ def test_a_timed_make_target_is_listed_apart_from_the_stages_sum(tmp_path):
     text = (tmp_path / "t.md").read_text()
     assert "Sum over the 1 stages: 0.17 h" in text
     assert "Not part of the full run: `make quick-scripts` took 9.0 minutes" in text
+
+
+def test_timed_records_nothing_under_make_dry_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAKEFLAGS", "n --no-print-directory")
+    proc = run_script("tools/timed.py", "--results-dir", tmp_path, sys.executable, "-c", "print('hi')")
+    assert proc.returncode == 0 and "hi" in proc.stdout and not (tmp_path / "run_times.csv").exists()
+    for flags in ("s", " --no-print-directory", " -j2 --jobserver-auth=3,4"):   # not a dry run: timed
+        monkeypatch.setenv("MAKEFLAGS", flags)
+        run_script("tools/timed.py", "--results-dir", tmp_path, sys.executable, "-c", "pass")
+    assert len(list(csv.DictReader((tmp_path / "run_times.csv").open()))) == 3

@@ -191,6 +191,12 @@ def run_with_heartbeat(argv, attempt_file):
             pass
 
 
+def make_dry_run():
+    """Whether make called us with -n (its single-letter flags are MAKEFLAGS' first word)."""
+    first = (os.environ.get("MAKEFLAGS", "").split() or [""])[0]
+    return not first.startswith("-") and "n" in first
+
+
 def main(argv):
     results_dir, models_dir = Path("results"), Path("models")
     while argv[:1] in (["--results-dir"], ["--models-dir"]) and len(argv) > 1:
@@ -210,6 +216,8 @@ def main(argv):
         print("usage: python tools/timed.py [--results-dir DIR] [--models-dir DIR] COMMAND [ARG ...] | --summary",
               file=sys.stderr)
         return 2
+    if make_dry_run():   # `make -n` runs a recursive make line: pass it through, time nothing
+        return subprocess.call(argv)
     if shutil.which(argv[0]) is None and not Path(argv[0]).is_file():
         print(f"error: cannot run {argv[0]}: no such program", file=sys.stderr)
         return 2
