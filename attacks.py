@@ -157,20 +157,16 @@ class Target:
         todo = np.flatnonzero(only) if only is not None else np.arange(len(y))
         if not len(todo):
             return correct
-        key = None
-        if OUTCOMES.folder is not None:
-            key = OUTCOMES.key(model_fingerprint(self.model), self.describe(), self.judged_by, attack, round(eps, 6),
-                               seed, array_fingerprint(x, y, todo))
-            stored = OUTCOMES.get(key)
-            if stored is not None and len(stored) == len(y):
-                return stored
-        views = self.views if attack.gradient else (("deployed", self.model, 1),)
-        for _, view, eot in views:
-            x_adv = attack.run(view, x[todo], y[todo], eps, seed, eot)
-            correct[todo] &= self.judge(x_adv, y[todo])
-        if key is not None:
-            OUTCOMES.put(key, correct)
-        return correct
+
+        def measure():
+            views = self.views if attack.gradient else (("deployed", self.model, 1),)
+            for _, view, eot in views:
+                x_adv = attack.run(view, x[todo], y[todo], eps, seed, eot)
+                correct[todo] &= self.judge(x_adv, y[todo])
+            return correct
+        parts = (model_fingerprint(self.model), self.describe(), self.judged_by, attack, round(eps, 6), seed,
+                 array_fingerprint(x, y, todo))
+        return OUTCOMES.remember(parts, measure, lambda stored: len(stored) == len(y))
 
     def describe(self):
         return " + ".join(label + (f", EOT-{eot}" if eot > 1 else "") for label, _, eot in self.views)
@@ -267,16 +263,8 @@ def measure(target, x, y, plan, seed, transfer=None, log=print):
 def crafted(attack, model, x, y, eps, seed):
     """The attack's examples on a deterministic model, from the store when a stage
     before made them (every technique stage and the evaluation transfer the same ones)."""
-    key = None
-    if OUTCOMES.folder is not None:
-        key = OUTCOMES.key("examples", model_fingerprint(model), attack, round(eps, 6), seed, array_fingerprint(x, y))
-        stored = OUTCOMES.get(key)
-        if stored is not None and stored.shape == x.shape:
-            return stored
-    x_adv = attack.run(model, x, y, eps, seed)
-    if key is not None:
-        OUTCOMES.put(key, x_adv)
-    return x_adv
+    return OUTCOMES.remember(("examples", model_fingerprint(model), attack, round(eps, 6), seed, array_fingerprint(x, y)),
+                             lambda: attack.run(model, x, y, eps, seed), lambda stored: stored.shape == x.shape)
 
 
 def transfer_examples(source, x, y, eps_grid, fgsm_k, seed):

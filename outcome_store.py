@@ -71,6 +71,19 @@ class OutcomeStore:
         except (OSError, ValueError):   # not stored yet, or a file cut short: measure again
             return None
 
+    def remember(self, parts, compute, fits):
+        """compute()'s array, read back when stored under parts and fits(stored) holds,
+        otherwise computed and stored (when the store is on)."""
+        if self.folder is None:
+            return compute()
+        key = self.key(*parts)
+        stored = self.get(key)
+        if stored is not None and fits(stored):
+            return stored
+        array = compute()
+        self.put(key, array)
+        return array
+
     def put(self, key, array):
         """Store an outcome (booleans) or examples an attack crafted (floats)."""
         if self.folder is None:
