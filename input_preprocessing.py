@@ -142,11 +142,13 @@ def plot_accuracy_vs_eps(rows, title, path):
     n_rows = -(-len(filters) // cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 3.5 * n_rows), squeeze=False, sharey=True,
                              constrained_layout=True)
-    styles = {("trained", "PGD-20 transfer"): ("C0", "--"), ("trained", "worst case"): ("C0", "-"),
-              ("test-time", "PGD-20 transfer"): ("C1", "--"), ("test-time", "worst case"): ("C1", "-"),
-              ("undefended", "worst case"): ("grey", ":")}
+    line = lambda color, ls: dict(color=color, ls=ls, marker="o", ms=3, zorder=2)  # noqa: E731  (with its interval)
+    band = lambda color: dict(color=color, lw=6, alpha=0.3, zorder=1)  # noqa: E731
+    styles = {("trained", "PGD-20 transfer"): line("C0", "--"), ("trained", "worst case"): band("C0"),
+              ("test-time", "PGD-20 transfer"): line("C1", "--"), ("test-time", "worst case"): band("C1"),
+              ("undefended", "worst case"): line("grey", ":")}
     for ax, filter_name in zip(axes.ravel(), filters):
-        for (variant, attack), (color, style) in styles.items():
+        for (variant, attack), style in styles.items():
             name = "none" if variant == "undefended" else filter_name
             clean = [r for r in rows if (r["filter"], r["variant"], r["attack"]) == (name, variant, "benign")]
             sel = sorted((r for r in rows if (r["filter"], r["variant"], r["attack"]) == (name, variant, attack)),
@@ -157,12 +159,10 @@ def plot_accuracy_vs_eps(rows, title, path):
             eps = [r["eps"] for r in pts]
             label = ("undefended, white-box" if variant == "undefended"
                      else f"filter {variant}, {'transfer' if 'transfer' in attack else 'worst case'}")
-            if attack == "worst case" and variant != "undefended":
-                ax.plot(eps, [100 * r["acc"] for r in pts], "-", color=color, lw=6, alpha=0.3, label=label, zorder=1)
-                continue
-            ax.plot(eps, [100 * r["acc"] for r in pts], style, color=color, marker="o", ms=3, label=label, zorder=2)
-            ax.fill_between(eps, [100 * r["ci_low"] for r in pts], [100 * r["ci_high"] for r in pts],
-                            color=color, alpha=0.12)
+            ax.plot(eps, [100 * r["acc"] for r in pts], label=label, **style)
+            if "marker" in style:
+                ax.fill_between(eps, [100 * r["ci_low"] for r in pts], [100 * r["ci_high"] for r in pts],
+                                color=style["color"], alpha=0.12)
         ax.set(title=filter_name, xlabel="L-inf eps", ylim=(0, 100))
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
