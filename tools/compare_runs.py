@@ -23,9 +23,9 @@ CIRCUMSTANCES = {"seconds_per_epoch", "mean_seconds_per_image", "seconds", "samp
                  "vs_ours", "vs_limit", "epochs_run", "abstain_rate", "study_within_ci", "time"}
 
 
-def read(path):
+def read(path, delimiter=","):
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        return list(csv.DictReader(f, delimiter=delimiter))
 
 
 def accuracy_rows(old_dir, new_dir):
@@ -60,8 +60,7 @@ def certification_rows(old_dir, new_dir):
         old_path = Path(old_dir) / "certify" / new_path.name
         if not old_path.exists():
             continue
-        load = lambda p: {r["idx"]: r for r in csv.DictReader(open(p, newline=""), delimiter="\t")}  # noqa: E731
-        old, new = load(old_path), load(new_path)
+        old, new = ({r["idx"]: r for r in read(p, delimiter="\t")} for p in (old_path, new_path))
         common = sorted(set(old) & set(new), key=int)
         if not common:
             continue
