@@ -486,6 +486,8 @@ def main():
     figures and regenerate the digest, from results/ without running anything else."""
     import sys
     results_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results"
+    if not results_dir.is_dir():
+        sys.exit(f"error: no results folder {results_dir}")
     rerender_markdown(results_dir)
     redraw_figures(results_dir)
     write_digest(results_dir)

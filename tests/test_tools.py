@@ -143,3 +143,9 @@ def test_timed_records_nothing_under_make_dry_run(tmp_path, monkeypatch):
         monkeypatch.setenv("MAKEFLAGS", flags)
         run_script("tools/timed.py", "--results-dir", tmp_path, sys.executable, "-c", "pass")
     assert len(list(csv.DictReader((tmp_path / "run_times.csv").open()))) == 3
+
+
+def test_the_report_refuses_a_results_folder_that_does_not_exist(tmp_path):
+    proc = run_script("evaluation_report.py", tmp_path / "typo")
+    assert proc.returncode == 1 and "error: no results folder" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "typo").exists()
