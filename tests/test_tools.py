@@ -35,6 +35,15 @@ def test_timed_records_each_run_and_passes_the_exit_code_through(tmp_path):
     assert "Sum over the 1 stages" in summary and summary.count("| `python -c") == 1
 
 
+def test_timed_records_the_peak_memory_of_the_stage(tmp_path):
+    """A stage that holds 300 MiB records a peak of at least that; an idle one far less."""
+    for code in ("b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])", "pass"):
+        assert run_script("tools/timed.py", "--results-dir", tmp_path, sys.executable, "-c", code).returncode == 0
+    big, idle = [float(r["peak_rss_mib"]) for r in csv.DictReader((tmp_path / "run_times.csv").open())]
+    assert big >= 300 > 100 > idle
+    assert "| 0.3 |" in (tmp_path / "run_times.md").read_text() or "| 0.4 |" in (tmp_path / "run_times.md").read_text()
+
+
 def test_timed_records_the_models_a_stage_trained(tmp_path):
     """A sidecar that appears while the stage runs is a model it trained; one that was
     there before and did not change is not."""

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reporting import atomic_write_text  # noqa: E402  (no TensorFlow: this wrapper starts fast)
 
 FIELDS = ["finished_utc", "command", "exit", "wall_s", "commit", "cpus", "gpu", "host", "models_trained",
-          "train_s"]
+          "train_s", "peak_rss_mib"]
 SPEED_MODEL = "standard_cnn.json"   # its seconds per epoch tell how fast the machine is
 HEARTBEAT_S = 30
 
@@ -72,6 +73,13 @@ def trained_during(before, after):
     return names, seconds
 
 
+def peak_rss_mib():
+    """The peak resident memory of the largest process the stage ran (make's children
+    included: the kernel keeps the maximum over every waited-for descendant)."""
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10))   # bytes on macOS, KiB on Linux
+
+
 def stage_of(command):
     """The stage a command runs: the command without the folders it read and wrote."""
     words, kept = command.split(), []
@@ -108,8 +116,9 @@ def write_markdown(rows, path, speed=None):
         latest, apart = apart, {}
     lines = ["# Wall time of each stage (tools/timed.py: the latest successful run of each command, with the "
              "attempts interrupted before it)", "",
-             "| stage | minutes | attempts | models trained (their training minutes) | finished (UTC) | commit |",
-             "|---|---|---|---|---|---|"]
+             "| stage | minutes | attempts | models trained (their training minutes) | peak memory (GiB) | "
+             "finished (UTC) | commit |",
+             "|---|---|---|---|---|---|---|"]
     for attempts in latest.values():
         r = attempts[-1]
         trained = [name for a in attempts for name in (a.get("models_trained") or "").split(";") if name]
@@ -117,8 +126,10 @@ def write_markdown(rows, path, speed=None):
         models = (f"{len(trained)} ({train_s / 60:.1f})" if trained else
                   "none" if r.get("train_s") else "not recorded")
         minutes = sum(float(a["wall_s"]) for a in attempts) / 60
+        peaks = [float(a["peak_rss_mib"]) for a in attempts if a.get("peak_rss_mib")]
+        memory = f"{max(peaks) / 1024:.1f}" if peaks else "not recorded"
         commits = ", ".join(dict.fromkeys(a["commit"] for a in attempts))
-        lines.append(f"| `{stage_of(r['command'])}` | {minutes:.1f} | {len(attempts)} | {models} | "
+        lines.append(f"| `{stage_of(r['command'])}` | {minutes:.1f} | {len(attempts)} | {models} | {memory} | "
                      f"{r['finished_utc']} | {commits} |")
     total = sum(float(a["wall_s"]) for attempts in latest.values() for a in attempts)
     machines = sorted({f"{a['cpus']} CPUs, GPU {a['gpu']}" for attempts in latest.values() for a in attempts})
@@ -237,7 +248,8 @@ def main(argv):
     names, train_seconds = trained_during(before, sidecars(models_dir))
     try:
         record(results_dir, {**row, "finished_utc": utc(time.time()), "exit": code, "wall_s": round(wall, 1),
-                             "models_trained": ";".join(names), "train_s": round(train_seconds, 1)},
+                             "models_trained": ";".join(names), "train_s": round(train_seconds, 1),
+                             "peak_rss_mib": peak_rss_mib()},
                machine_speed(models_dir))
         attempt_file.unlink()
     except OSError as error:  # the stage's own exit code still stands
