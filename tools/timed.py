@@ -112,11 +112,19 @@ def write_markdown(rows, path, speed=None):
         return False
     # a make target timed as a whole (make quick) is not a stage of the full run
     apart = {stage: latest.pop(stage) for stage in list(latest) if stage.split()[0] == "make"}
-    if not latest:
-        latest, apart = apart, {}
     lines = ["# Wall time of each stage (tools/timed.py: the latest successful run of each command, with the "
-             "attempts interrupted before it)", "",
-             "| stage | minutes | attempts | models trained (their training minutes) | peak memory (GiB) | "
+             "attempts interrupted before it)", ""]
+    lines += stage_table(latest, speed) if latest else ["No stage of the full run recorded yet."]
+    for stage, attempts in apart.items():
+        lines += ["", f"Not part of the full run: `{stage}` took {sum(float(a['wall_s']) for a in attempts) / 60:.1f} "
+                      f"minutes ({attempts[-1]['finished_utc']}, commit {attempts[-1]['commit']})."]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return True
+
+
+def stage_table(latest, speed):
+    """The Markdown table of {stage: its attempts} and the sentence with their sum."""
+    lines = ["| stage | minutes | attempts | models trained (their training minutes) | peak memory (GiB) | "
              "finished (UTC) | commit |",
              "|---|---|---|---|---|---|---|"]
     for attempts in latest.values():
@@ -133,15 +141,10 @@ def write_markdown(rows, path, speed=None):
                      f"{r['finished_utc']} | {commits} |")
     total = sum(float(a["wall_s"]) for attempts in latest.values() for a in attempts)
     machines = sorted({f"{a['cpus']} CPUs, GPU {a['gpu']}" for attempts in latest.values() for a in attempts})
-    lines += ["", f"Sum over the {len(latest)} stages: {total / 3600:.2f} h on {'; '.join(machines)}."
-              + (f" Machine speed: the standard base CNN trained at {speed:g} s per epoch here (machines differ "
-                 "up to 4x; scale the minutes by it)." if speed else "")
-              + " Which models each stage trained: the `models_trained` column of run_times.csv."]
-    for stage, attempts in apart.items():
-        lines += ["", f"Not part of the full run: `{stage}` took {sum(float(a['wall_s']) for a in attempts) / 60:.1f} "
-                      f"minutes ({attempts[-1]['finished_utc']}, commit {attempts[-1]['commit']})."]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return True
+    return lines + ["", f"Sum over the {len(latest)} stages: {total / 3600:.2f} h on {'; '.join(machines)}."
+                    + (f" Machine speed: the standard base CNN trained at {speed:g} s per epoch here (machines "
+                       "differ up to 4x; scale the minutes by it)." if speed else "")
+                    + " Which models each stage trained: the `models_trained` column of run_times.csv."]
 
 
 def machine_speed(models_dir):
