@@ -355,17 +355,25 @@ def leakage_findings(results_dir):
     out = [f"RMIA, calibrated on reference models trained with each defense's own recipe, finds AUCs between "
            f"{low:.3f} and {high:.3f}; at 1% FPR it finds at most {most['tp_at_1%_fpr']} of "
            f"{int(most['n_members']):,} members ({most['defense']})."]
-    leakage = [r for r in read_rows(f"{mia.table_stem(results_dir, 'standard')}_leakage.csv")
-               if r["attack"] == mia.HEADLINE_ATTACK]
-    more = [r for r in leakage if float(r["d_auc_low"]) > 0]
-    less = [r for r in leakage if float(r["d_auc_high"]) < 0]
     describe = lambda group: ", ".join(  # noqa: E731
         f"{r['defense']} ({float(r['d_auc']):+.3f} [{float(r['d_auc_low']):+.3f}, {float(r['d_auc_high']):+.3f}])"
         for r in group)
-    if leakage:
-        out.append("Against the undefended CNN (difference in RMIA's AUC, paired 95% interval): "
-                   + (f"more leakage for {describe(more)}" if more else "no defense leaks significantly more")
-                   + (f"; less for {describe(less)}." if less else "."))
+
+    def compared(leakage):
+        more = [r for r in leakage if float(r["d_auc_low"]) > 0]
+        less = [r for r in leakage if float(r["d_auc_high"]) < 0]
+        return ((f"more leakage for {describe(more)}" if more else "no defense leaks significantly more")
+                + (f"; less for {describe(less)}" if less else ""))
+
+    clean = [r for r in read_rows(f"{mia.table_stem(results_dir, 'standard')}_leakage.csv")
+             if r["attack"] == mia.HEADLINE_ATTACK]
+    if clean:
+        out.append(f"Against the undefended CNN (difference in RMIA's AUC, paired 95% interval): {compared(clean)}.")
+    adversarial = read_rows(f"{mia.table_stem(results_dir, 'standard', adversarial_queries=True)}_leakage.csv")
+    if adversarial:
+        out.append("Song et al. (2019) found that adversarial training raises leakage, most when the attacker queries "
+                   f"adversarial examples; with such queries ({adversarial[0]['queries']}, the loss attack): "
+                   f"{compared(adversarial)}.")
     return out
 
 
@@ -415,32 +423,53 @@ def percent(cell):
     return f"{value}% {interval}".strip()
 
 
+def bounds(cell):
+    """(value, low, high) of a table cell '0.4 [0.1, 1.0]'."""
+    value, _, interval = cell.partition(" [")
+    low, high = interval.rstrip("]").split(", ")
+    return float(value), float(low), float(high)
+
+
 def findings(results_dir):
-    """The README's findings, as sentences made from the results (so no number in them
-    is typed by hand); a sentence whose results are missing is left out."""
+    """The README's findings, as sentences made from the results: every number, and
+    every verb that judges one ("does not defend", "holds best", "overstates"), follows
+    from the CSVs, so a rerun with other numbers cannot leave a false sentence; a
+    sentence whose results are missing is left out."""
     # by trained model, not by label: a table label may change, the model's name says what was trained
     summary = {r["model"]: r for r in read_rows(Path(results_dir) / "evaluation_standard_summary.csv")}
     standard = PROTOCOLS["standard"]
     base_name, dual_name = base_model_name(standard), filters.filter_model_name(standard, "dual")
     noise_name = cr.noise_model_name(standard, 0.25)
     pgd_name, fgsm_name = Recipe("pgd").name(standard.architecture), Recipe("fgsm").name(standard.architecture)
+    fgsm_rs_name = Recipe("fgsm-rs").name(standard.architecture)
     worst, eps = f"worst case @{HEADLINE_EPS:g}", f"{HEADLINE_EPS:g}"
     out = []
     if {base_name, dual_name} <= set(summary):
         base, dual = summary[base_name], summary[dual_name]
-        out.append(f"The study's pick, the dual 2x2 median filter, does not defend against an attacker who knows "
-                   f"it: at L-inf {eps} it keeps {percent(dual[worst])} of 1,000 test images under the worst "
-                   f"case of our attacks (undefended CNN: {percent(base[worst])}), although FGSM-k crafted "
-                   f"without the filter, as the study attacked it, leaves {percent(dual['FGSM-k transfer'])}.")
-    if {pgd_name, fgsm_name} <= set(summary):
-        pgd, fgsm = summary[pgd_name], summary[fgsm_name]
-        out.append(f"PGD adversarial training is the defense that holds: {percent(pgd[worst])} at L-inf {eps} "
-                   f"for a clean accuracy of {percent(pgd['clean (test set)'])}; FGSM training without a random "
-                   f"start collapses to {percent(fgsm[worst])}.")
+        overlaps = bounds(dual[worst])[1] <= bounds(base[worst])[2]
+        out.append(f"The study's pick, the dual 2x2 median filter, "
+                   + ("does not defend against an attacker who knows it" if overlaps else
+                      "keeps more than the undefended CNN against an attacker who knows it")
+                   + f": at L-inf {eps} it keeps {percent(dual[worst])} of 1,000 test images under the worst "
+                   f"case of our attacks (undefended CNN: {percent(base[worst])}), against "
+                   f"{percent(dual['FGSM-k transfer'])} under FGSM-k crafted without the filter, as the study "
+                   f"attacked it.")
+    if pgd_name in summary:
+        pgd = summary[pgd_name]
+        best = max(summary.values(), key=lambda r: bounds(r[worst])[0])
+        out.append(f"PGD adversarial training keeps {percent(pgd[worst])} at L-inf {eps} for a clean accuracy of "
+                   f"{percent(pgd['clean (test set)'])}"
+                   + (", the most of every defense" if best is pgd else
+                      f"; {best['defense']} keeps the most, {percent(best[worst])}") + ".")
         aa = f"AutoAttack @{HEADLINE_EPS:g}"
         if pgd.get(aa):
-            out.append(f"PGD-20 alone overstates it: it leaves {percent(pgd[f'PGD-20 @{eps}'])}, AutoAttack "
+            pgd20, autoattack = bounds(pgd[f"PGD-20 @{eps}"])[0], bounds(pgd[aa])[0]
+            verb = "overstates it" if pgd20 > autoattack else "does not overstate it"
+            out.append(f"PGD-20 alone {verb}: it leaves {percent(pgd[f'PGD-20 @{eps}'])}, AutoAttack "
                        f"{percent(pgd[aa])}.")
+    if {fgsm_name, fgsm_rs_name} <= set(summary):
+        out.append(f"FGSM training keeps {percent(summary[fgsm_name][worst])} without a random start and "
+                   f"{percent(summary[fgsm_rs_name][worst])} with one.")
     if summary.get(noise_name, {}).get("certified @0.5"):
         certified = percent(summary[noise_name]["certified @0.5"])
         out.append(f"Randomized smoothing (sigma 0.25) certifies {certified} of 500 test images at L2 radius 0.5.")

@@ -17,6 +17,7 @@ import gradient_attacks
 from defenses import Defense
 from data import attack_subset, STUDY_TABLE4
 from model import keras, predict_labels, tf
+from recipes import Recipe
 from reporting import accuracy_ci, write_table
 
 SETTINGS = ev.Settings(n_attack=100, n_attack_randomized=40, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=2, n_vote=10)
@@ -199,7 +200,8 @@ def test_the_digest_is_made_from_the_results_files(tmp_path):
     write_table(cells, tmp_path / "evaluation_paper_table4")
     report.write_digest(tmp_path)
     findings = (tmp_path / "findings.md").read_text()
-    assert "keeps 0.4% [0.1, 1.0]" in findings and "leaves 67.2% [64.2, 70.1]" in findings
+    assert "does not defend" in findings   # its interval overlaps the undefended CNN's
+    assert "keeps 0.4% [0.1, 1.0]" in findings and "against 67.2% [64.2, 70.1]" in findings
     assert "1 of the 2 figures" in findings
     assert "PGD adversarial training" not in findings   # no such row: no sentence
     [compact] = list(csv.DictReader((tmp_path / "table4_compact.csv").open()))
@@ -208,6 +210,23 @@ def test_the_digest_is_made_from_the_results_files(tmp_path):
     headline = (tmp_path / "headline.md").read_text()
     assert "| dual filter | 90.3 [89.7, 90.9] | - | 0.4 [0.1, 1.0] | - |" in headline
     assert "## evaluation_paper_table4" in (tmp_path / "README.md").read_text()
+
+
+def test_the_findings_judge_only_what_the_numbers_show(tmp_path):
+    """A filter that beats the undefended CNN, a defense stronger than PGD AT and a
+    PGD-20 no stronger than AutoAttack each turn the sentence's verdict around."""
+    def row(model, worst, **cells):
+        return {"defense": model, "model": model, "clean (test set)": "90.0 [89.4, 90.6]", "FGSM-k transfer": "",
+                "worst case @0.1": worst, "PGD-20 @0.1": "", "AutoAttack @0.1": "", "certified @0.5": "", **cells}
+    pgd = Recipe("pgd").name("standard_cnn")
+    write_table([row("standard_cnn", "0.0 [0.0, 0.4]"), row("standard_cnn_dual", "30.0 [27.2, 32.9]"),
+                 row(pgd, "40.0 [37.0, 43.1]", **{"PGD-20 @0.1": "40.0 [37.0, 43.1]",
+                                                  "AutoAttack @0.1": "40.0 [37.0, 43.1]"}),
+                 row("other", "50.0 [46.9, 53.1]")], tmp_path / "evaluation_standard_summary")
+    findings = report.findings(tmp_path)
+    assert "does not defend" not in findings and "keeps more than the undefended CNN" in findings
+    assert "the most of every defense" not in findings and "other keeps the most, 50.0%" in findings
+    assert "PGD-20 alone does not overstate it" in findings
 
 
 def test_bad_model_files_give_one_line(main_in_process, tmp_path):
@@ -266,3 +285,24 @@ def test_the_checks_read_as_failing_lines_only():
     text = ev.checks_markdown(rows)
     assert "- **b**: PGD no weaker than FGSM fails (PGD-20 9.0% vs FGSM 5.0%)" in text
     assert ev.CHECK_MEANINGS["PGD no weaker than FGSM"] in text and "**a**" not in text
+
+
+def test_the_leakage_findings_follow_the_paired_intervals(tmp_path):
+    """A defense whose AUC difference lies above 0 leaks more, one below 0 less, one
+    whose interval holds 0 neither; adversarial queries get Song et al.'s sentence."""
+    mia_row = {"defense": "pgd AT", "model": "m", "attack": "rmia", "auc": "0.52", "tpr_at_1%_fpr": "0.02",
+               "tp_at_1%_fpr": "40", "n_members": "2000"}
+    write_table([mia_row], tmp_path / "membership_inference_standard")
+
+    def leakage(*rows, queries="clean"):
+        return [{"defense": d, "model": d, "attack": a, "queries": queries, "d_auc": v, "d_auc_low": lo,
+                 "d_auc_high": hi} for d, a, v, lo, hi in rows]
+    write_table(leakage(("pgd AT", "rmia", 0.03, 0.01, 0.05), ("dual filter", "rmia", -0.03, -0.05, -0.01),
+                        ("trades AT", "rmia", 0.01, -0.01, 0.03), ("pgd AT", "loss", 0.2, 0.1, 0.3)),
+                tmp_path / "membership_inference_standard_leakage")
+    write_table(leakage(("pgd AT", "loss", 0.0, -0.02, 0.02), queries="PGD-10"),
+                tmp_path / "membership_inference_standard_adversarial_queries_leakage")
+    clean, adversarial = report.leakage_findings(tmp_path)[1:]
+    assert "more leakage for pgd AT (+0.030 [+0.010, +0.050]); less for dual filter" in clean
+    assert "trades" not in clean and "+0.200" not in clean   # inside 0; another attack's row
+    assert "Song et al." in adversarial and "(PGD-10, the loss attack): no defense leaks significantly more" in adversarial
