@@ -254,9 +254,9 @@ def main(argv):
                              "models_trained": ";".join(names), "train_s": round(train_seconds, 1),
                              "peak_rss_mib": peak_rss_mib()},
                machine_speed(models_dir))
-        attempt_file.unlink()
     except OSError as error:  # the stage's own exit code still stands
         print(f"error: cannot record the wall time in {results_dir}: {error}", file=sys.stderr)
+    attempt_file.unlink(missing_ok=True)   # the stage ended: it must not be counted as killed later
     return code
 
 
