@@ -155,6 +155,11 @@ class RobustnessMonitor(EpochLog):
 
 # ------------------------------------------------------------------- training
 
+def monitor_images(quick):
+    """How many held-out images' clean and PGD-10 accuracy is logged after every epoch."""
+    return 100 if quick else 500
+
+
 def monitor_set(data, n):
     idx = attack_subset(len(data.y_val), n, seed=SPLIT_SEED + 1)
     return data.x_val[idx], data.y_val[idx]
@@ -231,7 +236,7 @@ def train_adversarially(ctx, recipe, data, retrain=False):
         return cached, sidecar
     keras.utils.set_random_seed(ctx.seed)
     model = initial_model(ctx, recipe, data)
-    x_mon, y_mon = monitor_set(data, 100 if ctx.quick else 500)
+    x_mon, y_mon = monitor_set(data, monitor_images(ctx.quick))
     monitor = RobustnessMonitor(model, x_mon, y_mon, recipe.eps, guard=recipe.method == "fgsm-rs",
                                 log_path=ctx.models_dir / f".{name}_epochs.json")
     extra = {"data": data.describe()}

@@ -447,7 +447,7 @@ def findings(results_dir):
     if {base_name, dual_name} <= set(summary):
         base, dual = summary[base_name], summary[dual_name]
         overlaps = bounds(dual[worst])[1] <= bounds(base[worst])[2]
-        out.append(f"The study's pick, the dual 2x2 median filter, "
+        out.append("The study's pick, the dual 2x2 median filter, "
                    + ("does not defend against an attacker who knows it" if overlaps else
                       "keeps more than the undefended CNN against an attacker who knows it")
                    + f": at L-inf {eps} it keeps {percent(dual[worst])} of 1,000 test images under the worst "

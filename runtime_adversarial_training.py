@@ -38,7 +38,7 @@ answer_help_early(__name__, build_parser)
 
 import attacks  # noqa: E402 (the imports below load TensorFlow: after --help)
 import filters  # noqa: E402
-from adversarial_training import paper_model, train_adversarially, train_paper  # noqa: E402
+from adversarial_training import monitor_images, paper_model, train_adversarially, train_paper  # noqa: E402
 from data import STUDY_TABLE4, attack_subset, load_data, paper_samples  # noqa: E402
 from model import get_base_model, predict_labels  # noqa: E402
 from reporting import accuracy_ci, error_bars, format_acc, pyplot, save_figure, write_table  # noqa: E402
@@ -119,7 +119,10 @@ def evaluate_standard(ctx, data, recipes, retrain=False):
     return rows, logs
 
 
-def plot_epoch_logs(logs, title, path):
+def plot_epoch_logs(logs, title, path, images, robust_training=True):
+    """Clean and PGD-10 accuracy of `images` held-out images after every epoch, one
+    line per recipe; robust_training says whether a collapse of the PGD line means
+    catastrophic overfitting (it does not for the study's one-grey-level training)."""
     plt = pyplot()
     fig, (ax_clean, ax_pgd) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, layout="constrained")
     for name, log in logs.items():
@@ -128,8 +131,9 @@ def plot_epoch_logs(logs, title, path):
         epochs = [e["epoch"] for e in log]
         line, = ax_clean.plot(epochs, [100 * e["clean_acc"] for e in log], "o-", ms=3, label=name)
         ax_pgd.plot(epochs, [100 * e["pgd_acc"] for e in log], "o-", ms=3, color=line.get_color())
-    ax_clean.set(title="clean accuracy, held-out images", xlabel="epoch", ylabel="accuracy (%)")
-    ax_pgd.set(title="PGD-10 accuracy, same images\n(a collapse = catastrophic overfitting)", xlabel="epoch")
+    ax_clean.set(title=f"clean accuracy, {images} held-out images", xlabel="epoch", ylabel="accuracy (%)")
+    ax_pgd.set(title="PGD-10 accuracy, same images"
+               + ("\n(a collapse = catastrophic overfitting)" if robust_training else ""), xlabel="epoch")
     for ax in (ax_clean, ax_pgd):
         ax.grid(alpha=0.3)
     ax_clean.legend(fontsize=7)
@@ -157,11 +161,12 @@ def plot_clean_vs_robust(rows, robust_attack, title, path):
     save_figure(fig, path)
 
 
-def write_results(ctx, rows, logs, stem, clean_vs_robust):
+def write_results(ctx, rows, logs, stem, robust_training):
     write_table(rows, stem, title=f"Adversarial training, {ctx.protocol.name} protocol, seed {ctx.seed} "
                                   "(exact 95% intervals)")
-    plot_epoch_logs(logs, f"Adversarial training per epoch ({ctx.protocol.name} protocol)", f"{stem}_epochs.png")
-    if clean_vs_robust:
+    plot_epoch_logs(logs, f"Adversarial training per epoch ({ctx.protocol.name} protocol)", f"{stem}_epochs.png",
+                    monitor_images(ctx.quick), robust_training)
+    if robust_training:
         plot_clean_vs_robust(rows, *CLEAN_VS_ROBUST, f"{stem}_clean_vs_robust.png")
     print(f"wrote {stem}.csv, {stem}.md and plots")
 
@@ -172,14 +177,14 @@ def run_recipe(ctx, recipe, retrain=False):
     recipe = recipe.for_run(ctx.quick)
     rows, logs = evaluate_standard(ctx, data, [recipe], retrain)
     write_results(ctx, rows, logs, ctx.results_dir / f"adversarial_training_{recipe.name(ctx.protocol.architecture)}",
-                  clean_vs_robust=True)
+                  robust_training=True)
 
 
 def run_paper(ctx, retrain=False):
     """The study's five adversarial-training rows of its Table 4."""
     data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
     rows, logs = evaluate_paper(ctx, data, retrain)
-    write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_paper", clean_vs_robust=False)
+    write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_paper", robust_training=False)
 
 
 def run_standard(ctx, retrain=False):
@@ -187,7 +192,7 @@ def run_standard(ctx, retrain=False):
     data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
     recipes = [Recipe("fgsm"), Recipe("pgd")] if ctx.quick else STANDARD_RECIPES
     rows, logs = evaluate_standard(ctx, data, [recipe.for_run(ctx.quick) for recipe in recipes], retrain)
-    write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_standard", clean_vs_robust=True)
+    write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_standard", robust_training=True)
 
 
 def main():
