@@ -89,11 +89,17 @@ def test_timed_counts_interrupted_and_killed_attempts_in_the_stage_time(tmp_path
            "models_trained": "", "train_s": ""}
     killed.write_text(json.dumps({"started": time.time() - 1000, "row": row}))
     os.utime(killed, (time.time() - 940, time.time() - 940))
-    ok = run_script("tools/timed.py", "--results-dir", tmp_path, sys.executable, "-c", "pass")
+    models = tmp_path / "models"
+    models.mkdir()
+    for name, age in (("trained_then", 970), ("older", 2000)):   # saved while it ran / before it started
+        (models / f"{name}.json").write_text('{"train_seconds": 25}')
+        os.utime(models / f"{name}.json", (time.time() - age, time.time() - age))
+    ok = run_script("tools/timed.py", "--results-dir", tmp_path, "--models-dir", models, sys.executable, "-c", "pass")
     assert ok.returncode == 0 and not killed.exists()
     rows = list(csv.DictReader((tmp_path / "run_times.csv").open()))
     assert [r["exit"] for r in rows] == [str(128 + signal.SIGTERM), "killed", "0"]
     assert float(rows[1]["wall_s"]) == 60.0
+    assert (rows[1]["models_trained"], float(rows[1]["train_s"])) == ("trained_then", 25.0)
     summary = (tmp_path / "run_times.md").read_text()
     stage = next(line for line in summary.splitlines() if line.startswith("| `python -c pass`"))
     assert stage.split("|")[2:4] == [" 1.0 ", " 2 "]   # the killed 60 s and the quick success

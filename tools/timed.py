@@ -173,9 +173,10 @@ def utc(seconds):
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def record_killed_attempts(results_dir, speed):
+def record_killed_attempts(results_dir, models_dir, speed):
     """Attempt files left by stages killed outright: a row each, timed to its last
-    heartbeat (a file with a recent heartbeat is a stage still running)."""
+    heartbeat (a file with a recent heartbeat is a stage still running), with the
+    models whose sidecars were written between its start and its kill."""
     for path in sorted((results_dir / ".timed").glob("*.json")):
         try:
             attempt = json.loads(path.read_text())
@@ -184,8 +185,12 @@ def record_killed_attempts(results_dir, speed):
             continue
         if time.time() - heartbeat < 3 * HEARTBEAT_S:
             continue
+        during = {p: mtime for p, mtime in sidecars(models_dir).items()
+                  if attempt["started"] <= mtime <= heartbeat + HEARTBEAT_S}
+        names, train_seconds = trained_during({}, during)
         record(results_dir, {**attempt.pop("row"), "finished_utc": utc(heartbeat), "exit": "killed",
-                             "wall_s": round(heartbeat - attempt["started"], 1)}, speed)
+                             "wall_s": round(heartbeat - attempt["started"], 1), "models_trained": ";".join(names),
+                             "train_s": round(train_seconds, 1)}, speed)
         path.unlink()
 
 
@@ -236,7 +241,7 @@ def main(argv):
         print(f"error: cannot run {argv[0]}: no such program", file=sys.stderr)
         return 2
     speed = machine_speed(models_dir)
-    record_killed_attempts(results_dir, speed)
+    record_killed_attempts(results_dir, models_dir, speed)
     # the python interpreter's path says nothing to a reader: record the script and its flags
     shown = ["python"] + argv[1:] if Path(argv[0]).name.startswith("python") else argv
     row = {"command": " ".join(shown), "commit": commit(), **machine()}  # the code that runs, even if HEAD moves
