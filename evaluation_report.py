@@ -330,6 +330,26 @@ def redraw_figures(results_dir):
             eps_grid = sorted({r["eps"] for _, rows in evaluated for r in rows if r["attack"] == "worst case"})
             draw_figures(evaluated, eps_grid, mia_results(results_dir, protocol_name), protocol_name,
                          table.with_suffix(""))
+    redraw_certified(results_dir)
+
+
+def redraw_certified(results_dir):
+    """certified_accuracy.png again from the certification logs (the largest n per
+    sigma, at the default alpha) and the empirical table."""
+    figure, table = results_dir / "certified_accuracy.png", results_dir / "certified_robustness_empirical.csv"
+    if not (figure.exists() and table.exists()):
+        return
+    protocol, logs, caps = PROTOCOLS["standard"], {}, {}
+    for sigma in cr.SIGMAS:
+        log = cr.largest_certify_log(results_dir, cr.noise_model_name(protocol, sigma), sigma)
+        if log:
+            logs[sigma] = cr.read_log(log)
+            caps[sigma] = cr.max_certifiable_radius(int(logs[sigma][0]["n"]), cr.CERTIFY_ALPHA, sigma)
+    empirical = numeric_rows(table)
+    for r in empirical:
+        r["radius"] = float(r["radius"])
+    if logs:
+        cr.plot_curves(logs, empirical, caps, cr.curves_title(protocol.name, len(next(iter(logs.values())))), figure)
 
 
 # ------------------------------------------------- the digest the README shows

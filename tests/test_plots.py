@@ -80,6 +80,22 @@ def test_the_evaluation_figures_are_redrawn_from_the_csv(tmp_path):
     assert drawn(tmp_path / "attacks_paper.png") and not (tmp_path / "input_preprocessing_paper_eps.png").exists()
 
 
+def test_the_certified_figure_is_redrawn_from_the_logs(tmp_path):
+    import certified_robustness as cr
+    from data import PROTOCOLS
+    report.redraw_certified(tmp_path)   # nothing drawn by a run: nothing to redraw, no error
+    log = cr.certify_log_path(tmp_path, cr.noise_model_name(PROTOCOLS["standard"], 0.25), 0.25, 1000)
+    log.parent.mkdir()
+    log.write_text("\t".join(cr.TSV_COLUMNS) + "\n" + "".join(f"{i}\t1\t1\t{0.1 * i:.4f}\t1\t0.1\t990\t1000\n"
+                                                              for i in range(10)))
+    (tmp_path / "certified_robustness_empirical.csv").write_text(
+        "model,kind,radius,settings,n,acc,ci_low,ci_high,certified_acc,violation\n"
+        "smoothed,e,0.0,,10,0.8,0.5,0.9,,\nsmoothed,e,0.5,s,10,0.6,0.3,0.8,0.5,False\n")
+    (tmp_path / "certified_accuracy.png").write_bytes(b"")
+    report.redraw_certified(tmp_path)
+    assert drawn(tmp_path / "certified_accuracy.png")
+
+
 def test_the_technique_plots(tmp_path):
     clean = {"protocol": "standard", "attack": "none (clean)", "norm": "-", "eps": 0.0, **stats(0.9)}
     rows = [clean] + [{"protocol": "standard", "attack": a, "norm": "linf", "eps": e, **stats(acc)}
