@@ -33,6 +33,10 @@ def test_timed_records_each_run_and_passes_the_exit_code_through(tmp_path):
     assert rows[0]["command"].startswith("python -c") and float(rows[0]["wall_s"]) >= 0
     summary = (tmp_path / "run_times.md").read_text()
     assert "Sum over the 1 stages" in summary and summary.count("| `python -c") == 1
+    assert "Machine speed" not in summary   # model.py has not recorded it
+    (tmp_path / "base_model_standard.csv").write_text("split,seconds_per_epoch\ntrain,9.6\n")
+    assert run_script("tools/timed.py", "--results-dir", tmp_path, "--summary").returncode == 0
+    assert "the standard base CNN trained at 9.6 s per epoch" in (tmp_path / "run_times.md").read_text()
 
 
 def test_timed_records_the_peak_memory_of_the_stage(tmp_path):

@@ -31,7 +31,7 @@ from reporting import atomic_write_text  # noqa: E402  (no TensorFlow: this wrap
 
 FIELDS = ["finished_utc", "command", "exit", "wall_s", "commit", "cpus", "gpu", "host", "models_trained",
           "train_s", "peak_rss_mib"]
-SPEED_MODEL = "standard_cnn.json"   # its seconds per epoch tell how fast the machine is
+SPEED_TABLE = "base_model_standard.csv"   # the base CNN's seconds per epoch tell how fast the machine is
 HEARTBEAT_S = 30
 
 
@@ -147,11 +147,13 @@ def stage_table(latest, speed):
                     + " Which models each stage trained: the `models_trained` column of run_times.csv."]
 
 
-def machine_speed(models_dir):
-    path = Path(models_dir) / SPEED_MODEL
+def machine_speed(results_dir):
+    """The standard base CNN's seconds per epoch, as the run's model.py recorded it
+    (how fast this machine is); None before that stage has run."""
     try:
-        return json.loads(path.read_text()).get("seconds_per_epoch")
-    except (OSError, ValueError):
+        with open(Path(results_dir) / SPEED_TABLE, newline="") as f:
+            return float(next(csv.DictReader(f))["seconds_per_epoch"])
+    except (OSError, StopIteration, KeyError, ValueError):
         return None
 
 
@@ -227,7 +229,7 @@ def main(argv):
     if argv == ["--summary"]:   # rewrite run_times.md from the CSV (make readme)
         path = results_dir / "run_times.csv"
         rows = [{f: r.get(f, "") for f in FIELDS} for r in csv.DictReader(path.open())] if path.exists() else []
-        if not write_markdown(rows, results_dir / "run_times.md", machine_speed(models_dir)):
+        if not write_markdown(rows, results_dir / "run_times.md", machine_speed(results_dir)):
             print(f"error: no successful stage recorded in {path}: nothing to summarise", file=sys.stderr)
             return 1
         return 0
@@ -240,7 +242,7 @@ def main(argv):
     if shutil.which(argv[0]) is None and not Path(argv[0]).is_file():
         print(f"error: cannot run {argv[0]}: no such program", file=sys.stderr)
         return 2
-    speed = machine_speed(models_dir)
+    speed = machine_speed(results_dir)
     record_killed_attempts(results_dir, models_dir, speed)
     # the python interpreter's path says nothing to a reader: record the script and its flags
     shown = ["python"] + argv[1:] if Path(argv[0]).name.startswith("python") else argv
@@ -258,7 +260,7 @@ def main(argv):
         record(results_dir, {**row, "finished_utc": utc(time.time()), "exit": code, "wall_s": round(wall, 1),
                              "models_trained": ";".join(names), "train_s": round(train_seconds, 1),
                              "peak_rss_mib": peak_rss_mib()},
-               machine_speed(models_dir))
+               machine_speed(results_dir))
     except OSError as error:  # the stage's own exit code still stands
         print(f"error: cannot record the wall time in {results_dir}: {error}", file=sys.stderr)
     attempt_file.unlink(missing_ok=True)   # the stage ended: it must not be counted as killed later
