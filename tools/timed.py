@@ -1,8 +1,8 @@
 """Run one stage of the full run and record its wall time in results/run_times.csv
 and .md: the command, the commit and machine it ran on, how long it took, how it
-ended, and the models it trained (the sidecars that appeared or changed under models/
-while it ran). The Makefile runs every stage through it, so the time a full run takes
-is measured, stage by stage, not estimated.
+ended, its peak memory, and the models it trained (the sidecars that appeared or changed
+under models/ while it ran). The Makefile runs every stage through it, so the time a full
+run takes is measured, stage by stage, not estimated.
 
 A stage interrupted (Ctrl-C, SIGTERM, SIGHUP) is recorded with its exit code; one killed
 outright leaves its attempt file in results/.timed/, whose last heartbeat (written every
