@@ -143,6 +143,8 @@ PROTOCOLS = {
                          n_attack=1000, fgsm_k_loss="ce"),
 }
 
+STUDY_EPS = 20 / 255     # the study's FGSM-k budget (20 of 255 grey levels)
+
 # The study's published Fashion-MNIST results (its Table 4), in percent; the FGSM-k
 # columns are on its 20 test images drawn with replacement.
 STUDY_TABLE4 = {

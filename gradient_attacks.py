@@ -5,9 +5,9 @@ clipped to [0, 1], and never changes the model. Which settings each named attack
 is decided once, in attacks.py's suite."""
 import numpy as np
 
+from data import STUDY_EPS
 from model import tf
 
-STUDY_EPS = 20 / 255     # the study's FGSM-k budget (20 of 255 grey levels)
 STUDY_STEP = 8 / 255     # its step
 STUDY_MAX_STEPS = 100
 STUDY_CONFIDENCE = 0.8   # it stops once misclassified with at least this confidence

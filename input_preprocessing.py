@@ -33,7 +33,7 @@ import filters  # noqa: E402
 from data import CLASS_NAMES, STUDY_TABLE4, attack_subset, load_data, paper_samples  # noqa: E402
 from filters import bpda_view, filter_layers, get_filter_model, make_filter, with_filter  # noqa: E402
 from model import get_base_model, predict_labels, tf  # noqa: E402
-from reporting import accuracy_ci, format_acc, pct, pyplot, save_figure, write_table  # noqa: E402
+from reporting import accuracy_ci, eps_text, format_acc, pct, pyplot, save_figure, write_table  # noqa: E402
 
 
 # ------------------------------------------------------------------ experiment
@@ -212,7 +212,7 @@ def headline_table(rows):
         for attack, eps in wanted:
             match = [r for r in rows if (r["filter"], r["variant"], r["attack"]) == key + (attack,)
                      and abs(r["eps"] - round(eps, 4)) < 1e-9]
-            out[f"{attack} @{eps:.3g}" if eps else attack] = pct(match[0] if match else None) or "-"
+            out[f"{attack} @{eps_text(eps)}" if eps else attack] = pct(match[0] if match else None) or "-"
         out["n (attacks)"] = next((r["n"] for r in rows if (r["filter"], r["variant"]) == key
                                    and r["attack"] != "clean"), "")
         table.append(out)

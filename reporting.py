@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data import STUDY_EPS
+
 
 def accuracy_ci(correct, confidence=0.95):
     """Accuracy of a 0/1 vector with its exact (Clopper-Pearson) interval."""
@@ -67,8 +69,21 @@ def _value(text):
     return text
 
 
-def _cell(value):
+def eps_text(eps):
+    """A budget as the study wrote it where it is the study's ('20/255'), else '0.1'."""
+    return "20/255" if abs(float(eps) - STUDY_EPS) < 1e-4 else f"{float(eps):g}"
+
+
+def _column(name):
+    """A column's name with its budget as the study wrote it: 'FGSM-k @20/255'."""
+    head, at, eps = name.rpartition(" @")
+    return f"{head} @{eps_text(eps)}" if at and isinstance(_value(eps), (int, float)) else name
+
+
+def _cell(value, column=""):
     value = _value(str(value))
+    if column == "eps" and isinstance(value, (int, float)):
+        return eps_text(value)
     if isinstance(value, float):
         if value.is_integer():
             return str(int(value))
@@ -87,7 +102,7 @@ def readable(rows):
     constant = [c for c in columns if measured and len(rows) > 1 and c not in ACCURACY
                 and len({_cell(r[c]) for r in rows}) == 1]
     shown = [c for c in columns if c not in constant and not (measured and c in ACCURACY[1:])]
-    header = ["accuracy % [95%]" if measured and c == "acc" else c for c in shown]
+    header = ["accuracy % [95%]" if measured and c == "acc" else _column(c) for c in shown]
 
     def cells(row):
         for c in shown:
@@ -95,7 +110,7 @@ def readable(rows):
                 numbers = [str(row[k]) for k in ACCURACY]
                 yield pct(dict(zip(ACCURACY, map(float, numbers)))) if all(numbers) else ""
             else:
-                yield _cell(row[c])
+                yield _cell(row[c], c)
     caption = "In every row: " + "; ".join(f"{c} {_cell(rows[0][c])}" for c in constant) + "." if constant else ""
     return caption, header, ["| " + " | ".join(cells(row)) + " |" for row in rows]
 

@@ -64,3 +64,16 @@ def test_rerendering_from_the_csv_gives_what_writing_gave_and_leaves_digests_alo
     (tmp_path / "plain.md").write_text(old)
     assert reporting.rerender_markdown(tmp_path) == ["plain.md"]
     assert (tmp_path / "plain.md").read_text() == written["plain.md"]
+
+
+def test_the_studys_budget_reads_as_the_study_wrote_it(tmp_path):
+    """20/255 in an eps column and in a column's '@eps', whether the CSV holds it to 4
+    decimals or in full; other budgets as numbers."""
+    rows = [{"attack": "FGSM-k", "eps": 20 / 255, "n": 10, "acc": 0.5, "ci_low": 0.2, "ci_high": 0.8},
+            {"attack": "PGD-20", "eps": 0.1, "n": 10, "acc": 0.4, "ci_low": 0.1, "ci_high": 0.7}]
+    _, header, lines = reporting.readable(rows)
+    assert header == ["attack", "eps", "accuracy % [95%]"]
+    assert lines[0].startswith("| FGSM-k | 20/255 |") and lines[1].startswith("| PGD-20 | 0.1 |")
+    _, header, _ = reporting.readable([{"FGSM-k @0.0784": "1.4 [0.8, 2.3]", "PGD-20 @0.1": "0.0 [0.0, 0.4]",
+                                        "n @home": "x"}])
+    assert header == ["FGSM-k @20/255", "PGD-20 @0.1", "n @home"]
