@@ -91,6 +91,6 @@ readme:
 clean-quick:
 	rm -rf results_quick models/quick
 
-# everything `make all` writes into results/ (the benchmarks' tables are `make bench`'s)
+# everything `make all` writes (`make bench` writes its tables into benchmarks/results/)
 clean-results:
-	find $(R) -mindepth 1 -maxdepth 1 ! -name 'benchmark_*' -exec rm -rf {} +
+	rm -rf $(R)

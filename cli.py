@@ -98,8 +98,9 @@ def answer_help_early(module_name, build_parser):
         build_parser().parse_args()
 
 
-def common_parser(description):
-    """The flags every script shares; each script adds its own."""
+def common_parser(description, results="results"):
+    """The flags every script shares; each script adds its own. `results` is where its
+    tables go by default (the benchmarks keep theirs apart from the study's)."""
     from data import PROTOCOLS  # data.py raises this module's UserError, so it cannot be imported above
     parser = ArgumentParser(description=description, formatter_class=HelpFormatter)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="standard",
@@ -112,7 +113,8 @@ def common_parser(description):
     parser.add_argument("--data-dir", default=None,
                         help="folder with the four Fashion-MNIST IDX files (searched first)")
     parser.add_argument("--results-dir", default=None,
-                        help="where tables and plots go (default: results; results_quick with --quick)")
+                        help=f"where tables and plots go (default: {results}; results_quick with --quick)")
+    parser.set_defaults(default_results_dir=results)
     parser.add_argument("--models-dir", default=None,
                         help="model cache (default: models; models/quick with --quick)")
     return parser
@@ -138,7 +140,7 @@ def parse_args(parser, argv=None):
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         parser.error(f"--data-dir {args.data_dir} does not exist")
     protocol = PROTOCOLS[args.protocol]
-    results_dir = Path(args.results_dir or ("results_quick" if args.quick else "results"))
+    results_dir = Path(args.results_dir or ("results_quick" if args.quick else args.default_results_dir))
     models_dir = Path(args.models_dir or (os.path.join("models", "quick") if args.quick else "models"))
     _writable_folder(parser, "--results-dir", results_dir)
     _writable_folder(parser, "--models-dir", models_dir)

@@ -14,7 +14,7 @@ from cli import answer_help_early, common_parser, parse_args, positive_int, run_
 
 
 def build_parser():
-    parser = common_parser(__doc__.splitlines()[0])
+    parser = common_parser(__doc__.splitlines()[0], results="benchmarks/results")
     parser.add_argument("--batches", type=positive_int, default=60, help="training batches timed per method")
     parser.add_argument("--repeats", type=positive_int, default=2, help="timed runs; the fastest counts")
     return parser

@@ -15,7 +15,7 @@ from cli import UserError, answer_help_early, common_parser, parse_args, positiv
 
 
 def build_parser():
-    parser = common_parser(__doc__.splitlines()[0])
+    parser = common_parser(__doc__.splitlines()[0], results="benchmarks/results")
     parser.add_argument("--model", default=None,
                         help="a cached model of --models-dir, by name (default: the protocol's base CNN; a robust one, "
                              "e.g. standard_cnn_at-pgd_eps0.1, makes Square run its whole budget)")

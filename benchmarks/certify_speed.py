@@ -15,7 +15,7 @@ from cli import answer_help_early, common_parser, parse_args, positive_int, run_
 
 
 def build_parser():
-    parser = common_parser(__doc__.splitlines()[0])
+    parser = common_parser(__doc__.splitlines()[0], results="benchmarks/results")
     parser.add_argument("--images", type=positive_int, default=5, help="test images certified")
     parser.add_argument("--samples", type=positive_int, default=10_000, help="CERTIFY samples per image")
     parser.add_argument("--batch-size", type=positive_int, default=1000, help="noisy samples per batch")

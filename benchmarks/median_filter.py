@@ -14,7 +14,7 @@ from cli import answer_help_early, common_parser, parse_args, positive_int, run_
 
 
 def build_parser():
-    parser = common_parser(__doc__.splitlines()[0])
+    parser = common_parser(__doc__.splitlines()[0], results="benchmarks/results")
     parser.add_argument("--images", type=positive_int, default=10000, help="test images filtered")
     parser.add_argument("--batch-size", type=positive_int, default=1000, help="images per TensorFlow batch")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs; the fastest counts")

@@ -77,3 +77,13 @@ def test_help_answers_before_tensorflow_is_imported(script):
     for line, after in zip(lines, lines[1:]):
         if line.startswith("  -"):   # an option: its help on the same line (after two spaces) or the next
             assert "  " in line.strip() or after.startswith(" " * 8), f"no help text: {line.strip()}"
+
+
+def test_a_script_can_keep_its_tables_apart(tmp_path):
+    """The benchmarks write into benchmarks/results by default, the study's scripts into
+    results; --quick and --results-dir still win."""
+    from cli import common_parser, parse_args
+    apart = str(tmp_path / "benchmarks" / "results")
+    assert parse_args(common_parser("b", results=apart), [])[1].results_dir == Path(apart)
+    given = parse_args(common_parser("b", results=apart), ["--results-dir", str(tmp_path / "r")])[1]
+    assert given.results_dir == tmp_path / "r"

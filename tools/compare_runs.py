@@ -33,7 +33,7 @@ def accuracy_rows(old_dir, new_dir):
     out = []
     for new_path in sorted(Path(new_dir).glob("*.csv")):
         old_path = Path(old_dir) / new_path.name
-        if not old_path.exists() or new_path.name.startswith("benchmark_"):
+        if not old_path.exists():
             continue
         old_rows, new_rows = read(old_path), read(new_path)
         if not new_rows or not FIGURES <= set(new_rows[0]):
