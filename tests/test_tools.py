@@ -151,6 +151,7 @@ def test_a_timed_make_target_is_listed_apart_from_the_stages_sum(tmp_path):
     assert timed.write_markdown(rows, tmp_path / "t.md")
     text = (tmp_path / "t.md").read_text()
     assert "Sum over the 1 stages: 0.17 h" in text
+    assert "peak memory" not in text   # no row recorded it (runs before timed.py did)
     assert "Not part of the full run: `make quick-scripts` took 9.0 minutes" in text
     assert timed.write_markdown(rows[1:], tmp_path / "t.md")   # make quick alone is still no stage
     text = (tmp_path / "t.md").read_text()

@@ -123,10 +123,12 @@ def write_markdown(rows, path, speed=None):
 
 
 def stage_table(latest, speed):
-    """The Markdown table of {stage: its attempts} and the sentence with their sum."""
-    lines = ["| stage | minutes | attempts | models trained (their training minutes) | peak memory (GiB) | "
-             "finished (UTC) | commit |",
-             "|---|---|---|---|---|---|---|"]
+    """The Markdown table of {stage: its attempts} and the sentence with their sum (the
+    peak memory column only where some stage recorded it)."""
+    memory_recorded = any(a.get("peak_rss_mib") for attempts in latest.values() for a in attempts)
+    columns = ["stage", "minutes", "attempts", "models trained (their training minutes)"]
+    columns += ["peak memory (GiB)"] * memory_recorded + ["finished (UTC)", "commit"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for attempts in latest.values():
         r = attempts[-1]
         trained = [name for a in attempts for name in (a.get("models_trained") or "").split(";") if name]
@@ -137,8 +139,9 @@ def stage_table(latest, speed):
         peaks = [float(a["peak_rss_mib"]) for a in attempts if a.get("peak_rss_mib")]
         memory = f"{max(peaks) / 1024:.1f}" if peaks else "not recorded"
         commits = ", ".join(dict.fromkeys(a["commit"] for a in attempts))
-        lines.append(f"| `{stage_of(r['command'])}` | {minutes:.1f} | {len(attempts)} | {models} | {memory} | "
-                     f"{r['finished_utc']} | {commits} |")
+        cells = [f"`{stage_of(r['command'])}`", f"{minutes:.1f}", str(len(attempts)), models]
+        cells += [memory] * memory_recorded + [r["finished_utc"], commits]
+        lines.append("| " + " | ".join(cells) + " |")
     total = sum(float(a["wall_s"]) for attempts in latest.values() for a in attempts)
     machines = sorted({f"{a['cpus']} CPUs, GPU {a['gpu']}" for attempts in latest.values() for a in attempts})
     return lines + ["", f"Sum over the {len(latest)} stages: {total / 3600:.2f} h on {'; '.join(machines)}."
