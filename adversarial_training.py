@@ -136,7 +136,8 @@ class RobustnessMonitor(EpochLog):
 
     def on_epoch_end(self, epoch, logs=None):
         clean, robust = self.measure()
-        entry = self.record(epoch, loss=float((logs or {}).get("loss", np.nan)), clean_acc=clean, pgd_acc=robust)
+        entry = self.record(epoch, loss=float((logs or {}).get("loss", np.nan)), clean_acc=clean, pgd_acc=robust,
+                            pgd_eps=self.eps)
         print(f"  epoch {epoch + 1}: loss {entry['loss']:.4f}, held-out clean {100 * clean:.1f}%, "
               f"PGD-10 {100 * robust:.1f}%, {entry['seconds']} s")
         if robust > self.best:

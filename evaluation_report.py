@@ -319,7 +319,9 @@ def redraw_figures(results_dir):
             (f"input_preprocessing_{protocol_name}", "_eps.png"):
                 lambda rows, png: ip.plot_accuracy_vs_eps(rows, ip.PLOT_TITLE, png),
             (f"adversarial_training_{protocol_name}", "_clean_vs_robust.png"):
-                lambda rows, png: rat.plot_clean_vs_robust(rows, *rat.CLEAN_VS_ROBUST, png)}
+                lambda rows, png: rat.plot_clean_vs_robust(rows, *rat.CLEAN_VS_ROBUST, png),
+            (f"adversarial_training_{protocol_name}_epochs", ".png"):
+                lambda rows, png: rat.plot_epoch_logs(rows, rat.EPOCHS_TITLE.format(protocol_name), png)}
         for (stem, ending), draw in drawers.items():
             table, figure = results_dir / f"{stem}.csv", results_dir / f"{stem}{ending}"
             if table.exists() and figure.exists():

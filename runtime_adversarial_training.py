@@ -119,21 +119,32 @@ def evaluate_standard(ctx, data, recipes, retrain=False):
     return rows, logs
 
 
-def plot_epoch_logs(logs, title, path, images, robust_training=True):
-    """Clean and PGD-10 accuracy of `images` held-out images after every epoch, one
-    line per recipe; robust_training says whether a collapse of the PGD line means
-    catastrophic overfitting (it does not for the study's one-grey-level training)."""
+EPOCHS_TITLE = "Adversarial training per epoch ({} protocol)"
+
+
+def epoch_rows(logs, images):
+    """The epoch logs of every recipe as table rows (results/..._epochs.csv)."""
+    return [{"recipe": label, "epoch": e["epoch"], "held_out_images": images, "clean_acc": e["clean_acc"],
+             "pgd10_eps": e.get("pgd_eps", ""), "pgd10_acc": e["pgd_acc"], "loss": e.get("loss", ""),
+             "seconds": e.get("seconds", "")}
+            for label, log in logs.items() for e in log]
+
+
+def plot_epoch_logs(rows, title, path):
+    """Clean and PGD-10 accuracy of the held-out images after every epoch, one line per
+    recipe (rows as epoch_rows makes them, or back from their CSV)."""
     plt = pyplot()
     fig, (ax_clean, ax_pgd) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, layout="constrained")
-    for name, log in logs.items():
-        if not log:
-            continue
-        epochs = [e["epoch"] for e in log]
-        line, = ax_clean.plot(epochs, [100 * e["clean_acc"] for e in log], "o-", ms=3, label=name)
-        ax_pgd.plot(epochs, [100 * e["pgd_acc"] for e in log], "o-", ms=3, color=line.get_color())
+    for label in dict.fromkeys(r["recipe"] for r in rows):
+        log = [r for r in rows if r["recipe"] == label]
+        epochs = [int(r["epoch"]) for r in log]
+        line, = ax_clean.plot(epochs, [100 * float(r["clean_acc"]) for r in log], "o-", ms=3, label=label)
+        ax_pgd.plot(epochs, [100 * float(r["pgd10_acc"]) for r in log], "o-", ms=3, color=line.get_color())
+    images = rows[0]["held_out_images"] if rows else ""
+    budgets = {str(r.get("pgd10_eps", "")) for r in rows}
+    at = f" at L-inf {float(budgets.pop()):g}" if len(budgets) == 1 and "" not in budgets else ""
     ax_clean.set(title=f"clean accuracy, {images} held-out images", xlabel="epoch", ylabel="accuracy (%)")
-    ax_pgd.set(title="PGD-10 accuracy, same images"
-               + ("\n(a collapse = catastrophic overfitting)" if robust_training else ""), xlabel="epoch")
+    ax_pgd.set(title=f"PGD-10 accuracy{at}, same images", xlabel="epoch")
     for ax in (ax_clean, ax_pgd):
         ax.grid(alpha=0.3)
     ax_clean.legend(fontsize=7)
@@ -161,14 +172,17 @@ def plot_clean_vs_robust(rows, robust_attack, title, path):
     save_figure(fig, path)
 
 
-def write_results(ctx, rows, logs, stem, robust_training):
+def write_results(ctx, rows, logs, stem, clean_vs_robust):
+    """The epoch logs and the plots, then the table (last: make takes it as the stage's end)."""
+    epochs = epoch_rows(logs, monitor_images(ctx.quick))
+    write_table(epochs, f"{stem}_epochs", title="Clean and PGD-10 accuracy of held-out images after every epoch of "
+                                               "training")
+    plot_epoch_logs(epochs, EPOCHS_TITLE.format(ctx.protocol.name), f"{stem}_epochs.png")
+    if clean_vs_robust:
+        plot_clean_vs_robust(rows, *CLEAN_VS_ROBUST, f"{stem}_clean_vs_robust.png")
     write_table(rows, stem, title=f"Adversarial training, {ctx.protocol.name} protocol, seed {ctx.seed} "
                                   "(exact 95% intervals)")
-    plot_epoch_logs(logs, f"Adversarial training per epoch ({ctx.protocol.name} protocol)", f"{stem}_epochs.png",
-                    monitor_images(ctx.quick), robust_training)
-    if robust_training:
-        plot_clean_vs_robust(rows, *CLEAN_VS_ROBUST, f"{stem}_clean_vs_robust.png")
-    print(f"wrote {stem}.csv, {stem}.md and plots")
+    print(f"wrote {stem}.csv, {stem}.md, {stem}_epochs.csv and plots")
 
 
 def run_recipe(ctx, recipe, retrain=False):
@@ -177,14 +191,14 @@ def run_recipe(ctx, recipe, retrain=False):
     recipe = recipe.for_run(ctx.quick)
     rows, logs = evaluate_standard(ctx, data, [recipe], retrain)
     write_results(ctx, rows, logs, ctx.results_dir / f"adversarial_training_{recipe.name(ctx.protocol.architecture)}",
-                  robust_training=True)
+                  clean_vs_robust=True)
 
 
 def run_paper(ctx, retrain=False):
     """The study's five adversarial-training rows of its Table 4."""
     data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
     rows, logs = evaluate_paper(ctx, data, retrain)
-    write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_paper", robust_training=False)
+    write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_paper", clean_vs_robust=False)
 
 
 def run_standard(ctx, retrain=False):
@@ -192,7 +206,7 @@ def run_standard(ctx, retrain=False):
     data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
     recipes = [Recipe("fgsm"), Recipe("pgd")] if ctx.quick else STANDARD_RECIPES
     rows, logs = evaluate_standard(ctx, data, [recipe.for_run(ctx.quick) for recipe in recipes], retrain)
-    write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_standard", robust_training=True)
+    write_results(ctx, rows, logs, ctx.results_dir / "adversarial_training_standard", clean_vs_robust=True)
 
 
 def main():

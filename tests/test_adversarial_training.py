@@ -126,6 +126,10 @@ def test_quick_pgd_end_to_end(quick_run):
     assert float(rows["PGD-20"]["acc"]) <= float(rows["FGSM"]["acc"])
     assert "0.0125" in rows["PGD-20"]["settings"]   # the suite's PGD-20: 2.5 eps / 20
     assert (quick_run.models / "standard_cnn_at-pgd_eps0.1_ep1.keras").exists()
+    with open(quick_run.results / "adversarial_training_standard_cnn_at-pgd_eps0.1_ep1_epochs.csv") as f:
+        [epoch] = list(csv.DictReader(f))   # one epoch under --quick, logged with its held-out images and budget
+    assert (epoch["recipe"], epoch["epoch"], epoch["held_out_images"], epoch["pgd10_eps"]) == ("PGD AT", "1", "100", "0.1")
+    assert float(epoch["pgd10_acc"]) <= float(epoch["clean_acc"])
 
 
 def test_quick_study_method_in_the_paper_protocol(tmp_path, quick_data):

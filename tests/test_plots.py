@@ -107,7 +107,7 @@ def test_the_technique_plots(tmp_path):
                    for a, e, acc in (("benign", 0.0, 0.9), ("PGD-20 transfer", 0.1, 0.5), ("worst case", 0.1, 0.1))]
     ip.plot_accuracy_vs_eps(filter_rows, "filters", tmp_path / "filters.png")
     logs = {"run": [{"epoch": e, "clean_acc": 0.8, "pgd_acc": 0.1 * e} for e in (1, 2, 3)]}
-    rat.plot_epoch_logs(logs, "epochs", tmp_path / "epochs.png", images=500)
+    rat.plot_epoch_logs(rat.epoch_rows(logs, 500), "epochs", tmp_path / "epochs.png")
     at_rows = [{"model": "m", "method": "pgd", "filter": "none", "attack": a, **stats(acc)}
                for a, acc in (("clean", 0.85), ("PGD-20x2", 0.7))]
     rat.plot_clean_vs_robust(at_rows, "PGD-20x2", "clean vs robust", tmp_path / "clean_vs_robust.png")
