@@ -18,8 +18,8 @@ from attacks import HEADLINE_EPS
 from data import PROTOCOLS, STUDY_TABLE4
 from model import base_model_name
 from recipes import Recipe
-from reporting import (accuracy_ci, atomic_write_text, error_bars, markdown_table, pct, pyplot, rerender_markdown,
-                       save_figure, write_table)
+from reporting import (accuracy_ci, atomic_write_text, eps_text, error_bars, markdown_table, pct, pyplot,
+                       rerender_markdown, save_figure, write_table)
 
 
 # ------------------------------------------------------------------- the rows
@@ -235,7 +235,7 @@ def plot_eps(evaluated, eps_grid, title, path):
         curve = [r for _, r in points if r is not None]
         ax.errorbar([e for e, r in points if r is not None], [100 * r["acc"] for r in curve], ms=4, capsize=2, ls=":", lw=0.8,
                     yerr=error_bars(curve), **style)
-    ax.set_xticks(eps, [f"{e:.3g}" for e in eps])
+    ax.set_xticks(eps, [eps_text(e) for e in eps])
     ax.set(xlabel="L-inf eps (pixels in [0, 1]); only the marked budgets are measured",
            ylabel=f"worst case of the suite (%), AutoAttack from eps {HEADLINE_EPS:g}", ylim=(0, 100),
            title=title)
@@ -393,10 +393,16 @@ def leakage_findings(results_dir):
         out.append(f"Against the undefended CNN (difference in RMIA's AUC, paired 95% interval): {compared(clean)}.")
     adversarial = read_rows(f"{mia.table_stem(results_dir, 'standard', adversarial_queries=True)}_leakage.csv")
     if adversarial:
+        queries = adversarial[0]["queries"].split(" (")[0]   # the attack and budget, not its step settings
         out.append("Song et al. (2019) found that adversarial training raises leakage, most when the attacker queries "
-                   f"adversarial examples; with such queries ({adversarial[0]['queries']}, the loss attack): "
+                   f"adversarial examples; with such queries ({queries}, the loss attack): "
                    f"{compared(adversarial)}.")
     return out
+
+
+def missing(mia_row):
+    """Why a defense has no RMIA figure: no references of its recipe, or no MIA run."""
+    return "no matched references" if mia_row else "not run"
 
 
 def headline_rows(results_dir):
@@ -409,8 +415,8 @@ def headline_rows(results_dir):
              f"AutoAttack, L-inf {HEADLINE_EPS:g}": r.get(f"AutoAttack @{HEADLINE_EPS:g}") or "-",
              f"worst case, L-inf {HEADLINE_EPS:g}": r[f"worst case @{HEADLINE_EPS:g}"],
              "certified, L2 0.5": r.get("certified @0.5") or "-",
-             "RMIA AUC": mia.auc_text(rmia.get(r["model"])) or "not run",
-             "RMIA TPR at 1% FPR": mia.tpr_text(rmia.get(r["model"])) or "not run"}
+             "RMIA AUC": mia.auc_text(rmia.get(r["model"])) or missing(rmia.get(r["model"])),
+             "RMIA TPR at 1% FPR": mia.tpr_text(rmia.get(r["model"])) or missing(rmia.get(r["model"]))}
             for r in read_rows(Path(results_dir) / "evaluation_standard_summary.csv")]
 
 
