@@ -62,9 +62,9 @@ test:
 	$(PYTHON) -m pytest -q tests
 
 # Every script's smoke run, into results_quick/ (never over results/); its wall time is
-# recorded in $(R)/run_times.csv beside the full run's stages (not in their sum).
+# recorded in benchmarks/results/run_times.csv (results/ holds the full run's alone).
 quick:
-	$(TIMED) $(MAKE) --no-print-directory quick-scripts
+	$(PYTHON) tools/timed.py --results-dir benchmarks/results $(MAKE) --no-print-directory quick-scripts
 quick-scripts:
 	for p in $(PROTOCOLS); do $(PYTHON) model.py --quick --protocol $$p && \
 	  $(PYTHON) attacks.py --quick --protocol $$p && \

@@ -155,7 +155,8 @@ def test_a_timed_make_target_is_listed_apart_from_the_stages_sum(tmp_path):
     assert "Not part of the full run: `make quick-scripts` took 9.0 minutes" in text
     assert timed.write_markdown(rows[1:], tmp_path / "t.md")   # make quick alone is still no stage
     text = (tmp_path / "t.md").read_text()
-    assert "No stage of the full run recorded yet." in text and "| `make" not in text and "Sum over" not in text
+    assert "apart from the full run" in text and "| `make" not in text and "Sum over" not in text
+    assert "`make quick-scripts` took 9.0 minutes on 2 CPUs" in text
 
 
 def test_timed_records_nothing_under_make_dry_run(tmp_path, monkeypatch):

@@ -112,12 +112,16 @@ def write_markdown(rows, path, speed=None):
         return False
     # a make target timed as a whole (make quick) is not a stage of the full run
     apart = {stage: latest.pop(stage) for stage in list(latest) if stage.split()[0] == "make"}
-    lines = ["# Wall time of each stage (tools/timed.py: the latest successful run of each command, with the "
-             "attempts interrupted before it)", ""]
-    lines += stage_table(latest, speed) if latest else ["No stage of the full run recorded yet."]
+    if latest:
+        lines = ["# Wall time of each stage (tools/timed.py: the latest successful run of each command, with the "
+                 "attempts interrupted before it)", "", *stage_table(latest, speed)]
+    else:   # a folder that records only make targets (make quick's, apart from the full run's)
+        lines = ["# Wall time of make targets timed apart from the full run (tools/timed.py)"]
     for stage, attempts in apart.items():
-        lines += ["", f"Not part of the full run: `{stage}` took {sum(float(a['wall_s']) for a in attempts) / 60:.1f} "
-                      f"minutes ({attempts[-1]['finished_utc']}, commit {attempts[-1]['commit']})."]
+        lines += ["", ("Not part of the full run: " if latest else "")
+                  + f"`{stage}` took {sum(float(a['wall_s']) for a in attempts) / 60:.1f} minutes on "
+                  f"{attempts[-1]['cpus']} CPUs, GPU {attempts[-1]['gpu']} ({attempts[-1]['finished_utc']}, "
+                  f"commit {attempts[-1]['commit']})."]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return True
 
