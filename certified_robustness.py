@@ -251,6 +251,16 @@ def largest_certify_log(results_dir, model_name, sigma):
     return logs[-1] if logs else None
 
 
+def certified_log_rows(results_dir, model_name, sigma):
+    """(rows, the largest radius their n certifies at the default alpha) of the log with
+    the largest n; (None, None) if the model was not certified at sigma."""
+    log = largest_certify_log(results_dir, model_name, sigma)
+    rows = read_log(log) if log else []
+    if not rows:
+        return None, None
+    return rows, max_certifiable_radius(int(rows[0]["n"]), CERTIFY_ALPHA, sigma)
+
+
 def noisy_model(base, sigma):
     """The randomized base classifier f(x + noise) whose vote is the smoothed
     classifier: the defense as a gradient-free attacker would query it."""

@@ -69,13 +69,10 @@ def certified_at(results_dir, defense, radius):
     """Certified accuracy at an L2 radius from certified_robustness.py's log (largest n),
     as '%' with its interval; 'n/a' beyond the largest radius that n samples can
     certify; '' for a defense that certifies nothing."""
-    log = cr.largest_certify_log(results_dir, defense.name, defense.sigma) if defense.sigma else None
-    if not log:
+    rows, cap = cr.certified_log_rows(results_dir, defense.name, defense.sigma) if defense.sigma else (None, None)
+    if rows is None:
         return ""
-    rows = cr.read_log(log)
-    if rows and radius > cr.max_certifiable_radius(int(rows[0]["n"]), cr.CERTIFY_ALPHA, defense.sigma):
-        return "n/a"
-    return pct(cr.certified_accuracy(rows, radius))
+    return "n/a" if radius > cap else pct(cr.certified_accuracy(rows, radius))
 
 
 def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
@@ -343,10 +340,9 @@ def redraw_certified(results_dir):
         return
     protocol, logs, caps = PROTOCOLS["standard"], {}, {}
     for sigma in cr.SIGMAS:
-        log = cr.largest_certify_log(results_dir, cr.noise_model_name(protocol, sigma), sigma)
-        if log:
-            logs[sigma] = cr.read_log(log)
-            caps[sigma] = cr.max_certifiable_radius(int(logs[sigma][0]["n"]), cr.CERTIFY_ALPHA, sigma)
+        rows, cap = cr.certified_log_rows(results_dir, cr.noise_model_name(protocol, sigma), sigma)
+        if rows is not None:
+            logs[sigma], caps[sigma] = rows, cap
     empirical = numeric_rows(table)
     for r in empirical:
         r["radius"] = float(r["radius"])
