@@ -22,6 +22,11 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path):
     assert not update_readme.update(readme)  # idempotent
 
 
+def test_update_readme_refuses_a_missing_file_in_one_line(tmp_path):
+    proc = run_script("tools/update_readme.py", tmp_path / "NOPE.md")
+    assert proc.returncode == 1 and proc.stderr.strip() == f"error: no such file {tmp_path / 'NOPE.md'}"
+
+
 def test_timed_records_each_run_and_passes_the_exit_code_through(tmp_path):
     ok = run_script("tools/timed.py", "--results-dir", tmp_path, sys.executable, "-c", "print('hi')")
     assert ok.returncode == 0 and "hi" in ok.stdout

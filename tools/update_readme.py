@@ -33,4 +33,6 @@ def update(readme):
 
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "README.md")
+    if not target.is_file():
+        sys.exit(f"error: no such file {target}")
     print(f"{target}: {'updated' if update(target) else 'already up to date'}")
