@@ -409,6 +409,11 @@ def certificate_check(row, certified_rows, cap):
     return round(certified, 4), bool(row["ci_high"] < certified)
 
 
+def smoothed_label(sigma):
+    """The empirical table's name for the smoothed classifier at sigma."""
+    return f"smoothed sigma {sigma:g}"
+
+
 def empirical_table(ctx, data, x, y, sigma, certified_rows, cap):
     """Empirical L2 robustness beside the certificate: the undefended CNN, the
     noise-trained CNN without smoothing, and the smoothed classifier, which must
@@ -416,10 +421,10 @@ def empirical_table(ctx, data, x, y, sigma, certified_rows, cap):
     empirical = empirical_rows("undefended CNN", get_base_model(ctx, data)[0], x, y, RADII, ctx.seed)
     noise_base = base_classifier(get_noise_model(ctx, sigma, data)[0])
     empirical += empirical_rows(f"noise-trained CNN sigma {sigma:g}, no smoothing", noise_base, x, y, RADII, ctx.seed)
-    empirical += empirical_rows(f"smoothed sigma {sigma:g}", noise_base, x, y, RADII, ctx.seed, sigma=sigma)
+    empirical += empirical_rows(smoothed_label(sigma), noise_base, x, y, RADII, ctx.seed, sigma=sigma)
     for r in empirical:
         r["certified_acc"], r["violation"] = (certificate_check(r, certified_rows, cap)
-                                              if r["model"].startswith("smoothed") else ("", ""))
+                                              if r["model"] == smoothed_label(sigma) else ("", ""))
         if r["violation"]:
             print(f"  WARNING: empirical {format_acc(r)} below certified {100 * r['certified_acc']:.1f}% "
                   f"at radius {r['radius']:g}")

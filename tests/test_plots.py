@@ -126,3 +126,26 @@ def test_the_technique_plots(tmp_path):
                 "rmia", "ROC", tmp_path / "roc.png")
     for name in ("attacks", "filters", "epochs", "clean_vs_robust", "certified", "curve", "roc"):
         assert drawn(tmp_path / f"{name}.png"), name
+
+
+def test_the_certificate_columns_are_judged_again_by_todays_check(tmp_path):
+    """make readme re-derives the empirical table's certified_acc and violation from the
+    certification log: an old run's radius-0 'violation' and its 0% beyond n's limit go,
+    a real shortfall stays flagged, and every other cell is kept byte for byte."""
+    import certified_robustness as cr
+    from data import PROTOCOLS
+    log = cr.certify_log_path(tmp_path, cr.noise_model_name(PROTOCOLS["standard"], 0.25), 0.25, 1000)
+    log.parent.mkdir()
+    log.write_text("\t".join(cr.TSV_COLUMNS) + "\n" + "".join(f"{i}\t1\t1\t{0.1 * i:.4f}\t1\t0.1\t990\t1000\n"
+                                                              for i in range(10)))
+    header = "model,kind,radius,settings,n,acc,ci_low,ci_high,certified_acc,violation\n"
+    kept = 'undefended CNN,"e, L2",0.5,s,10,0.6,0.3123456789,0.8,,\n'
+    table = tmp_path / "certified_robustness_empirical.csv"
+    table.write_text(header + kept +
+                     "smoothed sigma 0.25,e,0.0,,10,0.8,0.5,0.9,0.91,True\n"
+                     "smoothed sigma 0.25,e,0.5,s,10,0.05,0.0,0.1,0.4,False\n"
+                     "smoothed sigma 0.25,e,1.0,s,10,0.6,0.3,0.8,0.0,False\n")
+    report.recheck_certificates(tmp_path)
+    lines = table.read_text().splitlines(keepends=True)
+    assert lines[:2] == [header, kept]
+    assert [line.rsplit(",", 2)[1:] for line in lines[2:]] == [["", "\n"], ["0.5", "True\n"], ["", "\n"]]
