@@ -4,7 +4,6 @@ reads what the other stages wrote (membership inference, certification) through
 their own path functions."""
 import csv
 import dataclasses
-import io
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from attacks import HEADLINE_EPS
 from data import PROTOCOLS, STUDY_TABLE4
 from model import base_model_name
 from recipes import Recipe
-from reporting import (accuracy_ci, atomic_write_text, eps_text, error_bars, markdown_table, pct, pyplot,
+from reporting import (accuracy_ci, atomic_write_text, csv_text, eps_text, error_bars, markdown_table, pct, pyplot,
                        rerender_markdown, save_figure, write_table)
 
 
@@ -333,6 +332,14 @@ def redraw_figures(results_dir):
     redraw_certified(results_dir)
 
 
+def certified_logs(results_dir):
+    """{sigma: (certification log rows, the largest radius their n certifies)} of the
+    smoothed standard CNNs certified in results_dir."""
+    logs = {sigma: cr.certified_log_rows(results_dir, cr.noise_model_name(PROTOCOLS["standard"], sigma), sigma)
+            for sigma in cr.SIGMAS}
+    return {sigma: found for sigma, found in logs.items() if found[0] is not None}
+
+
 def recheck_certificates(results_dir):
     """The empirical table's certified_acc and violation columns again from the
     certification logs, by today's certificate_check: a table a run judged by an older
@@ -340,40 +347,31 @@ def recheck_certificates(results_dir):
     table = Path(results_dir) / "certified_robustness_empirical.csv"
     if not table.exists():
         return
-    with open(table, newline="") as f:
-        text = f.read()
+    text = table.read_text()
     rows = list(csv.DictReader(text.splitlines()))
-    for sigma in cr.SIGMAS:
-        log, cap = cr.certified_log_rows(results_dir, cr.noise_model_name(PROTOCOLS["standard"], sigma), sigma)
+    for sigma, (log, cap) in certified_logs(results_dir).items():
         for r in rows:
-            if log is not None and r["model"] == cr.smoothed_label(sigma):
+            if r["model"] == cr.smoothed_label(sigma):
                 certified, violated = cr.certificate_check(
                     {"radius": float(r["radius"]), "ci_high": float(r["ci_high"])}, log, cap)
                 r["certified_acc"], r["violation"] = str(certified), str(violated)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()) if rows else [], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    if buffer.getvalue() != text:
-        atomic_write_text(table, buffer.getvalue())
+    if csv_text(rows) != text:
+        atomic_write_text(table, csv_text(rows))
 
 
 def redraw_certified(results_dir):
     """certified_accuracy.png again from the certification logs (the largest n per
     sigma, at the default alpha) and the empirical table."""
     figure, table = results_dir / "certified_accuracy.png", results_dir / "certified_robustness_empirical.csv"
-    if not (figure.exists() and table.exists()):
+    found = certified_logs(results_dir)
+    if not (figure.exists() and table.exists() and found):
         return
-    protocol, logs, caps = PROTOCOLS["standard"], {}, {}
-    for sigma in cr.SIGMAS:
-        rows, cap = cr.certified_log_rows(results_dir, cr.noise_model_name(protocol, sigma), sigma)
-        if rows is not None:
-            logs[sigma], caps[sigma] = rows, cap
+    logs, caps = {sigma: rows for sigma, (rows, _) in found.items()}, {sigma: cap for sigma, (_, cap) in found.items()}
     empirical = numeric_rows(table)
     for r in empirical:
         r["radius"] = float(r["radius"])
-    if logs:
-        cr.plot_curves(logs, empirical, caps, cr.curves_title(protocol.name, len(next(iter(logs.values())))), figure)
+    title = cr.curves_title(PROTOCOLS["standard"].name, len(next(iter(logs.values()))))
+    cr.plot_curves(logs, empirical, caps, title, figure)
 
 
 # ------------------------------------------------- the digest the README shows

@@ -115,18 +115,22 @@ def readable(rows):
     return caption, header, ["| " + " | ".join(cells(row)) + " |" for row in rows]
 
 
+def csv_text(rows):
+    """Rows (dicts with the same keys) as the text of a results CSV."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
 def write_table(rows, path_stem, title=None, note=None, markdown_rows=None, markdown_body=None):
     """Write rows (a list of dicts with the same keys) as <stem>.csv and <stem>.md;
     a note, if given, is a paragraph under the Markdown table. The Markdown shows the
     rows as readable() makes them, or markdown_rows (a formatted digest of the CSV's
     rows) as they are, or markdown_body (text) instead of a table."""
     path_stem = str(path_stem)   # not Path.with_suffix: a stem like "..._eps0.1" has a dot of its own
-    columns = list(rows[0].keys()) if rows else []
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(f"{path_stem}.csv", buffer.getvalue())
+    atomic_write_text(f"{path_stem}.csv", csv_text(rows))
     lines = [f"# {title}", ""] if title else []
     if markdown_body is not None:
         lines.append(markdown_body.rstrip())
