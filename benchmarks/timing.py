@@ -41,14 +41,12 @@ def bare_training_steps(model, x, y, batch_size):
     """A function running one epoch of bare training steps (forward, backward and the
     optimizer's update, compiled) over the batches of x, without Keras' fit loop: the
     least plain training can cost, to which fit's overhead is compared."""
-    from model import keras, tf
-
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    from model import tf
 
     @tf.function(reduce_retracing=True)
     def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=True))
+        with tf.GradientTape() as tape:   # the loss the model was compiled with, as fit computes it
+            loss = model.compute_loss(xb, yb, model(xb, training=True))
         gradients = tape.gradient(loss, model.trainable_variables)
         model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
