@@ -565,10 +565,14 @@ def main():
     results_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results"
     if not results_dir.is_dir():
         sys.exit(f"error: no results folder {results_dir}")
-    recheck_certificates(results_dir)
-    rerender_markdown(results_dir)
-    redraw_figures(results_dir)
-    write_digest(results_dir)
+    try:
+        recheck_certificates(results_dir)
+        rerender_markdown(results_dir)
+        redraw_figures(results_dir)
+        write_digest(results_dir)
+    except (KeyError, ValueError, IndexError) as error:   # a table cut short or edited by hand
+        sys.exit(f"error: a table in {results_dir} is not as a run writes it ({type(error).__name__}: {error}); "
+                 "run the stage that writes it again")
 
 
 if __name__ == "__main__":

@@ -178,3 +178,13 @@ def test_the_report_refuses_a_results_folder_that_does_not_exist(tmp_path):
     proc = run_script("evaluation_report.py", tmp_path / "typo")
     assert proc.returncode == 1 and "error: no results folder" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "typo").exists()
+
+
+def test_the_report_names_a_malformed_table_in_one_line(tmp_path):
+    (tmp_path / "certified_robustness_empirical.csv").write_text("model,radius\nsmoothed sigma 0.25,0.5\n")
+    log = tmp_path / "certify" / "standard_cnn_noise0.25_sigma0.25_n1000.tsv"
+    log.parent.mkdir()
+    log.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\tnA\tn\n0\t1\t1\t0.3\t1\t0.1\t990\t1000\n")
+    proc = run_script("evaluation_report.py", tmp_path)
+    assert proc.returncode == 1 and "is not as a run writes it (KeyError: 'ci_high')" in proc.stderr
+    assert "Traceback" not in proc.stderr
