@@ -24,9 +24,12 @@ STUDY_STEP_255 = 0.085   # the study's FGSM step, applied to 0..255 pixels (a [0
 def study_perturbation(model, x, y):
     """The study's adversarial images: one FGSM step of 0.085 on 0..255 pixels, made
     once, stored as uint8. Truncation makes a pixel drop by one grey level where the
-    gradient sign is negative (0 stays 0) and leaves it unchanged elsewhere."""
+    gradient sign is negative (0 stays 0) and leaves it unchanged elsewhere. The
+    gradient is the cross-entropy's on the logits: the study passed the whole softmax
+    output to Keras' categorical cross-entropy, which then uses the logits Keras keeps on
+    it (unlike FGSM-k's sliced output, which loses them; see docs/study.md)."""
     levels = np.round(x * 255.0)
-    stepped = gradient_attacks.fgsm(model, x, y, eps=STUDY_STEP_255 / 255.0, loss="study")
+    stepped = gradient_attacks.fgsm(model, x, y, eps=STUDY_STEP_255 / 255.0, loss="ce")
     sign = np.sign(np.round((stepped * 255.0 - levels) / STUDY_STEP_255))
     return (np.clip(np.floor(levels + STUDY_STEP_255 * sign), 0, 255) / 255.0).astype(np.float32)
 

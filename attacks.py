@@ -52,18 +52,23 @@ def remember_outcomes(folder):
     OUTCOMES.folder = Path(folder)
 
 METHODS = {"pgd": gradient_attacks.pgd, "fgsm_k": gradient_attacks.fgsm_k, "apgd": autoattack.apgd,
-           "apgd_targeted": autoattack.apgd_targeted, "square": autoattack.square}
+           "apgd_targeted": autoattack.apgd_targeted, "fab_targeted": autoattack.fab_targeted,
+           "square": autoattack.square}
+EOT_METHODS = ("pgd", "apgd", "apgd_targeted", "fgsm_k")   # the methods that average gradients over draws
+UNSEEDED_METHODS = ("fgsm_k", "fab_targeted")              # the methods that draw nothing at random
 
 
 @dataclasses.dataclass(frozen=True)
 class Attack:
     """One named attack and every setting it runs with. "step" is a multiple of the
-    budget eps (2.5 * eps / steps, Madry et al.); gradient=False, an attack that only
-    queries the model's outputs."""
+    budget eps (2.5 * eps / steps, Madry et al.). through says what it attacks: the
+    defense's white-box views ("views"), the randomized model itself with EOT over its
+    draws ("randomized model", AutoAttack's rand version), or the deployed defense's
+    outputs only ("outputs", a gradient-free attack)."""
     name: str
     method: str
     settings: tuple = ()
-    gradient: bool = True
+    through: str = "views"
 
     def options(self, eps):
         options = dict(self.settings)
@@ -84,13 +89,21 @@ class Attack:
             words.append("steps of 8/255 within 20/255 until misclassified at >= 0.8 confidence, max 100, "
                          "1/255 grid")
         elif self.method == "apgd":
-            words.append(f"{options['iterations']} iterations, step 2 eps halved at checkpoints, momentum 0.75")
+            words.append(f"{options['iterations']} iterations, 1 random start, step 2 eps halved at checkpoints, "
+                         "momentum 0.75")
+            if options.get("single_draw"):
+                words.append("EOT over the randomized model's draws, success judged on single draws")
         elif self.method == "apgd_targeted":
             words.append(f"top {options['target_classes']} targets x {options['iterations']} iterations")
+        elif self.method == "fab_targeted":
+            words.append(f"top {options['target_classes']} targets x {options['iterations']} iterations, "
+                         f"from the clean image, alpha_max {autoattack.FAB_ALPHA_MAX:g}, eta {autoattack.FAB_ETA:g}, "
+                         f"beta {autoattack.FAB_BETA:g}, minimal L-inf perturbation counted within eps")
         elif self.method == "square":
-            words.append(f"{options['queries']} queries, p_init {options['p_init']}, margin loss")
+            words.append(f"{options['queries']} queries, p_init {options['p_init']}, p halved after iterations "
+                         f"{', '.join(map(str, autoattack.SQUARE_HALVINGS))} (not rescaled)")
         loss = options.get("loss", "dlr_targeted" if self.method == "apgd_targeted" else
-                           "margin" if self.method == "square" else "ce")
+                           "margin" if self.method in ("square", "fab_targeted") else "ce")
         words.append(LOSSES[loss].split(" (")[0])
         if options.get("norm") == "l2":
             words.append("L2")
@@ -98,9 +111,9 @@ class Attack:
 
     def run(self, model, x, y, eps, seed, eot_samples=1):
         options = self.options(eps)
-        if self.method in ("pgd", "apgd", "apgd_targeted", "fgsm_k"):
+        if self.method in EOT_METHODS:
             options["eot_samples"] = eot_samples
-        if self.method != "fgsm_k":
+        if self.method not in UNSEEDED_METHODS:
             options["seed"] = seed
         return METHODS[self.method](model, x, y, eps=eps, **options)
 
@@ -116,13 +129,25 @@ SUITE = {attack.name: attack for attack in (
     Attack("APGD-CE", "apgd", (("iterations", 100), ("loss", "ce"))),
     Attack("APGD-DLR", "apgd", (("iterations", 100), ("loss", "dlr"))),
     Attack("APGD-T", "apgd_targeted", (("target_classes", 9), ("iterations", 100))),
-    Attack("Square", "square", (("queries", 5000), ("p_init", 0.8)), gradient=False),
+    Attack("FAB-T", "fab_targeted", (("target_classes", 9), ("iterations", 100))),
+    Attack("Square", "square", (("queries", 5000), ("p_init", 0.8)), through="outputs"),
+    Attack("APGD-CE (rand version)", "apgd", (("iterations", 100), ("loss", "ce"), ("single_draw", True)),
+           through="randomized model"),
+    Attack("APGD-DLR (rand version)", "apgd", (("iterations", 100), ("loss", "dlr"), ("single_draw", True)),
+           through="randomized model"),
 )}
 
-# Croce & Hein's AutoAttack: each attack runs on the images the ones before left standing
-AUTOATTACK = ("APGD-CE", "APGD-T", "Square")
-AUTOATTACK_RAND = ("APGD-CE", "APGD-DLR")   # their version for randomized defenses, through EOT views
-EOT_DRAWS = 20                              # noise draws per gradient against a randomized defense
+# Croce & Hein's AutoAttack, version by version (autoattack.py's set_version): each attack
+# runs on the images the ones before left standing. The standard version for a
+# deterministic defense; the rand version (eot_iter 20) for a randomized one.
+AUTOATTACK = ("APGD-CE", "APGD-T", "FAB-T", "Square")
+AUTOATTACK_RAND = ("APGD-CE (rand version)", "APGD-DLR (rand version)")
+EOT_DRAWS = 20                              # draws per gradient against a randomized defense (their eot_iter)
+# Ours, beside the rand version where a defense's white-box view is not the randomized
+# model itself (a smoothed classifier: the soft smoothed classifier, SmoothAdv's objective)
+SOFT_APGD = ("APGD-CE", "APGD-DLR")
+SOFT_APGD_LABEL = "soft-smoothed APGD"
+AUTOATTACK_RAND_LABEL = "AutoAttack (rand version)"   # the row of a randomized defense's AutoAttack figure
 
 
 def fgsm_k_name(protocol):
@@ -137,13 +162,16 @@ class Target:
     """A defense as the attacker and the judge see it. judge(x, y) says which images
     the defense classifies right; views are what a white-box attacker differentiates,
     as (label, model, EOT draws); model is the defense as deployed, which a
-    gradient-free attack queries; judged_by says how the judge decides. Each defense
-    builds its own (filters.target, certified_robustness.smoothed_target); a plain model
-    is plain_target."""
+    gradient-free attack queries; judged_by says how the judge decides;
+    randomized_views, for a randomized defense whose views are not its randomized model
+    itself, that model with its EOT draws (what AutoAttack's rand version attacks; by
+    default the views). Each defense builds its own (filters.target,
+    certified_robustness.smoothed_target); a plain model is plain_target."""
     judge: object
     views: tuple
     model: object
     judged_by: str = "its prediction"
+    randomized_views: tuple = ()
 
     @property
     def randomized(self):
@@ -151,7 +179,7 @@ class Target:
 
     def outcome(self, attack, x, y, eps, seed, only=None):
         """Per image, whether the defense still classifies it right after `attack`
-        through every view (gradient-free attacks: through the deployed model). With
+        through every view it goes through (views_for). With
         `only`, just those images are attacked and the others count as not broken."""
         correct = np.ones(len(y), dtype=bool)
         todo = np.flatnonzero(only) if only is not None else np.arange(len(y))
@@ -159,17 +187,24 @@ class Target:
             return correct
 
         def measure():
-            views = self.views if attack.gradient else (("deployed", self.model, 1),)
-            for _, view, eot in views:
+            for _, view, eot in self.views_for(attack):
                 x_adv = attack.run(view, x[todo], y[todo], eps, seed, eot)
                 correct[todo] &= self.judge(x_adv, y[todo])
             return correct
-        parts = (model_fingerprint(self.model), self.describe(), self.judged_by, attack, round(eps, 6), seed,
-                 array_fingerprint(x, y, todo))
+        parts = (model_fingerprint(self.model), self.describe(self.views_for(attack)), self.judged_by, attack,
+                 round(eps, 6), seed, array_fingerprint(x, y, todo))
         return OUTCOMES.remember(parts, measure, lambda stored: len(stored) == len(y))
 
-    def describe(self):
-        return " + ".join(label + (f", EOT-{eot}" if eot > 1 else "") for label, _, eot in self.views)
+    def views_for(self, attack):
+        """(label, model, EOT draws) of every view the attack goes through."""
+        if attack.through == "outputs":
+            return (("deployed", self.model, 1),)
+        if attack.through == "randomized model":
+            return self.randomized_views or self.views
+        return self.views
+
+    def describe(self, views=None):
+        return " + ".join(label + (f", EOT-{eot}" if eot > 1 else "") for label, _, eot in views or self.views)
 
     def missing_adaptive_views(self):
         """What an adaptive attacker needs and the views lack: a BPDA view where a layer
@@ -210,8 +245,14 @@ def worst_case(outcomes, eps):
                                   if budget <= eps + 1e-9 and label != "worst case"])
 
 
-def autoattack_names(target):
-    return AUTOATTACK_RAND if target.randomized else AUTOATTACK
+def sequences(target):
+    """The attack sequences of a defense's AutoAttack figures: (row label of the last
+    step, names), each attack of a sequence run on the images the ones before left."""
+    if not target.randomized:
+        return (("AutoAttack", AUTOATTACK),)
+    if target.randomized_views and target.randomized_views != target.views:
+        return ((AUTOATTACK_RAND_LABEL, AUTOATTACK_RAND), (SOFT_APGD_LABEL, SOFT_APGD))
+    return ((AUTOATTACK_RAND_LABEL, AUTOATTACK_RAND),)
 
 
 def measure(target, x, y, plan, seed, transfer=None, log=print):
@@ -242,15 +283,14 @@ def measure(target, x, y, plan, seed, transfer=None, log=print):
         run("PGD-20", eps)
     for label, eps, x_adv in transfer or ():
         add(label, eps, target.judge(x_adv, y), "crafted on the undefended CNN")
-    if plan.autoattack:
+    for last_label, names in sequences(target) if plan.autoattack else ():
         standing = clean.copy()
-        names = autoattack_names(target)
         for i, name in enumerate(names):
             standing = standing & target.outcome(SUITE[name], x, y, HEADLINE_EPS, seed, only=standing)
-            label = "AutoAttack" if i == len(names) - 1 else " + ".join(names[:i + 1])
-            add(label, HEADLINE_EPS, standing.copy(), "; ".join(f"{n}: {SUITE[n].describe(HEADLINE_EPS)}"
-                                                                for n in names[:i + 1]) +
-                "; each on the images the ones before left standing")
+            label = last_label if i == len(names) - 1 else " + ".join(names[:i + 1])
+            add(label, HEADLINE_EPS, standing.copy(), "; ".join(
+                f"{n} through {target.describe(target.views_for(SUITE[n]))}: {SUITE[n].describe(HEADLINE_EPS)}"
+                for n in names[:i + 1]) + "; each on the images the ones before left standing")
     for eps in sorted(set(plan.eps_grid) | {HEADLINE_EPS}):
         add("worst case", eps, worst_case(outcomes, eps),
             f"per image: clean and every attack above at a budget <= {eps:g}")

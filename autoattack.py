@@ -1,14 +1,17 @@
 """AutoAttack's attacks (Croce & Hein, ICML 2020), L-inf: APGD, PGD with a step size that
 adapts itself (halved at fixed checkpoints when the loss stalls) and momentum, with the
 cross-entropy or the DLR loss; its targeted version APGD-T over the top-k other
-classes; and the gradient-free Square attack (Andriushchenko et al., ECCV 2020). Batched
-and compiled like gradient_attacks.pgd, clipped to [0, 1], deterministic under a seed.
-Which settings the suite runs them with is decided in attacks.py."""
+classes; FAB-T, the targeted fast adaptive boundary attack (Croce & Hein, ICML 2020),
+which looks for the smallest L-inf perturbation that crosses the linearised decision
+boundary towards each of the top-k other classes; and the gradient-free Square attack
+(Andriushchenko et al., ECCV 2020). Batched and compiled like gradient_attacks.pgd,
+clipped to [0, 1], deterministic under a seed. Which settings the suite runs them with
+is decided in attacks.py."""
 import math
 
 import numpy as np
 
-from gradient_attacks import _batches, _check, loss_and_gradient, per_example_loss
+from gradient_attacks import batches, check_inputs, loss_and_gradient, per_example_loss
 from model import tf
 
 APGD_MOMENTUM = 0.75        # weight of the new step; 1 - this is the previous step's
@@ -34,24 +37,25 @@ def _project(x, x_adv, eps):
 
 
 @tf.function(reduce_retracing=True)
-def _apgd_start(model, x, y, target, eps, seed, loss, eot_samples):
+def _apgd_start(model, x, y, target, eps, seed, loss, eot_samples, single_draw):
     """A random start whose largest coordinate sits on the ball's surface, and the loss,
     gradient and prediction there."""
     t = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0)
     t = t / tf.reduce_max(tf.abs(t), axis=[1, 2, 3], keepdims=True)
     x_adv = tf.clip_by_value(x + eps * t, 0.0, 1.0)
-    losses, grad, logits = loss_and_gradient(model, x_adv, y, loss, eot_samples, target)
+    losses, grad, logits = loss_and_gradient(model, x_adv, y, loss, eot_samples, target, single_draw)
     return x_adv, losses, grad, tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), y)
 
 
 @tf.function(reduce_retracing=True)
-def _apgd_iteration(model, x, y, target, x_adv, x_prev, grad, step, momentum, eps, best, loss, eot_samples):
+def _apgd_iteration(model, x, y, target, x_adv, x_prev, grad, step, momentum, eps, best, loss, eot_samples,
+                    single_draw):
     """One APGD step: a sign step of the current size, mixed with the previous step
     (momentum), projected; then the loss there, and the best point and the latest
     misclassified point kept. best = (x_max, loss_max, grad_max, x_found, found)."""
     z = _project(x, x_adv + step * tf.sign(grad), eps)
     x_new = _project(x, x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev), eps)
-    losses, grad_new, logits = loss_and_gradient(model, x_new, y, loss, eot_samples, target)
+    losses, grad_new, logits = loss_and_gradient(model, x_new, y, loss, eot_samples, target, single_draw)
     wrong = tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int32), y)
     x_max, loss_max, grad_max, x_found, found = best
     improved = losses > loss_max
@@ -61,10 +65,10 @@ def _apgd_iteration(model, x, y, target, x_adv, x_prev, grad, step, momentum, ep
     return x_new, grad_new, losses, best
 
 
-def _apgd_batch(model, x, y, target, eps, iterations, loss, seed, eot_samples):
+def _apgd_batch(model, x, y, target, eps, iterations, loss, seed, eot_samples, single_draw=False):
     """APGD on one batch (tensors); returns (x_adv, misclassified by the model)."""
     eps_t = tf.constant(eps, tf.float32)
-    x_adv, losses, grad, wrong = _apgd_start(model, x, y, target, eps_t, seed, loss, eot_samples)
+    x_adv, losses, grad, wrong = _apgd_start(model, x, y, target, eps_t, seed, loss, eot_samples, single_draw)
     best = (x_adv, losses, grad, x_adv, wrong)
     x_prev, step = x_adv, tf.fill([tf.shape(x)[0], 1, 1, 1], 2.0 * eps)
     history = [losses]                  # the loss after each iteration, the start first
@@ -74,7 +78,7 @@ def _apgd_batch(model, x, y, target, eps, iterations, loss, seed, eot_samples):
     for i in range(iterations):
         momentum = tf.constant(1.0 if i == 0 else APGD_MOMENTUM)
         x_new, grad, losses, best = _apgd_iteration(model, x, y, target, x_adv, x_prev, grad, step, momentum,
-                                                    eps_t, best, loss, eot_samples)
+                                                    eps_t, best, loss, eot_samples, single_draw)
         x_prev, x_adv = x_adv, x_new
         history.append(losses)
         window = checkpoints.get(i + 1)
@@ -94,17 +98,20 @@ def _apgd_batch(model, x, y, target, eps, iterations, loss, seed, eot_samples):
     return tf.where(found[:, None, None, None], x_found, x_max).numpy(), found.numpy()
 
 
-def apgd(model, x, y, *, eps, iterations=100, loss="ce", seed=0, eot_samples=1, batch_size=500):
+def apgd(model, x, y, *, eps, iterations=100, loss="ce", seed=0, eot_samples=1, single_draw=False,
+         batch_size=500):
     """APGD (untargeted) with the cross-entropy ("ce") or DLR ("dlr") loss, one run
     from a random start. Returns, per image, the latest point the model misclassified,
-    or the point of highest loss where it never did."""
-    x, y = _check(x, y, eps)
+    or the point of highest loss where it never did. Against a randomized model each
+    gradient averages eot_samples draws; single_draw judges the loss and success on
+    one draw, as AutoAttack's rand version does (otherwise on the mean logits)."""
+    x, y = check_inputs(x, y, eps)
     out = x.copy()
-    for batch, (lo, hi) in enumerate(_batches(len(x), batch_size)):
+    for batch, (lo, hi) in enumerate(batches(len(x), batch_size)):
         seed_pair = tf.constant([seed, batch], dtype=tf.int32)
         yb = tf.constant(y[lo:hi])
         out[lo:hi], _ = _apgd_batch(model, tf.constant(x[lo:hi]), yb, yb, eps, iterations, loss, seed_pair,
-                                    int(eot_samples))
+                                    int(eot_samples), bool(single_draw))
     return out
 
 
@@ -119,9 +126,9 @@ def apgd_targeted(model, x, y, *, eps, target_classes=9, iterations=100, seed=0,
     """APGD-T: APGD on the targeted DLR loss, once per target class, the clean image's
     2nd, 3rd, ... most likely classes in turn, each run on the images that no earlier
     target broke. Returns each image's first misclassified point, else its last run's."""
-    x, y = _check(x, y, eps)
+    x, y = check_inputs(x, y, eps)
     out = x.copy()
-    for batch, (lo, hi) in enumerate(_batches(len(x), batch_size)):
+    for batch, (lo, hi) in enumerate(batches(len(x), batch_size)):
         xb, yb = x[lo:hi], y[lo:hi]
         ranked = np.argsort(-_mean_logits(model, tf.constant(xb), int(eot_samples)).numpy(), axis=1)
         broken = np.zeros(len(yb), dtype=bool)
@@ -137,14 +144,115 @@ def apgd_targeted(model, x, y, *, eps, target_classes=9, iterations=100, seed=0,
     return out
 
 
+# ------------------------------------------------------------------------- FAB-T
+
+FAB_ALPHA_MAX = 0.1    # largest weight of the step from the clean image (Croce & Hein's alpha_max)
+FAB_ETA = 1.05         # overshoot past the linearised boundary
+FAB_BETA = 0.9         # pull back towards the clean image after a success
+
+
+def linf_step_to_hyperplane(points, w, b):
+    """Per row, the smallest step d in L-inf norm with w . (points + d) = b that keeps
+    points + d in [0, 1]; where the box cannot reach the hyperplane, the step to the
+    box's corner nearest it. Rows are flattened images (N, D).
+
+    Moving every coordinate by up to lam towards lowering |w . x - b| (as far as the box
+    lets it) lowers it by g(lam) = sum_i |w_i| min(lam, room_i), a piecewise linear,
+    non-decreasing function: lam is where it meets the gap, found on the sorted rooms."""
+    gap = tf.reduce_sum(w * points, axis=1) - b
+    w = w * tf.where(gap >= 0, 1.0, -1.0)[:, None]           # now lower w . x by |gap|
+    gap = tf.abs(gap)
+    direction = -tf.sign(w)
+    room = tf.where(w > 0, points, tf.where(w < 0, 1.0 - points, 0.0))
+    order = tf.argsort(room, axis=1)
+    room_sorted = tf.gather(room, order, batch_dims=1)
+    weight_sorted = tf.gather(tf.abs(w), order, batch_dims=1)
+    moved_full = tf.cumsum(weight_sorted * room_sorted, axis=1)      # coordinates that hit their bound
+    weight_left = tf.reduce_sum(weight_sorted, axis=1, keepdims=True) - tf.cumsum(weight_sorted, axis=1)
+    reach = moved_full + room_sorted * weight_left                   # g at each sorted room
+    enough = reach >= gap[:, None]
+    reachable = tf.reduce_any(enough, axis=1)
+    k = tf.argmax(tf.cast(enough, tf.int32), axis=1, output_type=tf.int32)   # first breakpoint past the gap
+    # below breakpoint k the coordinates before it are at their bounds, the rest move lam
+    before = tf.gather(tf.pad(moved_full, [[0, 0], [1, 0]]), k, batch_dims=1)
+    total = tf.reduce_sum(weight_sorted, axis=1, keepdims=True)
+    free = tf.gather(tf.concat([total, weight_left], axis=1), k, batch_dims=1)
+    lam = tf.where(reachable, (gap - before) / tf.maximum(free, 1e-12), tf.float32.max)
+    return direction * tf.minimum(lam[:, None], room)
+
+
+def _flat(t):
+    return tf.reshape(t, [tf.shape(t)[0], -1])
+
+
+@tf.function(reduce_retracing=True)
+def _fab_iteration(model, x0, x1, y, target, best, best_norm):
+    """One FAB step: linearise logit(target) - logit(y) at x1, project x1 and the clean
+    x0 on its zero set (L-inf, inside the box), move to a mix of the two projections
+    (more of the clean one's the closer x0 is), overshoot by eta; where the result is
+    misclassified, keep it if it is the closest yet and pull it back towards x0."""
+    with tf.GradientTape() as tape:
+        tape.watch(x1)
+        logits = model(x1, training=False)
+        diff = tf.gather(logits, target, axis=1, batch_dims=1) - tf.gather(logits, y, axis=1, batch_dims=1)
+        total = tf.reduce_sum(diff)
+    w = _flat(tape.gradient(total, x1, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+    b = tf.reduce_sum(w * _flat(x1), axis=1) - diff
+    d1 = tf.reshape(linf_step_to_hyperplane(_flat(x1), w, b), tf.shape(x1))
+    d0 = tf.reshape(linf_step_to_hyperplane(_flat(x0), w, b), tf.shape(x1))
+    a1 = tf.maximum(tf.reduce_max(tf.abs(d1), axis=[1, 2, 3], keepdims=True), 1e-8)
+    a0 = tf.maximum(tf.reduce_max(tf.abs(d0), axis=[1, 2, 3], keepdims=True), 1e-8)
+    alpha = tf.clip_by_value(a1 / (a1 + a0), 0.0, FAB_ALPHA_MAX)
+    x1 = tf.clip_by_value((x1 + FAB_ETA * d1) * (1.0 - alpha) + (x0 + FAB_ETA * d0) * alpha, 0.0, 1.0)
+    wrong = tf.not_equal(tf.argmax(model(x1, training=False), axis=1, output_type=tf.int32), y)
+    norm = tf.reduce_max(tf.abs(x1 - x0), axis=[1, 2, 3])
+    closer = wrong & (norm < best_norm)
+    best = tf.where(closer[:, None, None, None], x1, best)
+    best_norm = tf.where(closer, norm, best_norm)
+    x1 = tf.where(wrong[:, None, None, None], x0 + FAB_BETA * (x1 - x0), x1)
+    return x1, best, best_norm
+
+
+def fab_targeted(model, x, y, *, eps, target_classes=9, iterations=100, batch_size=500):
+    """FAB-T, L-inf, one run per target from the clean image (the standard version's one
+    restart has no random start): the clean image's 2nd, 3rd, ... most likely classes in
+    turn, each run on the images still classified right that no earlier target broke
+    within eps. Only images the model classifies right are attacked. Returns each
+    image's closest misclassified point where its L-inf distance is <= eps, else the
+    clean image. Deterministic (no randomness at all)."""
+    x, y = check_inputs(x, y, eps)
+    out = x.copy()
+    for lo, hi in batches(len(x), batch_size):
+        xb, yb = x[lo:hi], y[lo:hi]
+        logits = model(tf.constant(xb), training=False).numpy()
+        ranked = np.argsort(-logits, axis=1)
+        standing = ranked[:, 0] == yb
+        for rank in range(1, min(target_classes, ranked.shape[1] - 1) + 1):
+            todo = np.flatnonzero(standing)
+            if not len(todo):
+                break
+            x0, y0 = tf.constant(xb[todo]), tf.constant(yb[todo])
+            target = tf.constant(ranked[todo, rank].astype(np.int32))
+            x1, best, best_norm = x0, x0, tf.fill([len(todo)], np.float32(1e10))
+            for _ in range(iterations):
+                x1, best, best_norm = _fab_iteration(model, x0, x1, y0, target, best, best_norm)
+            broken = best_norm.numpy() <= eps
+            out[lo:hi][todo[broken]] = best.numpy()[broken]
+            standing[todo[broken]] = False
+    return out
+
+
 # ------------------------------------------------------------------------ Square
 
-def square_fraction(query, queries, p_init):
-    """Share of the image's pixels the Square attack changes at a query: p_init, halved
-    at fixed points of a 10,000-query schedule stretched to the budget."""
-    scaled = int(query / queries * 10000)
-    halvings = sum(scaled > limit for limit in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
-    return p_init / 2 ** halvings
+SQUARE_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)   # iterations after which p halves
+
+
+def square_fraction(iteration, p_init):
+    """Share of the image's pixels the Square attack changes at an iteration (counted
+    from 0): p_init, halved after each of SQUARE_HALVINGS, on the raw iteration count
+    (AutoAttack's standard version builds Square with resc_schedule=False, so a
+    5,000-query run ends at p_init / 128)."""
+    return p_init / 2 ** sum(iteration > limit for limit in SQUARE_HALVINGS)
 
 
 @tf.function(reduce_retracing=True)
@@ -154,53 +262,46 @@ def _margins(model, x, y):
 
 
 @tf.function(reduce_retracing=True)
-def _square_step(model, x, x_best, margin, y, rows, cols, size, signs, eps):
-    """Try one random square per image: set it to x +- eps (the other sign where that
-    would change nothing), keep the result where the margin fell."""
+def _square_step(model, x, x_best, margin, y, row, col, size, signs, eps):
+    """Set one square (the same for every image of the batch, as AutoAttack draws it) to
+    x +- eps, clipped to [0, 1]; keep the result where the margin fell."""
     height, width = tf.shape(x)[1], tf.shape(x)[2]
     r = tf.range(height)[None, :, None, None]
     c = tf.range(width)[None, None, :, None]
-    inside = ((r >= rows[:, None, None, None]) & (r < rows[:, None, None, None] + size) &
-              (c >= cols[:, None, None, None]) & (c < cols[:, None, None, None] + size))
-    inside_f = tf.cast(inside, tf.float32)
-
-    def candidate(s):
-        return tf.where(inside, tf.clip_by_value(x + eps * s, 0.0, 1.0), x_best)
-    new = candidate(signs)
-    unchanged = tf.reduce_sum(tf.abs(new - x_best) * inside_f, axis=[1, 2, 3]) < 1e-7
-    new = tf.where(unchanged[:, None, None, None], candidate(-signs), new)
+    inside = (r >= row) & (r < row + size) & (c >= col) & (c < col + size)
+    new = tf.where(inside, tf.clip_by_value(x + eps * signs, 0.0, 1.0), x_best)
     new_margin = _margins(model, new, y)
     better = new_margin < margin
     return tf.where(better[:, None, None, None], new, x_best), tf.minimum(new_margin, margin)
 
 
 def square(model, x, y, *, eps, queries=5000, p_init=0.8, seed=0, batch_size=500):
-    """The Square attack (L-inf): a random-search attack that only queries the model's
-    outputs, so gradient masking does not stop it. Starts from vertical stripes of
-    +-eps and then changes one random square per query, kept where the margin falls;
-    an image stops once misclassified. At most `queries` model calls per image."""
-    x, y = _check(x, y, eps)
+    """The Square attack (L-inf) as AutoAttack runs it: a random search that only
+    queries the model's outputs, so gradient masking does not stop it. Starts from
+    vertical stripes of +-eps, then for `queries` iterations sets one random square (one
+    position and one sign per channel for the whole batch) to x +- eps, kept per image
+    where the margin loss falls; an image stops once misclassified."""
+    x, y = check_inputs(x, y, eps)
     out = x.copy()
     _, height, width, channels = x.shape
     eps_t = tf.constant(eps, tf.float32)
-    for batch, (lo, hi) in enumerate(_batches(len(x), batch_size)):
+    for batch, (lo, hi) in enumerate(batches(len(x), batch_size)):
         rng = np.random.default_rng([seed, batch])
         xb, yb = x[lo:hi], y[lo:hi]
         stripes = rng.choice([-1.0, 1.0], size=(len(yb), 1, width, channels)).astype(np.float32)
         x_best = np.clip(xb + eps * stripes, 0.0, 1.0)
         margin = _margins(model, tf.constant(x_best), tf.constant(yb)).numpy()
-        for query in range(1, queries):
+        for iteration in range(queries):
             active = np.flatnonzero(margin > 0)
             if not len(active):
                 break
-            p = square_fraction(query, queries, p_init)
-            size = min(max(int(round(math.sqrt(p * height * width))), 1), height - 1)
-            rows = rng.integers(0, height - size, size=len(active)).astype(np.int32)
-            cols = rng.integers(0, width - size, size=len(active)).astype(np.int32)
-            signs = rng.choice([-1.0, 1.0], size=(len(active), 1, 1, channels)).astype(np.float32)
+            p = square_fraction(iteration, p_init)
+            size = max(int(round(math.sqrt(p * height * width))), 1)
+            row, col = (int(v) for v in rng.integers(0, [height - size, width - size]))
+            signs = rng.choice([-1.0, 1.0], size=(1, 1, 1, channels)).astype(np.float32)
             new_best, new_margin = _square_step(model, tf.constant(xb[active]), tf.constant(x_best[active]),
                                                 tf.constant(margin[active]), tf.constant(yb[active]),
-                                                tf.constant(rows), tf.constant(cols), tf.constant(size),
+                                                tf.constant(row), tf.constant(col), tf.constant(size),
                                                 tf.constant(signs), eps_t)
             x_best[active], margin[active] = new_best.numpy(), new_margin.numpy()
         out[lo:hi] = x_best

@@ -55,6 +55,7 @@ from scipy.stats import beta, binomtest, norm  # noqa: E402
 import attacks  # noqa: E402
 from data import attack_subset, load_data  # noqa: E402
 from model import base_classifier, build_model, get_base_model, get_or_train, keras, tf  # noqa: E402
+from outcome_store import array_fingerprint, model_fingerprint  # noqa: E402
 from reporting import (Progress, accuracy_ci, atomic_write_text, error_bars, format_acc, pct,  # noqa: E402
                        pyplot, save_figure, write_table)
 
@@ -269,9 +270,14 @@ def noisy_model(base, sigma):
 
 class SoftSmoothed(keras.Model):
     """log of the mean softmax of f(x + noise) over `draws` noise draws per call: the
-    smoothed soft classifier that SmoothAdv attacks (Salman et al. 2019). Its output
-    serves as logits, so cross-entropy on it is -log E[softmax_y], stronger than
-    averaging the cross-entropy of single draws."""
+    smoothed soft classifier whose cross-entropy SmoothAdv ascends (Salman et al. 2019).
+    Its output serves as logits, so cross-entropy on it is -log E[softmax_y], stronger
+    than averaging the cross-entropy of single draws. The suite's attacks run on it
+    unchanged (PGD with its random start and 2.5 eps / steps, APGD with its own
+    schedule), not with SmoothAdv's start at delta = 0, step 2 eps / steps and one set of
+    draws kept for the whole attack: every call draws fresh noise, so each gradient is an
+    unbiased estimate of the smoothed classifier's, which a fixed set of 20 draws, that
+    the attack can fit, is not; and "PGD-20" means one configuration everywhere."""
     randomized = True
 
     def __init__(self, base, sigma, draws, **kwargs):
@@ -292,21 +298,62 @@ def smoothed_correct(smooth, x, y, n, alpha, seed):
     return np.array([smooth.predict(x[i], n, alpha, seed + i) == y[i] for i in range(len(y))])
 
 
-PREDICT_ALPHA = 0.001
+PREDICT_ALPHA = 0.001   # Cohen et al.'s predict.py
+PREDICT_N = 1000        # noise draws per PREDICT in the evaluation (chosen by predict_n_table, see its table)
 
 
 def smoothed_target(model, sigma, n_vote, draws, seed, alpha=PREDICT_ALPHA):
     """How to attack and judge a smoothed classifier: judged by PREDICT (n_vote draws,
-    abstention wrong), attacked through the soft smoothed classifier, averaging
-    `draws` noise draws per gradient."""
+    abstention wrong); white-box attacks go through the soft smoothed classifier
+    (SmoothAdv's objective, `draws` fresh noise draws per gradient), AutoAttack's rand
+    version through the noisy base classifier f(x + noise) with EOT over `draws`."""
     base = base_classifier(model)
     smooth = Smooth(base, sigma)
+    noisy = noisy_model(base, sigma)
     return attacks.Target(lambda x, y: smoothed_correct(smooth, x, y, n_vote, alpha, seed),
                           ((f"soft smoothed classifier, {draws} noise draws", SoftSmoothed(base, sigma, draws), 1),),
-                          noisy_model(base, sigma), f"PREDICT, n {n_vote}, alpha {alpha:g}, abstention wrong")
+                          noisy, f"PREDICT, n {n_vote}, alpha {alpha:g}, abstention wrong",
+                          randomized_views=(("noisy base classifier", noisy, draws),))
 
 
-def empirical_rows(label, model, x, y, radii, seed, sigma=0.0, n_vote=1000):
+def predict_n_rows(base, sigma, x, y, ns, seed, alpha=PREDICT_ALPHA):
+    """PREDICT's accuracy (abstention wrong) at each n of ns on the images x, clean and
+    under one attack (PGD-20 at the headline eps through the soft smoothed classifier):
+    the measurement PREDICT_N is chosen by."""
+    smooth = Smooth(base, sigma)
+    attack, soft = attacks.SUITE["PGD-20"], SoftSmoothed(base, sigma, attacks.EOT_DRAWS)
+    x_adv = attacks.OUTCOMES.remember(
+        ("examples", model_fingerprint(base), "soft smoothed", sigma, attacks.EOT_DRAWS, attack,
+         attacks.HEADLINE_EPS, seed, array_fingerprint(x, y)),
+        lambda: attack.run(soft, x, y, attacks.HEADLINE_EPS, seed), lambda stored: stored.shape == x.shape)
+    measures = (("clean", x), (f"PGD-20 @{attacks.HEADLINE_EPS:g}, soft smoothed classifier", x_adv))
+    rows = []
+    for n in ns:
+        for measure, images in measures:
+            # stored like an attack's outcome: a run killed here redoes only what it had not finished
+            predicted = attacks.OUTCOMES.remember(
+                ("PREDICT", model_fingerprint(base), sigma, n, alpha, seed, array_fingerprint(images)),
+                lambda: np.array([smooth.predict(images[i], n, alpha, seed + i) for i in range(len(y))]),
+                lambda stored: stored.shape == y.shape)
+            rows.append({"sigma": sigma, "n": n, "alpha": alpha, "measure": measure, **accuracy_ci(predicted == y),
+                         "abstain_rate": round(float(np.mean(predicted == ABSTAIN)), 4)})
+    return rows
+
+
+def smallest_stable_n(rows):
+    """The smallest n whose every measure lies within half the 95% interval width of the
+    next larger n's figure; the largest n measured if none does."""
+    ns = sorted({r["n"] for r in rows})
+    figure = {(r["n"], r["measure"]): r for r in rows}
+    for n, larger in zip(ns, ns[1:]):
+        if all(abs(figure[(n, m)]["acc"] - figure[(larger, m)]["acc"]) <=
+               (figure[(larger, m)]["ci_high"] - figure[(larger, m)]["ci_low"]) / 2
+               for m in {r["measure"] for r in rows}):
+            return n
+    return ns[-1]
+
+
+def empirical_rows(label, model, x, y, radii, seed, sigma=0.0, n_vote=PREDICT_N):
     """L2 PGD-20 at each radius against a plain model, or (sigma > 0) against the
     smoothed classifier around it, then judged by PREDICT."""
     target = (smoothed_target(model, sigma, n_vote, attacks.EOT_DRAWS, seed) if sigma
@@ -431,6 +478,38 @@ def empirical_table(ctx, data, x, y, sigma, certified_rows, cap):
     return empirical
 
 
+PREDICT_NS = {"standard": (100, 1_000, 10_000), "quick": (20, 100, 1_000)}   # the n that predict_n_table compares
+
+
+def predict_n_table(ctx, data, sigmas, indices):
+    """PREDICT at each n of PREDICT_NS on the certified images, for every sigma, and the
+    smallest n that the rule of smallest_stable_n accepts (written in the table's note;
+    the evaluation judges with PREDICT_N, and a run says so where the two differ)."""
+    ns = PREDICT_NS["quick" if ctx.quick else "standard"]
+    x, y = data.x_test[indices], data.y_test[indices]
+    rows, chosen = [], {}
+    for sigma in sigmas:
+        print(f"PREDICT at n = {', '.join(map(str, ns))} on {len(y)} images, sigma {sigma:g}")
+        base = base_classifier(get_noise_model(ctx, sigma, data)[0])
+        sigma_rows = predict_n_rows(base, sigma, x, y, ns, ctx.seed)
+        chosen[sigma] = smallest_stable_n(sigma_rows)
+        rows += sigma_rows
+        for r in sigma_rows:
+            print(f"  n {r['n']:>6,} {r['measure']}: {format_acc(r)}, abstains {100 * r['abstain_rate']:.1f}%")
+    needed = max(chosen.values())
+    note = (f"The smallest n whose figures lie within half the 95% interval width of the next larger n's: "
+            + ", ".join(f"sigma {s:g}: {n:,}" for s, n in chosen.items()) +
+            f". The evaluation judges every smoothed classifier with PREDICT at n {PREDICT_N:,}, alpha "
+            f"{PREDICT_ALPHA:g}" + ("." if needed <= PREDICT_N else
+                                   f", less than this run's measurement asks for ({needed:,})."))
+    if needed > PREDICT_N and not ctx.quick:
+        print(f"WARNING: PREDICT_N ({PREDICT_N:,}) is below the n this measurement chooses ({needed:,})")
+    write_table(rows, ctx.results_dir / "certified_robustness_predict_n", note=note,
+                title=f"PREDICT (Cohen et al.; abstention wrong) at each n on the {len(y)} certified test images, "
+                      f"clean and under PGD-20 (L-inf {attacks.HEADLINE_EPS:g}, {attacks.EOT_DRAWS} noise draws per "
+                      f"gradient), seed {ctx.seed} (exact 95% intervals)")
+
+
 def run_certification(ctx, sigmas, n_images, n0, n, alpha, merge=False, retrain=False):
     """Certify (or, with merge, join the shard logs of) every sigma; then the tables,
     the empirical attack beside the certificate, and the plot."""
@@ -451,12 +530,6 @@ def run_certification(ctx, sigmas, n_images, n0, n, alpha, merge=False, retrain=
         logs[sigma] = [r for r in read_log(path) if int(r["idx"]) in set(indices.tolist())]
         caps[sigma] = max_certifiable_radius(n_sigma, alpha, sigma)
         table += certified_table(ctx, sigma, n0, n_sigma, alpha, logs[sigma])
-    write_table(table, ctx.results_dir / "certified_robustness", markdown_rows=certified_pivot(table),
-                title=f"Certified accuracy (%) of the smoothed {ctx.protocol.architecture} at each L2 radius r, "
-                      f"{len(indices)} test images, {ctx.protocol.name} protocol, seed {ctx.seed}, n0 {n0}, "
-                      f"alpha {alpha:g} (exact 95% intervals; abstentions count as wrong)",
-                note="n/a: beyond the largest radius n samples can certify at this alpha (sigma x "
-                     "PhiInv(alpha^(1/n))), where every image would count as 0% whatever the classifier.")
     x, y = data.x_test[indices], data.y_test[indices]
     chosen = 0.25 if 0.25 in logs else sigmas[0]
     empirical = empirical_table(ctx, data, x, y, chosen, logs[chosen], caps[chosen])
@@ -464,7 +537,16 @@ def run_certification(ctx, sigmas, n_images, n0, n, alpha, merge=False, retrain=
                 title=f"Empirical L2 robustness on the same {len(y)} images (exact 95% intervals)")
     plot_curves(logs, empirical, caps, curves_title(ctx.protocol.name, len(indices)),
                 ctx.results_dir / "certified_accuracy.png")
-    print(f"wrote {ctx.results_dir / 'certified_robustness.csv'}, ..._empirical.csv, certified_accuracy.png")
+    predict_n_table(ctx, data, sigmas, indices)
+    # the stage's make target, so written last: a run killed before it redoes the stage
+    write_table(table, ctx.results_dir / "certified_robustness", markdown_rows=certified_pivot(table),
+                title=f"Certified accuracy (%) of the smoothed {ctx.protocol.architecture} at each L2 radius r, "
+                      f"{len(indices)} test images, {ctx.protocol.name} protocol, seed {ctx.seed}, n0 {n0}, "
+                      f"alpha {alpha:g} (exact 95% intervals; abstentions count as wrong)",
+                note="n/a: beyond the largest radius n samples can certify at this alpha (sigma x "
+                     "PhiInv(alpha^(1/n))), where every image would count as 0% whatever the classifier.")
+    print(f"wrote {ctx.results_dir / 'certified_robustness.csv'}, ..._empirical.csv, ..._predict_n.csv, "
+          "certified_accuracy.png")
 
 
 def main():

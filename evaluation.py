@@ -38,10 +38,11 @@ answer_help_early(__name__, build_parser)
 import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
 
 import attacks  # noqa: E402
+import certified_robustness as cr  # noqa: E402
 import filters  # noqa: E402
 from data import attack_subset, load_data, study_sample  # noqa: E402
 from defenses import Defense, catalogue, load_defenses  # noqa: E402
-from evaluation_report import (draw_figures, find, fixed_images, mia_results, paper_table,
+from evaluation_report import (autoattack_row, draw_figures, find, fixed_images, mia_results, paper_table,
                                summary_row, table4_note, write_digest, write_summary)
 from model import keras, library_versions, model_path  # noqa: E402
 from reporting import Progress, accuracy_ci, atomic_write_text, write_table  # noqa: E402
@@ -64,8 +65,8 @@ SETTINGS = {
     # randomized defenses: the 500 images certified_robustness.py certifies (a 20-draw EOT
     # gradient costs 20 plain ones)
     "standard": Settings(1000, 500, (0.02, 0.05, attacks.STUDY_EPS, 0.1, 0.15), (0.5, 1.0),
-                         draws=attacks.EOT_DRAWS, n_vote=100),
-    "paper": Settings(1000, 500, (attacks.STUDY_EPS, 0.1), (), draws=attacks.EOT_DRAWS, n_vote=100),
+                         draws=attacks.EOT_DRAWS, n_vote=cr.PREDICT_N),
+    "paper": Settings(1000, 500, (attacks.STUDY_EPS, 0.1), (), draws=attacks.EOT_DRAWS, n_vote=cr.PREDICT_N),
     "quick": Settings(50, 50, (attacks.STUDY_EPS, 0.1), (0.5,), draws=2, n_vote=20),
 }
 
@@ -166,15 +167,15 @@ def sanity_checks(rows, settings, missing_views=(), fgsm_k="FGSM-k"):
                    f"{pct1(unbounded)} at eps 1, from the clean image"))
     pgd, fgsm = pick("PGD-20", attacks.HEADLINE_EPS), pick("FGSM", attacks.HEADLINE_EPS)
     checks.append(("PGD no weaker than FGSM", pgd["acc"] <= fgsm["ci_high"], f"PGD-20 {pct1(pgd)} vs FGSM {pct1(fgsm)}"))
-    strongest = pick("AutoAttack", attacks.HEADLINE_EPS)
+    strongest = autoattack_row(rows, fixed)
     checks.append(("PGD-20 converged (AutoAttack no stronger beyond noise)", not beyond_noise(pgd, strongest),
-                   f"PGD-20 {pct1(pgd)} vs AutoAttack {pct1(strongest)}"))
-    white_box = find(rows, "APGD-CE + APGD-T", attacks.HEADLINE_EPS, fixed)
+                   f"PGD-20 {pct1(pgd)} vs {strongest['attack']} {pct1(strongest)}"))
+    white_box = find(rows, " + ".join(attacks.AUTOATTACK[:-1]), attacks.HEADLINE_EPS, fixed)
     if white_box is None:  # a randomized defense: AutoAttack's rand version has no Square
         checks.append(("black-box no stronger than white-box", True, "not run (randomized defense)"))
     else:  # Square ran after the white-box attacks, on what they left
         checks.append(("black-box no stronger than white-box", not beyond_noise(white_box, strongest),
-                       f"APGD-CE + APGD-T {pct1(white_box)}, then Square {pct1(strongest)}"))
+                       f"{white_box['attack']} {pct1(white_box)}, then Square {pct1(strongest)}"))
     weaker = [f"{kind}: adaptive {pct1(a)} > transfer {pct1(t)}"
               for kind, a, t in ((fgsm_k, pick(fgsm_k, attacks.STUDY_EPS), pick(f"{fgsm_k} transfer", attacks.STUDY_EPS)),
                                  ("PGD-20", pgd, pick("PGD-20 transfer", attacks.HEADLINE_EPS)))
@@ -334,7 +335,8 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
     write_table(summary, f"{out}_summary",
                 title=f"Every defense at a glance, {tag}: accuracy % [95% interval]; clean on "
                       f"{len(data.y_test)} test images, attacks on {settings.n_attack} fixed test images "
-                      f"({settings.n_attack_randomized} of them for randomized defenses; settings "
+                      f"({settings.n_attack_randomized} of them for randomized defenses; smoothed classifiers "
+                      f"judged by PREDICT, n {settings.n_vote:,}, alpha {cr.PREDICT_ALPHA:g}; settings "
                       f"of each in {out.name}.csv); MIA from membership_inference.py")
     mia_rows = mia_results(ctx.results_dir, protocol.name)
     if protocol.name == "paper":

@@ -43,6 +43,13 @@ def find(rows, attack, eps=None, images=None):
     return None
 
 
+def autoattack_row(rows, images=None):
+    """A defense's AutoAttack row at the headline eps: the standard version's, or the
+    rand version's for a randomized defense."""
+    return (find(rows, "AutoAttack", HEADLINE_EPS, images) or
+            find(rows, attacks.AUTOATTACK_RAND_LABEL, HEADLINE_EPS, images))
+
+
 # ---------------------------------------------------------- membership inference
 
 def mia_results(results_dir, protocol_name):
@@ -85,7 +92,9 @@ def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
            "FGSM-k transfer": pct(find(rows, f"{fgsm_k} transfer", images=fixed)),
            "FGSM-k adaptive": pct(find(rows, fgsm_k, images=fixed)),
            f"PGD-20 @{HEADLINE_EPS:g}": pct(find(rows, "PGD-20", HEADLINE_EPS, fixed)),
-           f"AutoAttack @{HEADLINE_EPS:g}": pct(find(rows, "AutoAttack", HEADLINE_EPS, fixed)),
+           f"AutoAttack @{HEADLINE_EPS:g}": pct(autoattack_row(rows, fixed)),
+           f"{attacks.SOFT_APGD_LABEL} @{HEADLINE_EPS:g}": pct(find(rows, attacks.SOFT_APGD_LABEL, HEADLINE_EPS,
+                                                                   fixed)),
            f"worst case @{HEADLINE_EPS:g}": pct(find(rows, "worst case", HEADLINE_EPS, fixed))}
     for radius in settings.l2_radii:
         row[f"L2 PGD @{radius:g}"] = pct(find(rows, "L2 PGD-20", radius, fixed))
@@ -433,6 +442,8 @@ def headline_rows(results_dir):
             if attack == mia.HEADLINE_ATTACK}
     return [{"defense": r["defense"], "clean": r["clean (test set)"],
              f"AutoAttack, L-inf {HEADLINE_EPS:g}": r.get(f"AutoAttack @{HEADLINE_EPS:g}") or "-",
+             f"{attacks.SOFT_APGD_LABEL}, L-inf {HEADLINE_EPS:g}":
+                 r.get(f"{attacks.SOFT_APGD_LABEL} @{HEADLINE_EPS:g}") or "-",
              f"worst case, L-inf {HEADLINE_EPS:g}": r[f"worst case @{HEADLINE_EPS:g}"],
              "certified, L2 0.5": r.get("certified @0.5") or "-",
              "RMIA AUC": mia.auc_text(rmia.get(r["model"])) or missing(rmia.get(r["model"])),
@@ -539,10 +550,13 @@ def write_digest(results_dir):
     if headline:
         write_table(headline, results_dir / "headline",
                     title="Every defense, standard protocol: accuracy % [exact 95% interval]; clean on 10,000 test "
-                          "images; AutoAttack (Croce & Hein's standard version; their rand version for smoothing) "
-                          "and the worst case over every attack of the suite on 1,000 (for smoothing, the 500 it "
-                          "certifies); certified on 500; RMIA (reference models of each defense's recipe) on "
-                          "2,000 members and 2,000 non-members")
+                          "images; AutoAttack (Croce & Hein's standard version: APGD-CE, APGD-T, FAB-T, Square; "
+                          "their rand version for smoothing: APGD-CE, APGD-DLR with EOT-20 through the noisy base "
+                          "classifier), soft-smoothed APGD (ours: APGD-CE, APGD-DLR on the soft smoothed "
+                          "classifier) and the worst case over every attack of the suite on 1,000 (for smoothing, "
+                          f"the 500 it certifies, judged by Cohen's PREDICT at n {cr.PREDICT_N:,}, alpha "
+                          f"{cr.PREDICT_ALPHA:g}); certified on 500; RMIA (reference models of each defense's "
+                          "recipe) on 2,000 members and 2,000 non-members")
     compact = table4_compact_rows(results_dir)
     if compact:
         write_table(compact, results_dir / "table4_compact",

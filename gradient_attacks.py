@@ -52,10 +52,13 @@ def per_example_loss(logits, y, loss="ce", target=None):
     raise ValueError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
 
 
-def loss_and_gradient(model, x, y, loss, eot_samples, target=None):
+def loss_and_gradient(model, x, y, loss, eot_samples, target=None, single_draw=False):
     """Per-example loss, its gradient with respect to the input and the logits, each
     averaged over eot_samples draws of a randomized model (the batch is repeated so
-    that the model draws its randomness per copy). Meant to run inside tf.function."""
+    that the model draws its randomness per copy); the gradient is the mean of the
+    per-draw losses' gradients. single_draw: the loss and logits of one draw instead of
+    the mean (AutoAttack's rand version judges success on single forward passes).
+    Meant to run inside tf.function."""
     x_rep = tf.concat([x] * eot_samples, axis=0) if eot_samples > 1 else x
     y_rep = tf.concat([y] * eot_samples, axis=0) if eot_samples > 1 else y
     t_rep = tf.concat([target] * eot_samples, axis=0) if eot_samples > 1 and target is not None else target
@@ -70,6 +73,9 @@ def loss_and_gradient(model, x, y, loss, eot_samples, target=None):
     if eot_samples > 1:
         mean = lambda t: tf.reduce_mean(tf.reshape(t, tf.concat([[eot_samples], tf.shape(t)[:1] // eot_samples,  # noqa: E731
                                                                   tf.shape(t)[1:]], 0)), axis=0)
+        if single_draw:
+            n = tf.shape(x)[0]
+            return losses[:n], mean(grad), logits[:n]
         return mean(losses), mean(grad), mean(logits)
     return losses, grad, logits
 
@@ -127,12 +133,12 @@ def _loss_and_correct(model, x, y, loss):
     return per_example_loss(logits, y, loss), correct
 
 
-def _batches(n, batch_size):
+def batches(n, batch_size):
     for start in range(0, n, batch_size):
         yield start, min(start + batch_size, n)
 
 
-def _check(x, y, eps):
+def check_inputs(x, y, eps):
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
     if x.ndim != 4 or x.shape[0] != y.shape[0]:
@@ -156,11 +162,11 @@ def pgd(model, x, y, *, eps, norm="linf", steps=20, step_size=None, random_start
         raise ValueError(f"unknown norm {norm!r}: use 'linf' or 'l2'")
     if steps < 1 or restarts < 1 or eot_samples < 1:
         raise ValueError("steps, restarts and eot_samples must be >= 1")
-    x, y = _check(x, y, eps)
+    x, y = check_inputs(x, y, eps)
     step_size = 2.5 * eps / steps if step_size is None else step_size
     best = x.copy()
     for restart in range(restarts):
-        for batch, (lo, hi) in enumerate(_batches(len(x), batch_size)):
+        for batch, (lo, hi) in enumerate(batches(len(x), batch_size)):
             xb, yb = tf.constant(x[lo:hi]), tf.constant(y[lo:hi])
             seed_pair = tf.constant([seed, restart * 1_000_003 + batch], dtype=tf.int32)
             eps_t, step_t = tf.constant(eps, tf.float32), tf.constant(step_size, tf.float32)
@@ -208,11 +214,11 @@ def fgsm_k(model, x, y, *, eps=STUDY_EPS, step_size=STUDY_STEP, max_steps=STUDY_
     gradient (see per_example_loss); "ce" the stronger logit loss. Deterministic for a
     deterministic model; against a randomized one the gradient and the confidence are
     averaged over eot_samples draws."""
-    x, y = _check(x, y, eps)
+    x, y = check_inputs(x, y, eps)
     out = np.empty_like(x)
     eps_t, step_t = tf.constant(eps, tf.float32), tf.constant(step_size, tf.float32)
     confidence_t = tf.constant(confidence, tf.float32)
-    for lo, hi in _batches(len(x), batch_size):
+    for lo, hi in batches(len(x), batch_size):
         xb, yb = tf.constant(x[lo:hi]), tf.constant(y[lo:hi])
         x_adv = xb
         for step in range(max_steps):

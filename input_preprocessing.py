@@ -205,7 +205,8 @@ def headline_table(rows):
     """One line per defended model: clean and the key robust accuracies."""
     wanted = [("clean", 0), ("FGSM-k transfer", attacks.STUDY_EPS), ("FGSM-k", attacks.STUDY_EPS),
               ("PGD-20 transfer", attacks.HEADLINE_EPS), ("PGD-20", attacks.HEADLINE_EPS),
-              ("AutoAttack", attacks.HEADLINE_EPS), ("worst case", attacks.HEADLINE_EPS)]
+              ("AutoAttack", attacks.HEADLINE_EPS), (attacks.AUTOATTACK_RAND_LABEL, attacks.HEADLINE_EPS),
+              ("worst case", attacks.HEADLINE_EPS)]
     table = []
     for key in dict.fromkeys((r["filter"], r["variant"]) for r in rows):
         out = {"filter": key[0], "variant": key[1]}

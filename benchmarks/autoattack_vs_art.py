@@ -1,7 +1,10 @@
 """Our APGD-CE and Square (autoattack.py) against IBM ART's AutoProjectedGradientDescent
 and SquareAttack, in one process, on the same Keras model, test images and settings
 (L-inf eps, APGD 100 iterations from one random start, Square 5,000 queries with
-p_init 0.8); and APGD against its hardware limit, 101 bare forward+backward passes.
+p_init 0.8); APGD against its hardware limit, 101 bare forward+backward passes; and
+FAB-T (one target, 100 iterations, on the images the model gets right) against its
+limit, 100 bare forward+backward passes each followed by a forward pass. IBM ART has no
+FAB attack, so FAB-T has no peer row.
 
     python benchmarks/autoattack_vs_art.py [--model standard_cnn_at-pgd_eps0.1] [--images 1000] [--eps 0.1]
 """
@@ -32,6 +35,7 @@ answer_help_early(__name__, build_parser)
 import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
 
 import attacks  # noqa: E402
+import autoattack  # noqa: E402
 from data import attack_subset, load_data  # noqa: E402
 from model import get_base_model, keras, load_model, predict_labels, tf  # noqa: E402
 from reporting import accuracy_ci, format_acc, write_table  # noqa: E402
@@ -62,8 +66,11 @@ def main():
     y_onehot = np.eye(10, dtype=np.float32)[y]
     classifier = TensorFlowV2Classifier(model, nb_classes=10, input_shape=(28, 28, 1), clip_values=(0.0, 1.0),
                                         loss_object=keras.losses.CategoricalCrossentropy(from_logits=True))
-    apgd, square = attacks.SUITE["APGD-CE"], attacks.SUITE["Square"]
+    apgd, square, fab = attacks.SUITE["APGD-CE"], attacks.SUITE["Square"], attacks.SUITE["FAB-T"]
     iterations, queries = dict(apgd.settings)["iterations"], dict(square.settings)["queries"]
+    fab_iterations = dict(fab.settings)["iterations"]
+    right = predict_labels(model, x) == y
+    x_right, y_right = x[right], y[right]
     art_apgd = AutoProjectedGradientDescent(classifier, norm=np.inf, eps=args.eps, eps_step=2 * args.eps,
                                             max_iter=iterations, nb_random_init=1, batch_size=args.batch_size,
                                             loss_type="cross_entropy", verbose=False)
@@ -77,7 +84,14 @@ def main():
              bare_gradients(model, x, y, args.batch_size, iterations + 1), None),
             ("Square", "ours (autoattack.square)", lambda: square.run(model, x, y, args.eps, ctx.seed),
              lambda: square.run(model, x[:100], y[:100], args.eps, ctx.seed)),
-            ("Square", "IBM ART SquareAttack", lambda: art_square.generate(x, y=y_onehot), no_warmup)]
+            ("Square", "IBM ART SquareAttack", lambda: art_square.generate(x, y=y_onehot), no_warmup),
+            ("FAB-T, 1 target", "ours (autoattack.fab_targeted)",
+             lambda: autoattack.fab_targeted(model, x, y, eps=args.eps, target_classes=1,
+                                             iterations=fab_iterations, batch_size=args.batch_size),
+             lambda: autoattack.fab_targeted(model, x[:100], y[:100], eps=args.eps, target_classes=1, iterations=2)),
+            ("FAB-T, 1 target", f"limit: {fab_iterations} x (forward+backward, forward) on the {len(y_right)} "
+                                "images it attacks",
+             bare_gradients(model, x_right, y_right, args.batch_size, fab_iterations, forwards=1), None)]
     rows, ours = [], {}
     for attack, implementation, run, warmup in runs:
         seconds, x_adv = best_time(run, args.repeats, warmup)
@@ -90,7 +104,8 @@ def main():
         print(f"  {attack:>8} {implementation:>44} {seconds:8.2f} s  " + ("" if limit else format_acc(stats)))
     stem = ctx.results_dir / "benchmark_autoattack_vs_art"
     write_table(rows, stem, title=(
-        f"APGD-CE ({iterations} iterations, 1 random start) and Square ({queries} queries, p_init 0.8), L-inf eps "
+        f"APGD-CE ({iterations} iterations, 1 random start), Square ({queries} queries, p_init 0.8) and FAB-T (1 "
+        f"target, {fab_iterations} iterations; IBM ART has no FAB), L-inf eps "
         f"{args.eps:g}, on {args.images} test images of {args.model or f'the {ctx.protocol.name} base CNN'}, batch {args.batch_size}, "
         f"fastest of {args.repeats} (ours after a warm-up that traces it, ART cold); TF {tf.__version__}, ART {art.__version__}, {os.cpu_count()} CPU "
         f"cores, {tf.config.list_physical_devices()[-1].device_type}; vs_ours: time over ours"))

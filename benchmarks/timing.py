@@ -15,9 +15,10 @@ def best_time(fn, repeats, warmup=None):
     return min(times), result
 
 
-def bare_gradients(model, x, y, batch_size, passes):
+def bare_gradients(model, x, y, batch_size, passes, forwards=0):
     """A function running `passes` bare input-gradient computations (forward and
-    backward, compiled) per batch: the least any gradient attack must do."""
+    backward, compiled) per batch, each followed by `forwards` bare forward passes: the
+    least any gradient attack must do (FAB checks every step with one more forward)."""
     import gradient_attacks as attacks
     from model import tf
 
@@ -28,11 +29,17 @@ def bare_gradients(model, x, y, batch_size, passes):
             loss = tf.reduce_sum(attacks.per_example_loss(model(xb, training=False), yb))
         return tape.gradient(loss, xb)
 
+    @tf.function(reduce_retracing=True)
+    def forward(xb):
+        return model(xb, training=False)
+
     def run():
         for lo in range(0, len(x), batch_size):
             xb, yb = tf.constant(x[lo:lo + batch_size]), tf.constant(y[lo:lo + batch_size])
             for _ in range(passes):
                 g = grad(xb, yb)
+                for _ in range(forwards):
+                    g = forward(xb)
         return g.numpy()
     return run
 
