@@ -12,7 +12,7 @@ import filters
 import gradient_attacks
 from cli import UserError
 from data import SPLIT_SEED, attack_subset
-from model import (EpochLog, base_model_name, build_model, compile_model, get_base_model, keras, keras_verbosity,
+from model import (EpochLog, KeepBest, base_model_name, build_model, compile_model, fit_epochs, get_base_model, keras,
                    load_model, make_optimizer, model_path, predict_labels, save_model, tf)
 from recipes import PAPER_ROWS, PAPER_TRAINING
 
@@ -118,19 +118,19 @@ class AdversarialTrainer(keras.Model):
         return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
 
 
+GUARD_DROP = 0.2   # Wong et al.'s early stop: PGD accuracy this far below its best is a collapse
+
+
 class RobustnessMonitor(EpochLog):
     """Clean and PGD accuracy on a fixed held-out set after every epoch, plus seconds
-    (kept in log_path, so a resumed run still reports every epoch). With guard=True it
-    is Wong et al.'s early stop against catastrophic overfitting: when PGD accuracy
-    falls more than `drop` below its best, training stops and the best epoch's
-    weights are restored."""
+    (kept in log_path, so a resumed run still reports every epoch), and in the epoch's
+    logs as pgd_acc, which Wong et al.'s guard against catastrophic overfitting watches
+    (model.KeepBest with drop)."""
 
-    def __init__(self, classifier, x, y, eps, guard=False, drop=0.2, measure=None, log_path=None):
+    def __init__(self, classifier, x, y, eps, measure=None, log_path=None):
         super().__init__(log_path)
         self.classifier, self.x, self.y, self.eps = classifier, x, y, eps
-        self.guard, self.drop = guard, drop
         self.measure = measure or self._measure
-        self.best, self.best_weights, self.collapsed_at = -1.0, None, None
 
     def _measure(self):
         clean = float(np.mean(predict_labels(self.classifier, self.x) == self.y))
@@ -143,18 +143,8 @@ class RobustnessMonitor(EpochLog):
                             pgd_eps=self.eps)
         print(f"  epoch {epoch + 1}: loss {entry['loss']:.4f}, held-out clean {100 * clean:.1f}%, "
               f"PGD-10 {100 * robust:.1f}%, {entry['seconds']} s")
-        if robust > self.best:
-            self.best = robust
-            self.best_weights = self.classifier.get_weights() if self.guard else None
-        elif self.guard and robust < self.best - self.drop:
-            self.collapsed_at = epoch + 1
-            print(f"  catastrophic overfitting at epoch {epoch + 1} (PGD accuracy {100 * robust:.1f}% "
-                  f"vs best {100 * self.best:.1f}%): stopping, best weights restored")
-            self.model.stop_training = True
-
-    def on_train_end(self, logs=None):
-        if self.guard and self.collapsed_at and self.best_weights is not None:
-            self.classifier.set_weights(self.best_weights)
+        if logs is not None:
+            logs["pgd_acc"] = robust
 
 
 # ------------------------------------------------------------------- training
@@ -215,7 +205,7 @@ class Snapshots(keras.callbacks.Callback):
                      snapshot_of=self.recipe.name(self.ctx.protocol.architecture))
 
 
-def save_run(ctx, model, recipe, monitor, extra, snapshot_of=None):
+def save_run(ctx, model, recipe, monitor, extra, snapshot_of=None, collapsed_at=None):
     """Save a trained model with its sidecar: recipe, seed, data, epoch log (up to the
     recipe's last epoch) and what extra holds."""
     name = recipe.name(ctx.protocol.architecture)
@@ -223,7 +213,7 @@ def save_run(ctx, model, recipe, monitor, extra, snapshot_of=None):
     seconds = sum(entry["seconds"] for entry in log)
     sidecar = {"protocol": ctx.protocol.name, "recipe": dataclasses.asdict(recipe), "seed": ctx.seed,
                "quick": ctx.quick, "epochs_run": len(log), "train_seconds": round(seconds, 1),
-               "seconds_per_epoch": round(seconds / max(len(log), 1), 1), "collapsed_at_epoch": monitor.collapsed_at,
+               "seconds_per_epoch": round(seconds / max(len(log), 1), 1), "collapsed_at_epoch": collapsed_at,
                "epoch_log": log, "snapshot_of": snapshot_of, **extra}
     save_model(model, ctx.models_dir, name, sidecar)
     print(f"saved {model_path(ctx.models_dir, name)} ({seconds:.0f} s)")
@@ -241,26 +231,26 @@ def train_adversarially(ctx, recipe, data, retrain=False):
     keras.utils.set_random_seed(ctx.seed)
     model = initial_model(ctx, recipe, data)
     x_mon, y_mon = monitor_set(data, monitor_images(ctx.quick))
-    monitor = RobustnessMonitor(model, x_mon, y_mon, recipe.eps, guard=recipe.method == "fgsm-rs",
-                                log_path=ctx.models_dir / f".{name}_epochs.json")
+    monitor = RobustnessMonitor(model, x_mon, y_mon, recipe.eps, log_path=ctx.models_dir / f".{name}_epochs.json")
     extra = {"data": data.describe()}
-    if recipe.method == "study":
-        x_train, extra["study_perturbation"] = study_training_images(model, data)
-    callbacks = [monitor, Snapshots(ctx, recipe, monitor, extra),
-                 keras.callbacks.BackupAndRestore(str(ctx.models_dir / f".{name}_backup"))]
-    print(f"training {name}: {recipe}")
+    x_train = data.x_train
     if recipe.method == "study":   # the study fine-tuned on its once-made images alone, no validation
-        compile_model(model, protocol)
-        model.fit(x_train, data.y_train, epochs=recipe.epochs, batch_size=recipe.batch_size, shuffle=True,
-                  callbacks=callbacks, verbose=keras_verbosity())
+        x_train, extra["study_perturbation"] = study_training_images(model, data)
+        trainer = compile_model(model, protocol)
     else:
         trainer = AdversarialTrainer(model, recipe, seed=ctx.seed)
         trainer.compile(optimizer=make_optimizer(protocol))
-        trainer(data.x_train[:1])  # build it, so that BackupAndRestore can resume it
-        trainer.fit(data.x_train, data.y_train, epochs=recipe.epochs, batch_size=recipe.batch_size, shuffle=True,
-                    callbacks=callbacks, verbose=keras_verbosity())
+        trainer(data.x_train[:1])  # build it, so that a checkpoint can be loaded into it
+    guard = KeepBest("pgd_acc", drop=GUARD_DROP) if recipe.method == "fgsm-rs" else None
+    print(f"training {name}: {recipe}")
+    _, collapsed_at = fit_epochs(trainer, x_train, data.y_train, epochs=recipe.epochs, batch_size=recipe.batch_size,
+                                 seed=ctx.seed, checkpoint_dir=ctx.models_dir / f".{name}_backup", keep_best=guard,
+                                 callbacks=[monitor, Snapshots(ctx, recipe, monitor, extra)])
+    if collapsed_at:
+        print(f"  catastrophic overfitting at epoch {collapsed_at} (PGD accuracy more than {GUARD_DROP:g} below "
+              "its best): stopped, best epoch's weights restored")
     monitor.finish()
-    save_run(ctx, model, recipe, monitor, extra)
+    save_run(ctx, model, recipe, monitor, extra, collapsed_at=collapsed_at)
     return model, load_model(ctx.models_dir, name)[1]
 
 

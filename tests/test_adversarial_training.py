@@ -13,7 +13,7 @@ from recipes import Recipe
 import runtime_adversarial_training
 from cli import RunContext
 from data import PROTOCOLS
-from model import get_base_model, keras, load_model, tf
+from model import KeepBest, compile_model, fit_epochs, get_base_model, keras, load_model, tf
 
 
 def clone(model):
@@ -68,32 +68,40 @@ def test_study_perturbation_reproduces_the_uint8_truncation():
     assert np.abs(out - x).max() <= 1 / 255 + 1e-7
 
 
-def test_catastrophic_overfitting_guard_fires_on_a_collapse(small_model):
-    m = clone(small_model)
-    readings = iter([(0.80, 0.40), (0.82, 0.45), (0.90, 0.02)])  # PGD accuracy collapses at epoch 3
-    monitor = at.RobustnessMonitor(m, None, None, 0.1, guard=True, measure=lambda: next(readings))
-    monitor.set_model(m)
-    weights = {}
-    for epoch in range(3):
-        m.layers[-1].set_weights([w + epoch for w in small_model.layers[-1].get_weights()])
-        weights[epoch] = [w.copy() for w in m.get_weights()]
-        monitor.on_epoch_end(epoch, {"loss": 1.0})
-        if m.stop_training:
-            break
-    monitor.on_train_end()
-    assert monitor.collapsed_at == 3 and m.stop_training
-    for restored, best in zip(m.get_weights(), weights[1]):  # epoch 2 had the best PGD accuracy
+class Readings(keras.callbacks.Callback):
+    """Puts the next of a list of PGD accuracies into each epoch's logs, as
+    RobustnessMonitor does, and keeps each epoch's weights."""
+
+    def __init__(self, readings):
+        super().__init__()
+        self.readings, self.weights = list(readings), []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["pgd_acc"] = self.readings[epoch]
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def guarded_training(small_model, readings, folder):
+    m = compile_model(clone(small_model), PROTOCOLS["standard"])
+    x, y = np.zeros((64, 28, 28, 1), np.float32), np.zeros(64, np.int64)
+    probe = Readings(readings)
+    epochs, stopped = fit_epochs(m, x, y, epochs=len(readings), batch_size=32, seed=0, checkpoint_dir=folder,
+                                 keep_best=KeepBest("pgd_acc", drop=at.GUARD_DROP), callbacks=[probe])
+    return m, probe, epochs, stopped
+
+
+def test_catastrophic_overfitting_guard_fires_on_a_collapse(small_model, tmp_path):
+    m, probe, epochs, stopped = guarded_training(small_model, [0.40, 0.45, 0.02, 0.5], tmp_path / "c")
+    assert stopped == 3 and epochs == 3           # PGD accuracy collapsed at epoch 3: no epoch 4
+    for restored, best in zip(m.get_weights(), probe.weights[1]):  # epoch 2 had the best PGD accuracy
         np.testing.assert_array_equal(restored, best)
 
 
-def test_guard_stays_quiet_without_a_collapse(small_model):
-    m = clone(small_model)
-    readings = iter([(0.8, 0.40), (0.8, 0.35), (0.8, 0.30)])  # a slow decline, not a collapse
-    monitor = at.RobustnessMonitor(m, None, None, 0.1, guard=True, measure=lambda: next(readings))
-    monitor.set_model(m)
-    for epoch in range(3):
-        monitor.on_epoch_end(epoch, {})
-    assert monitor.collapsed_at is None and not m.stop_training
+def test_guard_stays_quiet_without_a_collapse(small_model, tmp_path):
+    m, probe, epochs, stopped = guarded_training(small_model, [0.40, 0.35, 0.30], tmp_path / "c")
+    assert stopped is None and epochs == 3          # a slow decline is no collapse: the last epoch's weights
+    for kept, last in zip(m.get_weights(), probe.weights[-1]):
+        np.testing.assert_array_equal(kept, last)
 
 
 @pytest.mark.parametrize("argv", [["--method", "pgd", "--eps", "-0.1"], ["--method", "nope"],

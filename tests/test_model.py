@@ -71,13 +71,14 @@ def test_corrupt_cached_model_is_a_clear_error(tmp_path, quick_data):
 
 
 def test_interrupted_training_resumes_from_its_last_epoch(tmp_path, quick_data):
-    """Killed after epoch 2 of 3, training restarted with the same backup folder runs
-    only epoch 3, starting from the weights epoch 2 ended with."""
+    """Interrupted after epoch 2 of 3, training restarted with the same checkpoint
+    folder runs only epoch 3, starting from the weights epoch 2 ended with, and reports
+    all three epochs (tests/test_resume.py kills it with SIGKILL and checks the weights)."""
     protocol = PROTOCOLS["standard"]
 
     class StopAfterSecondEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
                 self.weights = [w.copy() for w in self.model.get_weights()]
                 raise KeyboardInterrupt
 
@@ -90,12 +91,10 @@ def test_interrupted_training_resumes_from_its_last_epoch(tmp_path, quick_data):
     stopper = StopAfterSecondEpoch()
     first = compile_model(build_standard_cnn(), protocol)
     with pytest.raises(KeyboardInterrupt):
-        train(first, quick_data, protocol, 3, tmp_path / "backup", callbacks=[stopper])
+        train(first, quick_data, protocol, 3, tmp_path / "backup", seed=0, callbacks=[stopper])
     probe = FirstBatchWeights()
     second = compile_model(build_standard_cnn(), protocol)
-    history, epochs_run, _ = train(second, quick_data, protocol, 3, tmp_path / "backup",
-                                        callbacks=[probe])
-    # every epoch is reported, the two before the interruption included
+    history, epochs_run, _ = train(second, quick_data, protocol, 3, tmp_path / "backup", seed=0, callbacks=[probe])
     assert epochs_run == 3 and len(history["loss"]) == 3 and len(history["val_accuracy"]) == 3
     for saved, resumed in zip(stopper.weights, probe.weights):
         np.testing.assert_allclose(saved, resumed, atol=1e-6)
