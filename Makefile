@@ -14,7 +14,7 @@ ATTACKS = $(PROTOCOLS:%=$(R)/attacks_%.csv)
 PREPROCESSING = $(PROTOCOLS:%=$(R)/input_preprocessing_%.csv)
 ADVERSARIAL = $(PROTOCOLS:%=$(R)/adversarial_training_%.csv)
 
-.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test quick quick-scripts bench readme clean-quick clean-results
+.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test quick quick-scripts kill-check bench readme clean-quick clean-results
 
 all: setup base attacks preprocessing adversarial certify mia evaluation readme
 
@@ -66,13 +66,13 @@ test:
 quick:
 	$(PYTHON) tools/timed.py --results-dir benchmarks/results $(MAKE) --no-print-directory quick-scripts
 quick-scripts:
-	for p in $(PROTOCOLS); do $(PYTHON) model.py --quick --protocol $$p && \
-	  $(PYTHON) attacks.py --quick --protocol $$p && \
-	  $(PYTHON) input_preprocessing.py --quick --protocol $$p && \
-	  $(PYTHON) runtime_adversarial_training.py --quick --protocol $$p || exit 1; done
-	$(PYTHON) certified_robustness.py --quick
-	for p in $(PROTOCOLS); do $(PYTHON) membership_inference.py --quick --protocol $$p && \
-	  $(PYTHON) evaluation.py --quick --train-missing --protocol $$p || exit 1; done
+	$(PYTHON) tools/quick_chain.py --results-dir results_quick --models-dir models/quick
+
+# The quick chain uninterrupted, then with every stage SIGKILLed at a random moment and
+# run again: every table must come out identical (tools/quick_chain.py; about 25 minutes)
+kill-check:
+	rm -rf kill_check
+	$(PYTHON) tools/quick_chain.py --kill-check --folder kill_check
 
 bench:
 	$(PYTHON) -m pip install -q -r requirements-bench.txt
@@ -81,6 +81,7 @@ bench:
 	$(PYTHON) benchmarks/median_filter.py
 	$(PYTHON) benchmarks/adversarial_training_speed.py
 	$(PYTHON) benchmarks/certify_speed.py
+	$(PYTHON) benchmarks/exact_resume_cost.py
 
 readme:
 	$(PYTHON) tools/timed.py --results-dir $(R) --summary

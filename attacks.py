@@ -7,6 +7,8 @@ Run it to measure the undefended base CNN under the whole suite:
     python attacks.py [--protocol standard|paper] [--quick]
 """
 import dataclasses
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -38,7 +40,7 @@ import autoattack  # noqa: E402
 import gradient_attacks  # noqa: E402
 from data import attack_subset, load_data  # noqa: E402
 from gradient_attacks import LOSSES, STUDY_EPS  # noqa: E402
-from model import get_base_model, nested_layers, predict_labels  # noqa: E402
+from model import get_base_model, keras, nested_layers, predict_labels  # noqa: E402
 from outcome_store import OutcomeStore, array_fingerprint, model_fingerprint  # noqa: E402
 from reporting import accuracy_ci, error_bars, format_acc, pyplot, save_figure, write_table  # noqa: E402
 
@@ -150,6 +152,15 @@ SOFT_APGD_LABEL = "soft-smoothed APGD"
 AUTOATTACK_RAND_LABEL = "AutoAttack (rand version)"   # the row of a randomized defense's AutoAttack figure
 
 
+def reseed(parts):
+    """Seed every global random stream (the noise a randomized defense draws through
+    TensorFlow's global generator) from what is measured, so that an outcome is the same
+    whatever ran before it in the process: a stage resumed after a kill measures what an
+    uninterrupted one does."""
+    digest = hashlib.sha1(json.dumps(parts, default=str).encode()).digest()
+    keras.utils.set_random_seed(int.from_bytes(digest[:4], "little") % 2 ** 31)
+
+
 def fgsm_k_name(protocol):
     """The FGSM-k a protocol runs: the study's loss in the paper protocol."""
     return "FGSM-k (study's loss)" if protocol.fgsm_k_loss == "study" else "FGSM-k"
@@ -187,6 +198,7 @@ class Target:
             return correct
 
         def measure():
+            reseed(parts)
             for _, view, eot in self.views_for(attack):
                 x_adv = attack.run(view, x[todo], y[todo], eps, seed, eot)
                 correct[todo] &= self.judge(x_adv, y[todo])
@@ -262,6 +274,7 @@ def measure(target, x, y, plan, seed, transfer=None, log=print):
     "worst case" rows (at each eps of the grid and the headline eps) are worst_case of
     the outcomes before them. Each row is logged as it is measured, with its time."""
     rows, outcomes, clock = [], {}, [time.time()]
+    reseed(("clean", model_fingerprint(target.model), target.judged_by, seed, array_fingerprint(x, y)))
 
     def add(label, eps, correct, settings="", norm="linf"):
         outcomes[(label, round(float(eps), 4))] = correct
@@ -303,8 +316,12 @@ def measure(target, x, y, plan, seed, transfer=None, log=print):
 def crafted(attack, model, x, y, eps, seed):
     """The attack's examples on a deterministic model, from the store when a stage
     before made them (every technique stage and the evaluation transfer the same ones)."""
-    return OUTCOMES.remember(("examples", model_fingerprint(model), attack, round(eps, 6), seed, array_fingerprint(x, y)),
-                             lambda: attack.run(model, x, y, eps, seed), lambda stored: stored.shape == x.shape)
+    parts = ("examples", model_fingerprint(model), attack, round(eps, 6), seed, array_fingerprint(x, y))
+
+    def make():
+        reseed(parts)
+        return attack.run(model, x, y, eps, seed)
+    return OUTCOMES.remember(parts, make, lambda stored: stored.shape == x.shape)
 
 
 def transfer_examples(source, x, y, eps_grid, fgsm_k, seed):

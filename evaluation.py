@@ -45,6 +45,7 @@ from defenses import Defense, catalogue, load_defenses  # noqa: E402
 from evaluation_report import (autoattack_row, draw_figures, find, fixed_images, mia_results, paper_table,
                                summary_row, table4_note, write_digest, write_summary)
 from model import keras, library_versions, model_path  # noqa: E402
+from outcome_store import model_fingerprint  # noqa: E402
 from reporting import Progress, accuracy_ci, atomic_write_text, write_table  # noqa: E402
 
 UNBOUNDED_MAX_ACC = 0.05    # an eps = 1 attack that leaves more than this correct is not working
@@ -84,6 +85,7 @@ def evaluate(target, data, idx, transfer, settings, seed, fgsm_k="FGSM-k", study
         idx, transfer = idx[keep], [(label, eps, x_adv[keep]) for label, eps, x_adv in transfer]
     x, y = data.x_test[idx], data.y_test[idx]
     rows = []
+    attacks.reseed(("evaluate", model_fingerprint(target.model), target.judged_by, seed))   # a randomized judge
 
     def add(attack, eps, images, correct, settings_text="", norm="linf"):
         rows.append({"attack": attack, "norm": norm, "eps": round(float(eps), 4), "images": images,

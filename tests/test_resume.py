@@ -33,3 +33,27 @@ def test_a_killed_training_resumes_to_the_uninterrupted_weights(kind, tmp_path, 
         assert resumed is not None, name
         for a, b in zip(reference.get_weights(), resumed.get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_an_outcome_on_a_randomized_defense_does_not_depend_on_what_ran_before(small_model, attack_set):
+    """A stage resumed after a kill skips the outcomes it had stored, so the global
+    random stream reaches the others in another state: each outcome must draw the same
+    noise whatever ran before it (here: the very examples PGD makes through a smoothed
+    classifier's noisy views, and the noisy deployed model's answers to Square)."""
+    import attacks
+    import certified_robustness as cr
+    from model import tf
+    x, y = attack_set[0][:20], attack_set[1][:20]
+    smoothed = cr.smoothed_target(small_model, 0.5, n_vote=20, draws=2, seed=0)
+    seen = []
+
+    def judge(x_adv, labels):
+        seen.append(x_adv.copy())
+        return smoothed.model.predict(x_adv, verbose=0).argmax(axis=1) == labels   # one noisy draw
+    target = attacks.Target(judge, smoothed.views, smoothed.model)
+    for attack in (attacks.SUITE["PGD-10"], attacks.SUITE["Square"]):
+        first = target.outcome(attack, x, y, 0.05, seed=0)
+        tf.random.normal([1000])          # what an outcome skipped on resume would not have drawn
+        again = target.outcome(attack, x, y, 0.05, seed=0)
+        np.testing.assert_array_equal(seen[-2], seen[-1])
+        np.testing.assert_array_equal(first, again)

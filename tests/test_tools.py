@@ -188,3 +188,23 @@ def test_the_report_names_a_malformed_table_in_one_line(tmp_path):
     proc = run_script("evaluation_report.py", tmp_path)
     assert proc.returncode == 1 and "is not as a run writes it (KeyError: 'ci_high')" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_kill_check_finds_a_changed_figure_and_ignores_timings(tmp_path):
+    """quick_chain's comparison: a table that differs only in its timing columns is the
+    same; one whose measured cell moved, a membership score that changed, a file one run
+    lacks: each is reported."""
+    import numpy as np
+    import quick_chain
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, (acc, seconds, score) in ((first, ("0.5", "12.0", 0.1)), (second, ("0.5", "99.0", 0.1))):
+        (folder / "mia").mkdir(parents=True)
+        (folder / "t.csv").write_text(f"attack,acc,seconds_per_epoch,finished_at\nPGD,{acc},{seconds},{seconds}\n")
+        np.savez(folder / "mia" / "m_loss.npz", score=np.array([score]), is_member=np.array([True]))
+    assert quick_chain.differences(first, second) == []
+    (second / "t.csv").write_text("attack,acc,seconds_per_epoch,finished_at\nPGD,0.6,99.0,1\n")
+    np.savez(second / "mia" / "m_loss.npz", score=np.array([0.2]), is_member=np.array([True]))
+    (first / "only_here.csv").write_text("a\n1\n")
+    assert quick_chain.differences(first, second) == [("mia/m_loss.npz", "arrays score"),
+                                                      ("only_here.csv", "missing"), ("t.csv", "1 cells")]
+    assert len(quick_chain.CHAIN) == 13 and quick_chain.CHAIN[-1][0] == "evaluation.py"
