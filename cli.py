@@ -159,6 +159,9 @@ def run_main(main):
     except UserError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RuntimeError) as e:
+        # Ctrl-C while TensorFlow traces a function reaches us wrapped in a RuntimeError
+        if isinstance(e, RuntimeError) and "KeyboardInterrupt" not in str(e):
+            raise
         print(f"\n{Path(sys.argv[0]).name}: interrupted; run again to resume", file=sys.stderr)
         sys.exit(130)

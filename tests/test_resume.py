@@ -35,7 +35,8 @@ def test_a_killed_training_resumes_to_the_uninterrupted_weights(kind, tmp_path, 
             np.testing.assert_array_equal(a, b)
 
 
-def test_an_outcome_on_a_randomized_defense_does_not_depend_on_what_ran_before(small_model, attack_set):
+def test_an_outcome_on_a_randomized_defense_does_not_depend_on_what_ran_before(small_model, attack_set,
+                                                                                  monkeypatch):
     """A stage resumed after a kill skips the outcomes it had stored, so the global
     random stream reaches the others in another state: each outcome must draw the same
     noise whatever ran before it (here: the very examples PGD makes through a smoothed
@@ -43,6 +44,7 @@ def test_an_outcome_on_a_randomized_defense_does_not_depend_on_what_ran_before(s
     import attacks
     import certified_robustness as cr
     from model import tf
+    monkeypatch.setattr(attacks.OUTCOMES, "folder", None)     # measured each time, not read back
     x, y = attack_set[0][:20], attack_set[1][:20]
     smoothed = cr.smoothed_target(small_model, 0.5, n_vote=20, draws=2, seed=0)
     seen = []
