@@ -165,3 +165,16 @@ def test_the_certificate_check_flags_only_a_significant_shortfall():
     assert cr.certificate_check(fine, logs, cap=0.95) == (0.8, False)
     assert cr.certificate_check({**broken, "radius": 0.0}, logs, cap=0.95) == ("", "")
     assert cr.certificate_check({**broken, "radius": 1.0}, logs, cap=0.95) == ("", "")
+
+
+def test_predicts_n_is_the_smallest_whose_figures_stay_put():
+    """The figures of this run's sigma 0.25 measurement (clean, PGD-20) at n = 100, 1,000
+    and 10,000: tenfold more draws move n = 100's by 2.2 and 3.4 points (its abstentions),
+    n = 1,000's by 0.4 and 0.6; half the 500-image interval (2.7, 4.4 points) would
+    accept n = 100."""
+    figures = {100: (0.884, 0.354), 1000: (0.906, 0.388), 10000: (0.910, 0.394)}
+    rows = [{"draws": n, "measure": m, **accuracy_ci(np.arange(500) < round(500 * acc))}
+            for n, accs in figures.items() for m, acc in zip(("clean", "PGD-20"), accs)]
+    assert cr.smallest_stable_n(rows, cr.PREDICT_SHIFT) == 1000 == cr.PREDICT_N
+    assert cr.smallest_stable_n(rows) == 100
+    assert cr.smallest_stable_n(rows, 0.001) == 10000       # none stable: the largest measured
