@@ -152,6 +152,10 @@ def test_certified_robustness_quick_end_to_end(quick_run):
     assert checked and set(checked) == {"False"}
     assert (quick_run.results / "certified_accuracy.png").exists()
     assert len(list((quick_run.results / "certify").glob("*.tsv"))) == 1
+    with open(quick_run.results / "certified_robustness_predict_n.csv") as f:
+        predict_n = list(csv.DictReader(f))
+    assert sorted({int(r["draws"]) for r in predict_n}) == list(cr.PREDICT_NS["quick"])
+    assert {int(r["n"]) for r in predict_n} == {10}        # the images certified
 
 
 def test_the_certificate_check_flags_only_a_significant_shortfall():
