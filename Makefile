@@ -69,7 +69,8 @@ quick-scripts:
 	$(PYTHON) tools/quick_chain.py --results-dir results_quick --models-dir models/quick
 
 # The quick chain uninterrupted, then with every stage SIGKILLed at a random moment and
-# run again: every table must come out identical (tools/quick_chain.py; about 25 minutes)
+# run again: every table must come out identical (tools/quick_chain.py; 71 minutes on 2
+# cores shared with other jobs, 2026-12-01: two chains of about a `make quick` each)
 kill-check:
 	rm -rf kill_check
 	$(PYTHON) tools/quick_chain.py --kill-check --folder kill_check
