@@ -313,10 +313,11 @@ def measure(target, x, y, plan, seed, transfer=None, log=print):
     return rows, outcomes
 
 
-def crafted(attack, model, x, y, eps, seed):
-    """The attack's examples on a deterministic model, from the store when a stage
-    before made them (every technique stage and the evaluation transfer the same ones)."""
-    parts = ("examples", model_fingerprint(model), attack, round(eps, 6), seed, array_fingerprint(x, y))
+def crafted(attack, model, x, y, eps, seed, key=()):
+    """The attack's examples on a model, from the store when a stage before made them
+    (every technique stage and the evaluation transfer the same ones); key: what else
+    decides them that the model's weights do not show (a wrapper's settings)."""
+    parts = ("examples", model_fingerprint(model), *key, attack, round(eps, 6), seed, array_fingerprint(x, y))
 
     def make():
         reseed(parts)

@@ -321,11 +321,8 @@ def predict_n_rows(base, sigma, x, y, ns, seed, alpha=PREDICT_ALPHA):
     under one attack (PGD-20 at the headline eps through the soft smoothed classifier):
     the measurement PREDICT_N is chosen by."""
     smooth = Smooth(base, sigma)
-    attack, soft = attacks.SUITE["PGD-20"], SoftSmoothed(base, sigma, attacks.EOT_DRAWS)
-    x_adv = attacks.OUTCOMES.remember(
-        ("examples", model_fingerprint(base), "soft smoothed", sigma, attacks.EOT_DRAWS, attack,
-         attacks.HEADLINE_EPS, seed, array_fingerprint(x, y)),
-        lambda: attack.run(soft, x, y, attacks.HEADLINE_EPS, seed), lambda stored: stored.shape == x.shape)
+    x_adv = attacks.crafted(attacks.SUITE["PGD-20"], SoftSmoothed(base, sigma, attacks.EOT_DRAWS), x, y,
+                            attacks.HEADLINE_EPS, seed, key=("soft smoothed", sigma, attacks.EOT_DRAWS))
     measures = (("clean", x), (f"PGD-20 @{attacks.HEADLINE_EPS:g}, soft smoothed classifier", x_adv))
     rows = []
     for n in ns:
