@@ -48,9 +48,10 @@ $(R)/adversarial_training_%.csv:
 # standard protocol only: the study's CNN would need ~55 s per image at n = 100,000
 $(R)/certified_robustness.csv:
 	$(TIMED) $(PYTHON) certified_robustness.py
-# last: it attacks every model the stages before it saved, each calibrated on reference
-# models of its own recipe (trained here, cached in models/references/), then the
-# undefended and adversarially trained models again with Song et al.'s adversarial queries
+# last: it attacks every model the stages before it saved, with two more models of each
+# recipe (trained here, cached in models/references/) that serve in turn as targets:
+# first the undefended and adversarially trained models with Song et al.'s adversarial
+# queries, then every model with clean queries (its table is the stage's target)
 $(R)/membership_inference_%.csv:
 	$(TIMED) $(PYTHON) membership_inference.py --protocol $* --adversarial-queries
 	$(TIMED) $(PYTHON) membership_inference.py --protocol $*

@@ -12,7 +12,7 @@ import attacks
 import certified_robustness as cr
 import filters
 import input_preprocessing as ip
-import membership_inference as mia
+import membership_report as mr
 import runtime_adversarial_training as rat
 from attacks import HEADLINE_EPS
 from data import PROTOCOLS, STUDY_TABLE4
@@ -54,7 +54,7 @@ def autoattack_row(rows, images=None):
 
 def mia_results(results_dir, protocol_name):
     """membership_inference.py's rows for this protocol, by (model, attack); {} if it has not run."""
-    path = Path(f"{mia.table_stem(results_dir, protocol_name)}.csv")
+    path = Path(f"{mr.table_stem(results_dir, protocol_name)}.csv")
     if not path.exists():
         return {}
     with open(path, newline="") as f:
@@ -63,7 +63,7 @@ def mia_results(results_dir, protocol_name):
 
 def study_mia_accuracy(results_dir, model_name):
     """The study's MIA accuracy with its interval, from the saved decisions."""
-    path = mia.scores_path(results_dir, model_name, "study")
+    path = mr.scores_path(results_dir, model_name, "study")
     if not path.exists():
         return None
     saved = np.load(path)
@@ -99,8 +99,8 @@ def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
     for radius in settings.l2_radii:
         row[f"L2 PGD @{radius:g}"] = pct(find(rows, "L2 PGD-20", radius, fixed))
         row[f"certified @{radius:g}"] = certified_at(results_dir, defense, radius)
-    row.update({"MIA loss AUC": fmt(mia_cell("loss", "auc")), "RMIA AUC": fmt(mia_cell(mia.HEADLINE_ATTACK, "auc")),
-                "RMIA TPR@1%FPR": fmt(mia_cell(mia.HEADLINE_ATTACK, "tpr_at_1%_fpr")),
+    row.update({"MIA loss AUC": fmt(mia_cell("loss", "auc")), "RMIA AUC": fmt(mia_cell(mr.HEADLINE_ATTACK, "auc")),
+                "RMIA TPR@1%FPR": fmt(mia_cell(mr.HEADLINE_ATTACK, "tpr_at_1%_fpr")),
                 "study-rule MIA acc": fmt(mia_cell("study", "accuracy")),
                 "n (attacks)": find(rows, "benign", images=fixed)["n"],
                 "sanity": "ok" if all(p for _, p, _ in checks) else
@@ -255,7 +255,7 @@ def plot_privacy(evaluated, mia_rows, title, path):
     95% interval (the differences between defenses are often smaller than those)."""
     plt = pyplot()
     fig, (ax_auc, ax_tpr) = plt.subplots(1, 2, figsize=(12, 4.5))
-    shown = [(style, 100 * find(rows, "worst case", HEADLINE_EPS)["acc"], mia_rows.get((defense.key, mia.HEADLINE_ATTACK)))
+    shown = [(style, 100 * find(rows, "worst case", HEADLINE_EPS)["acc"], mia_rows.get((defense.key, mr.HEADLINE_ATTACK)))
              for style, (defense, rows) in zip(defense_styles(evaluated), evaluated)]
     shown = [(style, robust, r) for style, robust, r in shown if r and r["auc"] != ""]
     plotted = bool(shown)
@@ -396,36 +396,31 @@ def read_rows(path):
 
 def leakage_findings(results_dir):
     """Sentences on membership leakage from the standard protocol's RMIA rows and its
-    leakage-vs-undefended table (Song et al.'s question: does a defense leak more?)."""
+    verdicts against the undefended CNN over every target (Song et al.'s question: does
+    a defense leak more?)."""
     rows = [r for (_, attack), r in mia_results(results_dir, "standard").items()
-            if attack == mia.HEADLINE_ATTACK and r["auc"] != ""]
+            if attack == mr.HEADLINE_ATTACK and r["auc"] != ""]
     if not rows:
         return []
     low, high = min(float(r["auc"]) for r in rows), max(float(r["auc"]) for r in rows)
     most = max(rows, key=lambda r: float(r["tpr_at_1%_fpr"]))
-    out = [f"RMIA, calibrated on reference models trained with each defense's own recipe, finds AUCs between "
-           f"{low:.3f} and {high:.3f}; at 1% FPR it finds at most {most['tp_at_1%_fpr']} of "
-           f"{int(most['n_members']):,} members ({most['defense']})."]
-    describe = lambda group: ", ".join(  # noqa: E731
-        f"{r['defense']} ({float(r['d_auc']):+.3f} [{float(r['d_auc_low']):+.3f}, {float(r['d_auc_high']):+.3f}])"
-        for r in group)
-
-    def compared(leakage):
-        more = [r for r in leakage if float(r["d_auc_low"]) > 0]
-        less = [r for r in leakage if float(r["d_auc_high"]) < 0]
-        return ((f"more leakage for {describe(more)}" if more else "no defense leaks significantly more")
-                + (f"; less for {describe(less)}" if less else ""))
-
-    clean = [r for r in read_rows(f"{mia.table_stem(results_dir, 'standard')}_leakage.csv")
-             if r["attack"] == mia.HEADLINE_ATTACK]
+    targets = max(int(r["targets"]) for r in rows)
+    out = [f"RMIA, each target calibrated on the other models of its recipe ({targets} per recipe, each trained on "
+           f"as many images as the defense's own), finds AUCs between {low:.3f} and {high:.3f} on the defenses' "
+           f"own models; at 1% FPR it finds at most {most['tp_at_1%_fpr']} of {int(most['n_members']):,} members "
+           f"({most['defense']})."]
+    rule = ("a defense leaks less (more) than the undefended CNN only where the paired 95% interval of the "
+            "difference in AUC lies below (above) 0 on every one of its targets")
+    clean = read_rows(f"{mr.table_stem(results_dir, 'standard')}_verdict.csv")
     if clean:
-        out.append(f"Against the undefended CNN (difference in RMIA's AUC, paired 95% interval): {compared(clean)}.")
-    adversarial = read_rows(f"{mia.table_stem(results_dir, 'standard', adversarial_queries=True)}_leakage.csv")
+        out.append(f"Counted as {rule}: {mr.verdict_sentence(clean)}.")
+    adversarial = read_rows(f"{mr.table_stem(results_dir, 'standard', adversarial_queries=True)}_verdict.csv")
     if adversarial:
-        queries = adversarial[0]["queries"].split(" (")[0]   # the attack and budget, not its step settings
+        queries = read_rows(f"{mr.table_stem(results_dir, 'standard', adversarial_queries=True)}_leakage.csv")
+        queries = queries[0]["queries"].split(" (")[0]   # the attack and budget, not its step settings
         out.append("Song et al. (2019) found that adversarial training raises leakage, most when the attacker queries "
                    f"adversarial examples; with such queries ({queries}, the loss attack): "
-                   f"{compared(adversarial)}.")
+                   f"{mr.verdict_sentence(adversarial, 'loss')}.")
     return out
 
 
@@ -439,15 +434,16 @@ def headline_rows(results_dir):
     worst case at L-inf 0.1, the certified L2 accuracy at 0.5 where it applies, and
     RMIA's leakage."""
     rmia = {model: r for (model, attack), r in mia_results(results_dir, "standard").items()
-            if attack == mia.HEADLINE_ATTACK}
+            if attack == mr.HEADLINE_ATTACK}
     return [{"defense": r["defense"], "clean": r["clean (test set)"],
              f"AutoAttack, L-inf {HEADLINE_EPS:g}": r.get(f"AutoAttack @{HEADLINE_EPS:g}") or "-",
              f"{attacks.SOFT_APGD_LABEL}, L-inf {HEADLINE_EPS:g}":
                  r.get(f"{attacks.SOFT_APGD_LABEL} @{HEADLINE_EPS:g}") or "-",
              f"worst case, L-inf {HEADLINE_EPS:g}": r[f"worst case @{HEADLINE_EPS:g}"],
              "certified, L2 0.5": r.get("certified @0.5") or "-",
-             "RMIA AUC": mia.auc_text(rmia.get(r["model"])) or missing(rmia.get(r["model"])),
-             "RMIA TPR at 1% FPR": mia.tpr_text(rmia.get(r["model"])) or missing(rmia.get(r["model"]))}
+             "RMIA AUC": mr.auc_text(rmia.get(r["model"])) or missing(rmia.get(r["model"])),
+             "RMIA AUC, mean (range) over targets": mr.spread_text(rmia.get(r["model"])) or "-",
+             "RMIA TPR at 1% FPR": mr.tpr_text(rmia.get(r["model"])) or missing(rmia.get(r["model"]))}
             for r in read_rows(Path(results_dir) / "evaluation_standard_summary.csv")]
 
 
@@ -555,8 +551,9 @@ def write_digest(results_dir):
                           "classifier), soft-smoothed APGD (ours: APGD-CE, APGD-DLR on the soft smoothed "
                           "classifier) and the worst case over every attack of the suite on 1,000 (for smoothing, "
                           f"the 500 it certifies, judged by Cohen's PREDICT at n {cr.PREDICT_N:,}, alpha "
-                          f"{cr.PREDICT_ALPHA:g}); certified on 500; RMIA (reference models of each defense's "
-                          "recipe) on 2,000 members and 2,000 non-members")
+                          f"{cr.PREDICT_ALPHA:g}); certified on 500; RMIA on the defense's own model (2,000 members, "
+                          "2,000 non-members; its references the other models of its recipe, all of its size), "
+                          "and its mean (range) over every model of the recipe as the target")
     compact = table4_compact_rows(results_dir)
     if compact:
         write_table(compact, results_dir / "table4_compact",

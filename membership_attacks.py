@@ -12,7 +12,7 @@ from scipy.stats import norm
 
 from reporting import accuracy_ci
 
-RMIA_OFFLINE_A = 0.3   # p(x) ~ ((1 + a) p_OUT(x) + (1 - a)) / 2: privacy_meter's default for offline RMIA
+RMIA_OFFLINE_A = 0.3   # p(x) ~ ((1 + a) p_OUT(x) + (1 - a)) / 2: privacy_meter's default; runs tune it (tune_offline_a)
 RMIA_GAMMA = 1.0       # x dominates z when Pr(x|θ)/Pr(x) > gamma · Pr(z|θ)/Pr(z)
 
 
@@ -40,37 +40,53 @@ def scaled_confidence(logits, y):
 
 # --------------------------------------------------------------------- LiRA
 
-def _masked_mean(values, mask, fallback):
+def _masked_mean(values, mask):
+    """Per example (column), the mean of the values where mask holds; NaN where it never does."""
     counts = mask.sum(axis=0)
-    mean = (values * mask).sum(axis=0) / np.maximum(counts, 1)
-    return np.where(counts > 0, mean, fallback)
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > 0, (values * mask).sum(axis=0) / np.maximum(counts, 1), np.nan)
+
+
+def in_out_means(references, inside):
+    """Each example's mean over the references that trained on it (IN) and over those
+    that did not (OUT). With few references, independently drawn, some examples have
+    no IN or no OUT reference: their missing mean is the other one moved by the mean
+    IN - OUT gap of the examples that have both (an estimate, not a measurement)."""
+    out = ~inside
+    if not inside.any() or not out.any():
+        raise ValueError("LiRA needs references that trained on some examples and references that did not")
+    mean_in, mean_out = _masked_mean(references, inside), _masked_mean(references, out)
+    both = ~np.isnan(mean_in) & ~np.isnan(mean_out)
+    gap = (mean_in - mean_out)[both].mean() if both.any() else references[inside].mean() - references[out].mean()
+    return np.where(np.isnan(mean_in), mean_out + gap, mean_in), np.where(np.isnan(mean_out), mean_in - gap, mean_out)
+
+
+def _global_std(references, mean, mask):
+    """One standard deviation for all examples, from the deviations of the examples
+    with at least two such references (one reference deviates by zero from its own
+    mean); 1e-6 is the floor."""
+    counts = mask.sum(axis=0)
+    several = mask & (counts >= 2)
+    deviations = (references - mean)[several]
+    return (deviations.std() if deviations.size else 0.0) + 1e-6
 
 
 def lira_offline(target, references, inside):
     """Offline LiRA with one variance for all examples (Carlini et al.'s choice for few
-    references): how many OUT standard deviations the target's score lies above the OUT
-    references' mean for that example. The one-sided test's p-value is a monotone
-    function of this z (same ROC); the z itself does not round to a tie, as log Phi(z)
-    does for the z > 8 of a memorised example."""
-    out = ~inside
-    if not out.any():
-        raise ValueError("offline LiRA needs at least one reference model that did not train on an example")
-    mean_out = _masked_mean(references, out, references[out].mean())
-    std_out = (references - mean_out)[out].std() + 1e-6
-    return (target - mean_out) / std_out
+    references): how many OUT standard deviations the target's score lies above the
+    example's OUT mean. The one-sided test's p-value is a monotone function of this z
+    (same ROC); the z itself does not round to a tie, as log Phi(z) does for the z > 8
+    of a memorised example."""
+    _, mean_out = in_out_means(references, inside)
+    return (target - mean_out) / _global_std(references, mean_out, ~inside)
 
 
 def lira_online(target, references, inside):
     """Online LiRA with global variances: log N(target; mean_IN, s_IN) - log N(target;
     mean_OUT, s_OUT), each mean per example over the references that did (did not)
     train on it."""
-    out = ~inside
-    if not inside.any() or not out.any():
-        raise ValueError("online LiRA needs references that trained on the examples and references that did not")
-    mean_in = _masked_mean(references, inside, references[inside].mean())
-    mean_out = _masked_mean(references, out, references[out].mean())
-    std_in = (references - mean_in)[inside].std() + 1e-6
-    std_out = (references - mean_out)[out].std() + 1e-6
+    mean_in, mean_out = in_out_means(references, inside)
+    std_in, std_out = _global_std(references, mean_in, inside), _global_std(references, mean_out, ~inside)
     return norm.logpdf(target, mean_in, std_in) - norm.logpdf(target, mean_out, std_out)
 
 
@@ -78,15 +94,19 @@ def lira_online(target, references, inside):
 
 def rmia_marginal(reference_probs, inside=None, a=None):
     """Pr(x): the mean of Pr(x|θ') over reference models θ'. Online (a None): over all
-    references, which are IN and OUT for x about equally often. Offline (a given): from
-    the OUT references alone, corrected linearly towards the IN side, as RMIA does."""
+    references. Offline (a given): from the OUT references alone, corrected linearly
+    towards the IN side, Pr(x) = ((1 + a) p_OUT + 1 - a) / 2, as RMIA does; an example
+    that every reference trained on gets p_OUT from its IN references by the same line
+    inverted, p_IN = a p_OUT + 1 - a (privacy_meter's fallback)."""
     if a is None:
         return reference_probs.mean(axis=0)
     out = np.ones_like(reference_probs, bool) if inside is None else ~inside
-    if not out.any(axis=0).all():
-        raise ValueError("offline RMIA needs an OUT reference model for every example")
-    mean_out = _masked_mean(reference_probs, out, 0.0)
-    return 0.5 * ((1 + a) * mean_out + (1 - a))
+    p_out = _masked_mean(reference_probs, out)
+    missing = np.isnan(p_out)
+    if missing.any():
+        p_in = _masked_mean(reference_probs, ~out)[missing]
+        p_out[missing] = np.clip((p_in - (1 - a)) / a, 0.0, 1.0) if a > 0 else p_in
+    return 0.5 * ((1 + a) * p_out + (1 - a))
 
 
 def rmia(target_log_prob, reference_log_probs, inside, population_target_log_prob,
@@ -95,13 +115,29 @@ def rmia(target_log_prob, reference_log_probs, inside, population_target_log_pro
     of the target) that x dominates, Pr(x|θ)/Pr(x) > gamma Pr(z|θ)/Pr(z). Pr(.) is the
     mean over all references when online, else the offline formula on the OUT ones; x
     and z are estimated alike, each in the training data of some references and not of
-    others (a z outside every reference's data would get a biased Pr(z), and ties)."""
+    others. For one target the score is a step function of x's own ratio: z sets only
+    its resolution (ties), not its ranking."""
     marginal = lambda log_probs, member: rmia_marginal(np.exp(log_probs), member, None if online else a)  # noqa: E731
-    log_ratio_x = target_log_prob - np.log(marginal(reference_log_probs, inside))
-    log_ratio_z = np.sort(population_target_log_prob
-                          - np.log(marginal(population_reference_log_probs, population_inside)))
+    with np.errstate(divide="ignore"):
+        log_ratio_x = target_log_prob - np.log(marginal(reference_log_probs, inside))
+        log_ratio_z = np.sort(population_target_log_prob
+                              - np.log(marginal(population_reference_log_probs, population_inside)))
     # how many z have a ratio below x's / gamma: a binary search in the sorted z
     return np.searchsorted(log_ratio_z, log_ratio_x - np.log(gamma), side="left") / len(log_ratio_z)
+
+
+RMIA_A_GRID = np.round(np.arange(0, 1.01, 0.1), 1)
+
+
+def tune_offline_a(paired_log_prob, paired_is_member, reference_log_probs, inside, population_paired_log_prob,
+                   population_reference_log_probs, population_inside, grid=RMIA_A_GRID):
+    """Offline RMIA's a, chosen as privacy_meter chooses it: attack a model the attacker
+    trained itself (a reference, whose members it knows) with the other references,
+    and keep the a of the highest AUC on that model. Returns (a, {a: AUC})."""
+    aucs = {float(a): auc_fast(rmia(paired_log_prob, reference_log_probs, inside, population_paired_log_prob,
+                                    population_reference_log_probs, population_inside, online=False, a=a),
+                               paired_is_member) for a in grid}
+    return max(aucs, key=lambda a: (aucs[a], -a)), aucs
 
 
 # ---------------------------------------------------------------- statistics

@@ -12,6 +12,7 @@ import autoattack
 import certified_robustness as cr
 import evaluation as ev
 import evaluation_report as report
+import membership_report as mr
 import filters
 import gradient_attacks
 from defenses import Defense
@@ -292,22 +293,28 @@ def test_the_checks_read_as_failing_lines_only():
     assert ev.CHECK_MEANINGS["PGD no weaker than FGSM"] in text and "**a**" not in text
 
 
-def test_the_leakage_findings_follow_the_paired_intervals(tmp_path):
-    """A defense whose AUC difference lies above 0 leaks more, one below 0 less, one
-    whose interval holds 0 neither; adversarial queries get Song et al.'s sentence."""
+def test_the_leakage_findings_follow_the_verdicts_over_targets(tmp_path):
+    """A defense whose AUC difference lies above 0 on every target leaks more, one below
+    0 on every target less, one whose interval holds 0 on a target neither; adversarial
+    queries get Song et al.'s sentence."""
     mia_row = {"defense": "pgd AT", "model": "m", "attack": "rmia", "auc": "0.52", "tpr_at_1%_fpr": "0.02",
-               "tp_at_1%_fpr": "40", "n_members": "2000"}
+               "tp_at_1%_fpr": "40", "n_members": "2000", "targets": "3"}
     write_table([mia_row], tmp_path / "membership_inference_standard")
 
-    def leakage(*rows, queries="clean"):
-        return [{"defense": d, "model": d, "attack": a, "queries": queries, "d_auc": v, "d_auc_low": lo,
-                 "d_auc_high": hi} for d, a, v, lo, hi in rows]
-    write_table(leakage(("pgd AT", "rmia", 0.03, 0.01, 0.05), ("dual filter", "rmia", -0.03, -0.05, -0.01),
-                        ("trades AT", "rmia", 0.01, -0.01, 0.03), ("pgd AT", "loss", 0.2, 0.1, 0.3)),
-                tmp_path / "membership_inference_standard_leakage")
-    write_table(leakage(("pgd AT", "loss", 0.0, -0.02, 0.02), queries="PGD-10"),
-                tmp_path / "membership_inference_standard_adversarial_queries_leakage")
-    clean, adversarial = report.leakage_findings(tmp_path)[1:]
-    assert "more leakage for pgd AT (+0.030 [+0.010, +0.050]); less for dual filter" in clean
-    assert "trades" not in clean and "+0.200" not in clean   # inside 0; another attack's row
-    assert "Song et al." in adversarial and "(PGD-10, the loss attack): no defense leaks significantly more" in adversarial
+    def verdicts(*rows, queries="clean"):
+        leakage = [{"defense": d, "model": d, "attack": a, "target": t, "queries": queries, "d_auc": v,
+                    "d_auc_low": lo, "d_auc_high": hi} for d, a, t, v, lo, hi in rows]
+        return mr.verdict_table(leakage), leakage
+    every = lambda d, a, v, lo, hi: [(d, a, t, v, lo, hi) for t in range(3)]  # noqa: E731
+    clean, _ = verdicts(*every("pgd AT", "rmia", 0.03, 0.01, 0.05), *every("dual filter", "rmia", -0.03, -0.05, -0.01),
+                        *every("trades AT", "rmia", -0.03, -0.05, -0.01)[:2], ("trades AT", "rmia", 2, 0.0, -0.02, 0.02),
+                        *every("pgd AT", "loss", 0.2, 0.1, 0.3))
+    write_table(clean, tmp_path / "membership_inference_standard_verdict")
+    adversarial, leakage = verdicts(*every("pgd AT", "loss", 0.0, -0.02, 0.02), queries="PGD-10")
+    write_table(adversarial, tmp_path / "membership_inference_standard_adversarial_queries_verdict")
+    write_table(leakage, tmp_path / "membership_inference_standard_adversarial_queries_leakage")
+    first, clean, adversarial = report.leakage_findings(tmp_path)
+    assert "3 per recipe" in first
+    assert "more for pgd AT (+0.030 on average; also the loss attack); less for dual filter (-0.030" in clean
+    assert "trades" not in clean   # one target's interval holds 0
+    assert "Song et al." in adversarial and "(PGD-10, the loss attack): no defense leaks more" in adversarial

@@ -120,12 +120,57 @@ def test_rmia_equals_its_formula_written_out():
         np.testing.assert_allclose(got, expected)
 
 
-def test_offline_methods_refuse_an_example_with_no_out_reference():
-    inside = np.ones((2, 3), bool)
+def test_an_example_without_in_or_out_references_gets_the_others_moved_by_the_gap():
+    """Few references drawn independently leave some examples with no OUT (or no IN)
+    reference: LiRA moves the other mean by the IN - OUT gap of the examples that have
+    both; offline RMIA inverts its line p_IN = a p_OUT + 1 - a (privacy_meter's rule)."""
+    references = np.array([[1.0, 4.0, 2.0], [3.0, 6.0, 8.0]])
+    inside = np.array([[False, False, True], [True, True, True]])
+    mean_in, mean_out = ma.in_out_means(references, inside)
+    # examples 0 and 1 have both: gaps 2 and 2; example 2 has no OUT reference
+    np.testing.assert_allclose(mean_in, [3.0, 6.0, 5.0])
+    np.testing.assert_allclose(mean_out, [1.0, 4.0, 3.0])
     with pytest.raises(ValueError):
-        ma.lira_offline(np.zeros(3), np.zeros((2, 3)), inside)
-    with pytest.raises(ValueError):
-        ma.rmia_marginal(np.ones((2, 3)), inside, a=0.3)
+        ma.lira_offline(np.zeros(3), np.zeros((2, 3)), np.ones((2, 3), bool))
+    probs = np.array([[0.9], [0.9]])
+    a = 0.5
+    p_out = (0.9 - (1 - a)) / a
+    assert ma.rmia_marginal(probs, np.ones((2, 1), bool), a)[0] == pytest.approx(0.5 * ((1 + a) * p_out + 1 - a))
+    assert ma.rmia_marginal(np.array([[0.2], [0.9]]), np.array([[False], [True]]), a)[0] == \
+        pytest.approx(0.5 * ((1 + a) * 0.2 + 1 - a))   # the OUT reference alone, when there is one
+
+
+def test_rmia_ranks_as_its_likelihood_ratio_and_z_only_sets_ties():
+    """For one target RMIA's score is a step function of x's ratio Pr(x|θ)/Pr(x): sorted by
+    the ratio, the scores never decrease; with more population samples, fewer ties."""
+    rng = np.random.default_rng(7)
+    k, n = 2, 500
+    ref_lp, inside = toy_references(rng, k, n, in_mean=-0.2, out_mean=-1.0, sd=0.3)
+    target = rng.normal(-0.6, 0.4, n)
+    ratio = target - np.log(np.exp(np.minimum(ref_lp, 0)).mean(axis=0))
+    scores = {}
+    for n_pop in (50, 5000):
+        pop_refs, pop_inside = toy_references(rng, k, n_pop, in_mean=-0.2, out_mean=-1.0, sd=0.3)
+        score = ma.rmia(target, np.minimum(ref_lp, 0), inside, rng.normal(-0.8, 0.4, n_pop), np.minimum(pop_refs, 0),
+                        pop_inside)
+        assert (np.diff(score[np.argsort(ratio)]) >= 0).all()
+        scores[n_pop] = score
+    assert len(np.unique(scores[5000])) > len(np.unique(scores[50]))
+
+
+def test_offline_a_is_the_grid_point_of_the_best_auc_on_the_paired_model():
+    rng = np.random.default_rng(8)
+    ref_lp, inside = toy_references(rng, 2, 400, in_mean=-0.1, out_mean=-1.0, sd=0.3)
+    is_member = rng.random(400) < 0.5
+    paired = np.where(is_member, -0.1, -1.0) + 0.3 * rng.normal(size=400)
+    pop_refs, pop_inside = toy_references(rng, 2, 1000, in_mean=-0.1, out_mean=-1.0, sd=0.3)
+    args = (np.minimum(paired, 0), is_member, np.minimum(ref_lp, 0), inside, np.minimum(rng.normal(-1, 0.3, 1000), 0),
+            np.minimum(pop_refs, 0), pop_inside)
+    a, aucs = ma.tune_offline_a(*args)
+    assert sorted(aucs) == list(ma.RMIA_A_GRID) and aucs[a] == max(aucs.values())
+    for g in ma.RMIA_A_GRID:   # each AUC is offline RMIA's at that a
+        score = ma.rmia(args[0], args[2], args[3], args[4], args[5], args[6], online=False, a=g)
+        assert aucs[float(g)] == pytest.approx(roc_auc_score(is_member, score))
 
 
 def test_paired_difference_of_a_model_with_itself_is_exactly_zero():

@@ -5,7 +5,7 @@ import attacks
 import certified_robustness as cr
 import evaluation_report as report
 import input_preprocessing as ip
-import membership_inference as mi
+import membership_report as mi
 import runtime_adversarial_training as rat
 from defenses import Defense
 from evaluation import Settings
