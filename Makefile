@@ -14,7 +14,7 @@ ATTACKS = $(PROTOCOLS:%=$(R)/attacks_%.csv)
 PREPROCESSING = $(PROTOCOLS:%=$(R)/input_preprocessing_%.csv)
 ADVERSARIAL = $(PROTOCOLS:%=$(R)/adversarial_training_%.csv)
 
-.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test quick quick-scripts kill-check bench readme clean-quick clean-results
+.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test quick quick-record quick-scripts kill-check bench readme clean-quick clean-results
 
 all: setup base attacks preprocessing adversarial certify mia evaluation readme
 
@@ -59,12 +59,17 @@ $(R)/membership_inference_%.csv:
 $(R)/evaluation_%.csv:
 	$(TIMED) $(PYTHON) evaluation.py --protocol $* --train-missing
 
-test:
+# the suite installs what it needs first: the runtime, the data and the dev requirements
+test: setup
+	@$(PYTHON) -c "import pytest, art" 2>/dev/null || $(PYTHON) -m pip install -r requirements-dev.txt
 	$(PYTHON) -m pytest -q tests
 
-# Every script's smoke run, into results_quick/ (never over results/); its wall time is
-# recorded in benchmarks/results/run_times.csv (results/ holds the full run's alone).
+# Every script's smoke run, into results_quick/ (never over results/), its wall time in
+# results_quick/run_times.* (untracked); `make quick-record` times it into
+# benchmarks/results/, the record the README publishes.
 quick:
+	$(PYTHON) tools/timed.py --results-dir results_quick $(MAKE) --no-print-directory quick-scripts
+quick-record:
 	$(PYTHON) tools/timed.py --results-dir benchmarks/results $(MAKE) --no-print-directory quick-scripts
 quick-scripts:
 	$(PYTHON) tools/quick_chain.py --results-dir results_quick --models-dir models/quick

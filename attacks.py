@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from cli import answer_help_early, common_parser, parse_args, positive_float, positive_int, run_main
+from cli import check_flags_early, common_parser, parse_args, positive_float, positive_int, run_main
 
 # the budgets of this script's experiment (here, above TensorFlow, for its --help)
 DEFAULT_EPS = {"standard": (0.02, 0.05, 0.1, 0.15, 0.2, 0.3), "paper": (0.05, 0.1, 0.2)}
@@ -32,7 +32,7 @@ def build_parser():
     return parser
 
 
-answer_help_early(__name__, build_parser)
+check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
 

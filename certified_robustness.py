@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from cli import UserError, answer_help_early, common_parser, parse_args, positive_float, positive_int, run_main
+from cli import UserError, check_flags_early, common_parser, parse_args, positive_float, positive_int, run_main
 
 ABSTAIN = -1
 SIGMAS = (0.12, 0.25, 0.5)
@@ -47,7 +47,7 @@ def build_parser():
     return parser
 
 
-answer_help_early(__name__, build_parser)
+check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
 from scipy.stats import beta, binomtest, norm  # noqa: E402

@@ -67,11 +67,10 @@ def positive_int(text):
     return value
 
 
-def nonnegative_even(text):
-    value = _number(text, int)
-    if value < 0 or value % 2:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive even number, got {text}")
-    return value
+def existing_file(text):
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return Path(text)
 
 
 def seed_int(text):
@@ -90,11 +89,11 @@ def lazy_type(module, name):
     return parse
 
 
-def answer_help_early(module_name, build_parser):
-    """Print the help and exit when a script runs with -h or --help: called before the
-    script imports TensorFlow (5-7 s), so that the help answers at once. A no-op when
-    the module is imported rather than run."""
-    if module_name == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
+def check_flags_early(module_name, build_parser):
+    """Parse the command line before the script imports TensorFlow (5-7 s): --help
+    answers at once, and a malformed flag or a missing file is refused at once. A no-op
+    when the module is imported rather than run."""
+    if module_name == "__main__":
         build_parser().parse_args()
 
 

@@ -13,7 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from cli import UserError, answer_help_early, common_parser, lazy_type, parse_args, positive_float, run_main
+from cli import (UserError, check_flags_early, common_parser, existing_file, lazy_type, parse_args, positive_float,
+                 run_main)
 
 
 def build_parser():
@@ -24,7 +25,7 @@ def build_parser():
     parser.add_argument("--defenses", type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
                         default=None, help="evaluate only these defenses of the catalogue, by label or model key, "
                                            "comma-separated (tables go to evaluation_<protocol>_subset.*)")
-    parser.add_argument("--model", type=Path, default=None,
+    parser.add_argument("--model", type=existing_file, default=None,
                         help="evaluate this Keras file instead (28x28x1 inputs in [0, 1], 10 logits or probabilities)")
     parser.add_argument("--sigma", type=positive_float, default=0.0,
                         help="with --model: judge and attack the smoothed classifier around it at this noise level")
@@ -33,7 +34,7 @@ def build_parser():
     return parser
 
 
-answer_help_early(__name__, build_parser)
+check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
 
@@ -316,7 +317,9 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
         evaluated, long_rows, _, check_rows, _ = evaluate_all(ctx, settings, data, [user_defense(user_model, sigma,
                                                                                              filter_name)],
                                                            base[0][1] if base else None)
-        out = ctx.results_dir / f"evaluation_{Path(user_model).stem}"
+        # a folder of its own: a user's model never writes over a run's tables
+        out = ctx.results_dir / "your_models" / f"evaluation_{Path(user_model).stem}"
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_table(long_rows, out, title=f"{evaluated[0][0].label}, evaluated like every defense of the "
                     f"{protocol.name} protocol (seed {ctx.seed}; exact 95% intervals)")
         write_table(check_rows, f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019) of {user_model}",

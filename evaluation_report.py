@@ -572,8 +572,13 @@ def write_digest(results_dir):
 def main():
     """Bring every plain table's Markdown to the current rendering, redraw the evaluation
     figures and regenerate the digest, from results/ without running anything else."""
+    import argparse
     import sys
-    results_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results"
+    parser = argparse.ArgumentParser(description="Re-render every table, redraw the evaluation figures and "
+                                     "regenerate findings.md and README.md of a results folder, running nothing.")
+    parser.add_argument("results_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent / "results",
+                        help="the results folder (default: results/ beside this file)")
+    results_dir = parser.parse_args().results_dir
     if not results_dir.is_dir():
         sys.exit(f"error: no results folder {results_dir}")
     try:

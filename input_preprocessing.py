@@ -7,7 +7,7 @@ also with a CNN trained behind it (standard protocol).
 """
 import time
 
-from cli import answer_help_early, common_parser, lazy_type, parse_args, run_main
+from cli import check_flags_early, common_parser, lazy_type, parse_args, run_main
 
 # the named filters of filters.py that the standard experiment evaluates
 STANDARD_FILTERS = ("dual", "median2", "median3", "gaussian", "bits3", "jpeg90", "rotate10")
@@ -24,7 +24,7 @@ def build_parser():
     return parser
 
 
-answer_help_early(__name__, build_parser)
+check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
 

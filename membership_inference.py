@@ -14,7 +14,7 @@ verdict that holds on every target.
 import dataclasses
 import time
 
-from cli import UserError, answer_help_early, common_parser, parse_args, positive_int, run_main
+from cli import UserError, check_flags_early, common_parser, parse_args, positive_int, run_main
 
 
 def build_parser():
@@ -33,7 +33,7 @@ def build_parser():
     return parser
 
 
-answer_help_early(__name__, build_parser)
+check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
 

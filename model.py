@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import UserError, answer_help_early, common_parser, parse_args, run_main
+from cli import UserError, check_flags_early, common_parser, parse_args, run_main
 from data import load_data
 from reporting import accuracy_ci, atomic_write_text, format_acc, pyplot, save_figure, write_table
 
@@ -27,7 +27,7 @@ def build_parser():
     return parser
 
 
-answer_help_early(__name__, build_parser)
+check_flags_early(__name__, build_parser)
 
 
 def _import_tensorflow_quietly():

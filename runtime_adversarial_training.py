@@ -6,7 +6,7 @@ the trainer are in adversarial_training.py.
     python runtime_adversarial_training.py [--protocol standard|paper] [--quick] [--retrain]
     python runtime_adversarial_training.py --method pgd --eps 0.1 --epochs 10 [--filter dual] [--init NAME]
 """
-from cli import answer_help_early, common_parser, lazy_type, parse_args, positive_float, positive_int, run_main
+from cli import check_flags_early, common_parser, lazy_type, parse_args, positive_float, positive_int, run_main
 from recipes import METHODS, PAPER_ROWS, STANDARD_RECIPES, Recipe
 
 RECIPE_FLAGS = ("eps", "epochs", "batch_size", "steps", "clean_weight", "beta", "filter", "init")
@@ -34,7 +34,7 @@ def build_parser():
     return parser
 
 
-answer_help_early(__name__, build_parser)
+check_flags_early(__name__, build_parser)
 
 import attacks  # noqa: E402 (the imports below load TensorFlow: after --help)
 import filters  # noqa: E402

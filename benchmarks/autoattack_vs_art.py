@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli import UserError, answer_help_early, common_parser, parse_args, positive_float, positive_int, run_main  # noqa: E402
+from cli import UserError, check_flags_early, common_parser, parse_args, positive_float, positive_int, run_main  # noqa: E402
 
 
 def build_parser():
@@ -30,7 +30,7 @@ def build_parser():
     return parser
 
 
-answer_help_early(__name__, build_parser)
+check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
 

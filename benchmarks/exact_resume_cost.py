@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli import answer_help_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
+from cli import check_flags_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
 
 
 def build_parser():
@@ -24,7 +24,7 @@ def build_parser():
     return parser
 
 
-answer_help_early(__name__, build_parser)
+check_flags_early(__name__, build_parser)
 
 from data import PROTOCOLS, load_data  # noqa: E402
 from model import KeepBest, build_standard_cnn, compile_model, fit_epochs, keras, tf  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli import answer_help_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
+from cli import check_flags_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
 
 
 def build_parser():
@@ -21,7 +21,7 @@ def build_parser():
     return parser
 
 
-answer_help_early(__name__, build_parser)
+check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402
 from scipy.ndimage import median_filter  # noqa: E402

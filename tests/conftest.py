@@ -1,5 +1,6 @@
-"""Shared fixtures: the repository on sys.path, real Fashion-MNIST (skipped with a
-reason where it is not installed) and a small CNN trained for one quick epoch."""
+"""Shared fixtures: the repository on sys.path, real Fashion-MNIST (`make test`
+installs it; without it the tests that need it fail with one line saying so) and a
+small CNN trained for one quick epoch."""
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ def quick_data():
     try:
         return load_data(PROTOCOLS["standard"], quick=True)
     except UserError as e:
-        pytest.skip(f"Fashion-MNIST not installed: {e}")
+        pytest.fail(f"Fashion-MNIST not installed ({e}): `make data` installs it", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -245,6 +245,14 @@ def test_bad_model_files_give_one_line(main_in_process, tmp_path):
     assert_one_line_error(code, err)
 
 
+def test_a_missing_model_file_is_refused_before_tensorflow_loads():
+    probe = ("import runpy, sys\nsys.argv = ['evaluation.py', '--model', 'no/such.keras']\ntry:\n"
+             "    runpy.run_path('evaluation.py', run_name='__main__')\nexcept SystemExit as e:\n"
+             "    print(e.code, 'tensorflow' in sys.modules)")
+    proc = run_script("-c", probe)
+    assert proc.stdout.split() == ["2", "False"] and "no such file" in proc.stderr
+
+
 def test_a_users_probability_model_is_evaluated_as_logits(small_model, tmp_path, monkeypatch):
     """A model file that ends in a softmax: evaluated through its log, with no cached
     undefended CNN to transfer from."""
@@ -257,7 +265,7 @@ def test_a_users_probability_model_is_evaluated_as_logits(small_model, tmp_path,
     monkeypatch.setattr(sys, "argv", ["evaluation.py", "--quick", "--model", str(path), "--results-dir",
                                       str(tmp_path / "r"), "--models-dir", str(tmp_path / "m")])
     ev.main()
-    with open(tmp_path / "r" / "evaluation_mine.csv", newline="") as f:
+    with open(tmp_path / "r" / "your_models" / "evaluation_mine.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["defense"] == "mine.keras (probabilities)"
     assert {"AutoAttack", "worst case"} <= {r["attack"] for r in rows}

@@ -180,6 +180,12 @@ def test_the_report_refuses_a_results_folder_that_does_not_exist(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "typo").exists()
 
 
+def test_the_reports_help_is_help_not_a_folder():
+    proc = run_script("evaluation_report.py", "--help")
+    assert proc.returncode == 0 and "usage:" in proc.stdout and "results_dir" in proc.stdout
+    assert "no results folder" not in proc.stderr
+
+
 def test_the_report_names_a_malformed_table_in_one_line(tmp_path):
     (tmp_path / "certified_robustness_empirical.csv").write_text("model,radius\nsmoothed sigma 0.25,0.5\n")
     log = tmp_path / "certify" / "standard_cnn_noise0.25_sigma0.25_n1000.tsv"
