@@ -416,8 +416,7 @@ def leakage_findings(results_dir):
         out.append(f"Counted as {rule}: {mr.verdict_sentence(clean)}.")
     adversarial = read_rows(f"{mr.table_stem(results_dir, 'standard', adversarial_queries=True)}_verdict.csv")
     if adversarial:
-        queries = read_rows(f"{mr.table_stem(results_dir, 'standard', adversarial_queries=True)}_leakage.csv")
-        queries = queries[0]["queries"].split(" (")[0]   # the attack and budget, not its step settings
+        queries = adversarial[0]["queries"].split(" (")[0]   # the attack and budget, not its step settings
         out.append("Song et al. (2019) found that adversarial training raises leakage, most when the attacker queries "
                    f"adversarial examples; with such queries ({queries}, the loss attack): "
                    f"{mr.verdict_sentence(adversarial, 'loss')}.")

@@ -43,8 +43,7 @@ def scaled_confidence(logits, y):
 def _masked_mean(values, mask):
     """Per example (column), the mean of the values where mask holds; NaN where it never does."""
     counts = mask.sum(axis=0)
-    with np.errstate(invalid="ignore"):
-        return np.where(counts > 0, (values * mask).sum(axis=0) / np.maximum(counts, 1), np.nan)
+    return np.where(counts > 0, (values * mask).sum(axis=0) / np.maximum(counts, 1), np.nan)
 
 
 def in_out_means(references, inside):

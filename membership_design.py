@@ -47,6 +47,11 @@ class MembershipDesign:
         """Evaluation set, then calibration set."""
         return np.r_[self.eval_positions, self.calib_positions]
 
+    @property
+    def audited_is_eval(self):
+        """Which of audited_positions belong to the evaluation set."""
+        return np.r_[np.ones(2 * self.n, bool), np.zeros(2 * self.n, bool)]
+
     def population_positions(self, target):
         """The controlled images outside the audited sets that the target did not train on."""
         rest = np.r_[2 * self.n:self.m, self.m + 2 * self.n:2 * self.m]
@@ -60,8 +65,8 @@ class MembershipDesign:
 
     def describe(self, n_train):
         return (f"{self.models} models of the recipe, each on {n_train:,} images (the target's size), each in turn "
-                f"the target of the others; {self.m:,} + {self.m:,} controlled images, each in a random half of the "
-                f"models beyond the defense's own")
+                f"the target of the others; {self.m:,} + {self.m:,} controlled images, of which each model beyond the "
+                f"defense's own trains on a random half")
 
 
 def membership_design(n_train, n_test, n, models, seed):
@@ -71,7 +76,8 @@ def membership_design(n_train, n_test, n, models, seed):
     if models < 1:
         raise ValueError("at least one model per recipe (the defense's own)")
     if 2 * n >= m:
-        raise ValueError(f"{n} members per set need {2 * n} controlled images of each side; this split has {m} (and some left as population samples)")
+        raise ValueError(f"{n} members per set need more than {2 * n} controlled images of each side (the rest are "
+                         f"population samples); this split has {m}")
     inside = np.zeros((models, 2 * m), bool)
     inside[0, :m] = True
     for r in range(1, models):

@@ -211,13 +211,13 @@ def attack_defense(experiment, defense, model):
     """Every attack on every target of one defense: table rows (a row without figures
     for a reference attack that had no references), score files written."""
     ctx, design = experiment.ctx, experiment.design
-    matched, references = experiment.matched(defense)
+    references = experiment.matched(defense)[1]
     if experiment.adversarial:
         references = "none (adversarial queries: threshold attacks only)"
     queries = (f"PGD-10 at L-inf {attacks.HEADLINE_EPS:g} ({attacks.SUITE['PGD-10'].describe(attacks.HEADLINE_EPS)})"
                if experiment.adversarial else "clean")
     attack_names = ("study", "loss") if experiment.adversarial else mr.ATTACKS
-    is_eval = np.r_[np.ones(2 * design.n, bool), np.zeros(2 * design.n, bool)]
+    is_eval = design.audited_is_eval
     rows = []
     for target, (scores, how) in enumerate(experiment.scores(defense, model)):
         is_member = design.inside[target, design.audited_positions]

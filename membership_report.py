@@ -146,8 +146,9 @@ def over_targets(rows):
             values = [float(r[key]) for r in measured]
             row.update({f"{key}_mean": np.mean(values) if values else "", f"{key}_min": min(values, default=""),
                         f"{key}_max": max(values, default="")})
-        for key in ("offline_a", "population"):
-            row[key] = " / ".join(str(r.get(key, "")) for r in group) if any(r.get(key, "") != "" for r in group) else ""
+        for key in ("offline_a", "population"):   # each target's, where the attack has one
+            values = [str(r.get(key, "")) for r in group]
+            row[key] = " / ".join(values) if any(values) else ""
         out.append(row)
     return out
 
@@ -226,7 +227,8 @@ def verdict_table(leakage):
     for (model, attack), group in groups.items():
         group = sorted(group, key=lambda r: r["target"])
         d = [float(r["d_auc"]) for r in group]
-        out.append({"defense": group[0]["defense"], "model": model, "attack": attack, "targets": len(group),
+        out.append({"defense": group[0]["defense"], "model": model, "attack": attack,
+                    "queries": group[0]["queries"], "targets": len(group),
                     "d_auc_per_target": " / ".join(f"{float(r['d_auc']):+.3f} [{float(r['d_auc_low']):+.3f}, "
                                                    f"{float(r['d_auc_high']):+.3f}]" for r in group),
                     "d_auc_mean": float(np.mean(d)), "d_auc_sd": float(np.std(d, ddof=1)) if len(d) > 1 else "",

@@ -1,8 +1,8 @@
 """membership_inference.py and membership_report.py: metrics against sklearn, attacks
 that can fail (no leakage between two non-member sets, high AUC and TPR at low FPR on
-a memorising model, reference attacks included), the membership design (sizes, every
-audited example IN and OUT somewhere), thresholds blind to evaluation labels, the
-study's rule, the verdict rule, and end-to-end runs."""
+a memorising model, reference attacks included), the membership design (sizes,
+independent halves), thresholds blind to evaluation labels, the study's rule, the
+verdict rule, and end-to-end runs."""
 import csv
 import dataclasses
 import json
@@ -252,8 +252,8 @@ def test_the_paper_protocols_adversarial_training_is_not_matched_by_default(quic
 
 def verdict_rows(differences):
     """Leakage rows of one defense under RMIA, one per target: (d_auc, low, high)."""
-    return [{"defense": "X AT", "model": "x", "attack": "rmia", "target": t, "d_auc": d, "d_auc_low": lo,
-             "d_auc_high": hi} for t, (d, lo, hi) in enumerate(differences)]
+    return [{"defense": "X AT", "model": "x", "attack": "rmia", "target": t, "queries": "clean", "d_auc": d,
+             "d_auc_low": lo, "d_auc_high": hi} for t, (d, lo, hi) in enumerate(differences)]
 
 
 def test_a_verdict_needs_every_target():
