@@ -168,15 +168,15 @@ def test_every_attack_catches_a_memorising_model(tmp_path, quick_data):
         rows = {r["attack"]: r for r in all_rows if r["target"] == t}
         for attack in ("loss", "lira", "lira-online", "rmia", "rmia-offline"):
             assert rows[attack]["auc"] > 0.8, rows[attack]   # 0.89 to 0.99 measured
-        # RMIA's score is the share of ~100 population samples an example dominates:
-        # memorised members tie at 1.0, and a few non-members may tie with them on some
-        # CPUs' arithmetic, which a 1% FPR cannot resolve; at 10% FPR offline RMIA finds
-        # 0.92 to 0.99 of the members. (Online RMIA divides by references half of which
-        # memorised the same random label: its AUC, not its low-FPR TPR, is checked.)
-        for attack in ("loss", "lira", "lira-online"):
-            assert rows[attack]["tpr_at_1%_fpr"] > 0.1, rows[attack]   # 0.24 or more measured
-        tp, members, _, _ = ma.tpr_at_fpr(*score_file(tmp_path / "target", "rmia-offline", t), 0.1)
-        assert tp / members > 0.5, rows["rmia-offline"]
+        # TPR at 1% FPR rests on one false positive of ~100 non-members: another CPU's
+        # arithmetic moved it from 0.24 to 0.16 (the loss attack, target 1), and RMIA's
+        # memorised members tie at its top score. At 10% FPR the loss attack, both
+        # LiRAs and offline RMIA found 0.83 to 0.99 of the members under both
+        # arithmetic paths tried. (Online RMIA divides by references half of which
+        # memorised the same random label: 0.22 to 0.72, so only its AUC is checked.)
+        for attack in ("loss", "lira", "lira-online", "rmia-offline"):
+            tp, members, _, _ = ma.tpr_at_fpr(*score_file(tmp_path / "target", attack, t), 0.1)
+            assert tp / members > 0.5, rows[attack]
         assert rows["loss"]["balanced_acc"] > 0.75
 
 
