@@ -59,10 +59,11 @@ $(R)/membership_inference_%.csv:
 $(R)/evaluation_%.csv:
 	$(TIMED) $(PYTHON) evaluation.py --protocol $* --train-missing
 
-# the suite installs what it needs first: the runtime, the data and the dev requirements
+# the suite installs what it needs first: the runtime, the data and the dev requirements;
+# it runs on two workers (pytest-xdist), each quick chain's tests on one
 test: setup
-	@$(PYTHON) -c "import pytest, art" 2>/dev/null || $(PYTHON) -m pip install -r requirements-dev.txt
-	$(PYTHON) -m pytest -q tests
+	@$(PYTHON) -c "import pytest, xdist, art" 2>/dev/null || $(PYTHON) -m pip install -r requirements-dev.txt
+	$(PYTHON) -m pytest -q -n 2 --dist loadgroup tests
 
 # Every script's smoke run, into results_quick/ (never over results/), its wall time in
 # results_quick/run_times.* (untracked); `make quick-record` times it into
@@ -92,7 +93,7 @@ bench:
 
 readme:
 	$(PYTHON) tools/timed.py --results-dir $(R) --summary
-	$(PYTHON) evaluation_report.py
+	$(PYTHON) tools/redraw_results.py
 	$(PYTHON) tools/update_readme.py README.md
 	$(PYTHON) tools/update_readme.py benchmarks/README.md
 

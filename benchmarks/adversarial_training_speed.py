@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli import check_flags_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
+from fashion_defenses.cli import check_flags_early, common_parser, parse_args, positive_int, run_main
 
 
 def build_parser():
@@ -25,13 +25,14 @@ def build_parser():
 check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402
-
-from data import PROTOCOLS, load_data  # noqa: E402
-from model import build_standard_cnn, compile_model, keras, tf  # noqa: E402
-import adversarial_training as at  # noqa: E402
-from recipes import Recipe  # noqa: E402
-from reporting import write_table  # noqa: E402
 from timing import bare_gradients, bare_training_steps, best_time  # noqa: E402
+
+from fashion_defenses.data import PROTOCOLS, load_data  # noqa: E402
+from fashion_defenses.defenses import adversarial_training as at  # noqa: E402
+from fashion_defenses.defenses.recipes import Recipe  # noqa: E402
+from fashion_defenses.framework import keras, tf  # noqa: E402
+from fashion_defenses.models import build_standard_cnn, compile_model  # noqa: E402
+from fashion_defenses.reporting import write_table  # noqa: E402
 
 BATCH = 128
 

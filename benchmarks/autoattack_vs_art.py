@@ -1,4 +1,4 @@
-"""Our APGD-CE and Square (autoattack.py) against IBM ART's AutoProjectedGradientDescent
+"""Our APGD-CE and Square (attacks/autoattack.py) against IBM ART's AutoProjectedGradientDescent
 and SquareAttack, in one process, on the same Keras model, test images and settings
 (L-inf eps, APGD 100 iterations from one random start, Square 5,000 queries with
 p_init 0.8); APGD against its hardware limit, 101 bare forward+backward passes; and
@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli import UserError, check_flags_early, common_parser, parse_args, positive_float, positive_int, run_main  # noqa: E402
+from fashion_defenses.cli import check_flags_early, common_parser, parse_args, positive_float, positive_int, run_main
+from fashion_defenses.errors import UserError
 
 
 def build_parser():
@@ -24,7 +25,7 @@ def build_parser():
                              "e.g. standard_cnn_at-pgd_eps0.1, makes Square run its whole budget)")
     parser.add_argument("--images", type=positive_int, default=1000, help="test images attacked")
     parser.add_argument("--eps", type=positive_float, default=None,
-                        help="L-inf budget (default: attacks.HEADLINE_EPS, the budget of the headline figures)")
+                        help="L-inf budget (default: suite.HEADLINE_EPS, the budget of the headline figures)")
     parser.add_argument("--batch-size", type=positive_int, default=500, help="images per batch, ours and ART's")
     parser.add_argument("--repeats", type=positive_int, default=1, help="timed runs after a warm-up; the fastest counts")
     return parser
@@ -33,13 +34,13 @@ def build_parser():
 check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402 (the imports below load TensorFlow: after --help)
-
-import attacks  # noqa: E402
-import autoattack  # noqa: E402
-from data import attack_subset, load_data  # noqa: E402
-from model import get_base_model, keras, load_model, predict_labels, tf  # noqa: E402
-from reporting import accuracy_ci, format_acc, write_table  # noqa: E402
 from timing import bare_gradients, best_time  # noqa: E402
+
+from fashion_defenses.attacks import autoattack, suite  # noqa: E402
+from fashion_defenses.data import attack_subset, load_data  # noqa: E402
+from fashion_defenses.framework import keras, tf  # noqa: E402
+from fashion_defenses.models import get_base_model, load_model, predict_labels  # noqa: E402
+from fashion_defenses.reporting import accuracy_ci, format_acc, write_table  # noqa: E402
 
 
 def no_warmup():
@@ -49,10 +50,10 @@ def no_warmup():
 def main():
     parser = build_parser()
     args, ctx = parse_args(parser)
-    args.eps = args.eps or attacks.HEADLINE_EPS
+    args.eps = args.eps or suite.HEADLINE_EPS
+    import art
     from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
     from art.estimators.classification import TensorFlowV2Classifier
-    import art
 
     data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
     if args.model:
@@ -66,7 +67,7 @@ def main():
     y_onehot = np.eye(10, dtype=np.float32)[y]
     classifier = TensorFlowV2Classifier(model, nb_classes=10, input_shape=(28, 28, 1), clip_values=(0.0, 1.0),
                                         loss_object=keras.losses.CategoricalCrossentropy(from_logits=True))
-    apgd, square, fab = attacks.SUITE["APGD-CE"], attacks.SUITE["Square"], attacks.SUITE["FAB-T"]
+    apgd, square, fab = suite.SUITE["APGD-CE"], suite.SUITE["Square"], suite.SUITE["FAB-T"]
     iterations, queries = dict(apgd.settings)["iterations"], dict(square.settings)["queries"]
     fab_iterations = dict(fab.settings)["iterations"]
     right = predict_labels(model, x) == y

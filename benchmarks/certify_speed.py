@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli import check_flags_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
+from fashion_defenses.cli import check_flags_early, common_parser, parse_args, positive_int, run_main
 
 
 def build_parser():
@@ -26,12 +26,13 @@ def build_parser():
 check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402
-
-import certified_robustness as cr  # noqa: E402
-from data import attack_subset, load_data  # noqa: E402
-from model import get_base_model, keras, tf  # noqa: E402
-from reporting import write_table  # noqa: E402
 from timing import best_time  # noqa: E402
+
+from fashion_defenses.data import attack_subset, load_data  # noqa: E402
+from fashion_defenses.defenses import smoothing  # noqa: E402
+from fashion_defenses.framework import keras, tf  # noqa: E402
+from fashion_defenses.models import get_base_model  # noqa: E402
+from fashion_defenses.reporting import write_table  # noqa: E402
 
 SIGMA, N0, ALPHA = 0.25, 100, 0.001
 
@@ -61,7 +62,7 @@ def main():
     x = data.x_test[attack_subset(len(data.y_test), args.images)]
     samples = args.images * (N0 + args.samples)
 
-    smooth = cr.Smooth(base, SIGMA, batch_size=args.batch_size)
+    smooth = smoothing.Smooth(base, SIGMA, batch_size=args.batch_size)
     ours_s, ours = best_time(lambda: [smooth.certify(img, N0, args.samples, ALPHA, seed=i) for i, img in enumerate(x)],
                              args.repeats)
 

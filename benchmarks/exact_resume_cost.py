@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli import check_flags_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
+from fashion_defenses.cli import check_flags_early, common_parser, parse_args, positive_int, run_main
 
 
 def build_parser():
@@ -26,10 +26,13 @@ def build_parser():
 
 check_flags_early(__name__, build_parser)
 
-from data import PROTOCOLS, load_data  # noqa: E402
-from model import KeepBest, build_standard_cnn, compile_model, fit_epochs, keras, tf  # noqa: E402
-from reporting import write_table  # noqa: E402
 from timing import best_time  # noqa: E402
+
+from fashion_defenses.data import PROTOCOLS, load_data  # noqa: E402
+from fashion_defenses.framework import keras, tf  # noqa: E402
+from fashion_defenses.models import build_standard_cnn, compile_model  # noqa: E402
+from fashion_defenses.reporting import write_table  # noqa: E402
+from fashion_defenses.training import KeepBest, fit_epochs  # noqa: E402
 
 
 def main():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli import check_flags_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
+from fashion_defenses.cli import check_flags_early, common_parser, parse_args, positive_int, run_main
 
 
 def build_parser():
@@ -25,12 +25,12 @@ check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402
 from scipy.ndimage import median_filter  # noqa: E402
-
-from filters import make_filter  # noqa: E402
-from data import load_fashion_mnist, to_unit_float  # noqa: E402
-from model import tf  # noqa: E402
-from reporting import write_table  # noqa: E402
 from timing import best_time  # noqa: E402
+
+from fashion_defenses.data import load_fashion_mnist, to_unit_float  # noqa: E402
+from fashion_defenses.defenses.filters import make_filter  # noqa: E402
+from fashion_defenses.framework import tf  # noqa: E402
+from fashion_defenses.reporting import write_table  # noqa: E402
 
 
 def main():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli import check_flags_early, common_parser, parse_args, positive_int, run_main  # noqa: E402
+from fashion_defenses.cli import check_flags_early, common_parser, parse_args, positive_int, run_main
 
 
 def build_parser():
@@ -24,12 +24,13 @@ def build_parser():
 check_flags_early(__name__, build_parser)
 
 import numpy as np  # noqa: E402
-
-import gradient_attacks as attacks  # noqa: E402
-from data import attack_subset, load_data  # noqa: E402
-from model import get_base_model, keras, predict_labels, tf  # noqa: E402
-from reporting import accuracy_ci, format_acc, write_table  # noqa: E402
 from timing import bare_gradients, best_time  # noqa: E402
+
+from fashion_defenses.attacks import gradient as attacks  # noqa: E402
+from fashion_defenses.data import attack_subset, load_data  # noqa: E402
+from fashion_defenses.framework import keras, tf  # noqa: E402
+from fashion_defenses.models import get_base_model, predict_labels  # noqa: E402
+from fashion_defenses.reporting import accuracy_ci, format_acc, write_table  # noqa: E402
 
 EPS, STEP, STEPS = 0.1, 0.01, 20
 

@@ -19,8 +19,8 @@ def bare_gradients(model, x, y, batch_size, passes, forwards=0):
     """A function running `passes` bare input-gradient computations (forward and
     backward, compiled) per batch, each followed by `forwards` bare forward passes: the
     least any gradient attack must do (FAB checks every step with one more forward)."""
-    import gradient_attacks as attacks
-    from model import tf
+    from fashion_defenses.attacks import gradient as attacks
+    from fashion_defenses.framework import tf
 
     @tf.function(reduce_retracing=True)
     def grad(xb, yb):
@@ -48,7 +48,7 @@ def bare_training_steps(model, x, y, batch_size):
     """A function running one epoch of bare training steps (forward, backward and the
     optimizer's update, compiled) over the batches of x, without Keras' fit loop: the
     least plain training can cost, to which fit's overhead is compared."""
-    from model import tf
+    from fashion_defenses.framework import tf
 
     @tf.function(reduce_retracing=True)
     def step(xb, yb):

@@ -1,6 +1,7 @@
 """Shared fixtures: the repository on sys.path, real Fashion-MNIST (`make test`
 installs it; without it the tests that need it fail with one line saying so) and a
 small CNN trained for one quick epoch."""
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cli import UserError, run_main  # noqa: E402
-from data import PROTOCOLS, attack_subset, load_data  # noqa: E402
-from model import build_standard_cnn, compile_model, keras  # noqa: E402
+from fashion_defenses.cli import run_main  # noqa: E402
+from fashion_defenses.data import PROTOCOLS, attack_subset, load_data  # noqa: E402
+from fashion_defenses.errors import UserError  # noqa: E402
+from fashion_defenses.framework import keras  # noqa: E402
+from fashion_defenses.models import build_standard_cnn, compile_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,14 +44,16 @@ def attack_set(quick_data):
     return quick_data.x_test[idx], quick_data.y_test[idx].astype(np.int32)
 
 
-# Every script's --quick run in the standard protocol, in the order of `make quick`:
-# (script, its flags). Later stages reuse the models earlier ones trained, as in a full run.
-QUICK_CHAIN = (("model.py",), ("attacks.py", "--images", "50", "--eps", "0.1"),
-               ("input_preprocessing.py", "--filters", "dual"),
-               ("runtime_adversarial_training.py", "--method", "pgd"),
-               ("certified_robustness.py", "--sigmas", "0.25", "--images", "10"),
-               ("membership_inference.py", "--members", "200"),
-               ("evaluation.py", "--train-missing"))
+# Every script's --quick run in the standard protocol, in the order of `make quick`, as
+# stages of (script, its flags): the scripts of a stage need only the stages before it
+# (here, the base CNN) and run side by side; later stages reuse the models earlier ones
+# trained, as in a full run.
+QUICK_CHAIN = ((("model.py",),),
+               (("attacks.py", "--images", "50", "--eps", "0.1"), ("input_preprocessing.py", "--filters", "dual"),
+                ("runtime_adversarial_training.py", "--method", "pgd"),
+                ("certified_robustness.py", "--sigmas", "0.25", "--images", "10")),
+               (("membership_inference.py", "--members", "200"),),
+               (("evaluation.py", "--train-missing"),))
 
 
 # The paper protocol's smoke run of the stages the standard chain does not cover in it.
@@ -69,13 +74,27 @@ def paper_quick_run(tmp_path_factory, quick_data):
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory, quick_data):
     """QUICK_CHAIN run once for the whole session into one folder: .results and .models
-    (the folders) and .runs (script -> its finished process, in order)."""
+    (the folders) and .runs (script -> its finished process)."""
     root = tmp_path_factory.mktemp("quick_run")
     folders = SimpleNamespace(results=root / "results", models=root / "models", runs={})
-    for script, *flags in QUICK_CHAIN:
-        folders.runs[script] = run_script(script, "--quick", *flags, "--results-dir", folders.results,
-                                          "--models-dir", folders.models)
+    for stage in QUICK_CHAIN:
+        procs = {script: subprocess.Popen([sys.executable, script, "--quick", *flags, "--results-dir",
+                                           str(folders.results), "--models-dir", str(folders.models)],
+                                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for script, *flags in stage}
+        for script, proc in procs.items():
+            out, err = proc.communicate(timeout=900)
+            folders.runs[script] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     return folders
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (`make test` runs two workers), the tests of one session-wide
+    quick run go to one worker, which runs that chain once."""
+    for item in items:
+        for fixture in ("quick_run", "paper_quick_run"):
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(fixture))
 
 
 def run_script(*args, cwd=ROOT, timeout=600):
@@ -86,13 +105,14 @@ def run_script(*args, cwd=ROOT, timeout=600):
 
 @pytest.fixture
 def main_in_process(monkeypatch, capsys, tmp_path):
-    """Run a script's main() in this process as the shell would (its argv, through
-    cli.run_main), in an empty working folder; returns (exit code, stderr). Saves
-    the ~4 s of a fresh TensorFlow import that run_script pays per call."""
+    """Run a script's main() (by its name, e.g. "attacks") in this process as the shell
+    would (its argv, through cli.run_main), in an empty working folder; returns (exit
+    code, stderr). Saves the ~4 s of a fresh TensorFlow import that run_script pays."""
     monkeypatch.chdir(tmp_path)
 
-    def run(module, *argv):
-        monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *map(str, argv)])
+    def run(script, *argv):
+        module = importlib.import_module(script)
+        monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, argv)])
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_info:
             run_main(module.main)

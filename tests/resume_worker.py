@@ -13,9 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli import RunContext  # noqa: E402
-from data import PROTOCOLS, load_data  # noqa: E402
-from model import get_base_model, get_or_train, build_model, keras  # noqa: E402
+from fashion_defenses.context import RunContext
+from fashion_defenses.data import PROTOCOLS, load_data
+from fashion_defenses.framework import keras
+from fashion_defenses.models import build_model, get_base_model, get_or_train
 
 KINDS = ("plain", "adversarial", "study", "noise")
 EPOCHS = 3
@@ -56,9 +57,9 @@ def kill_during_training(epoch, batch):
 
 def train(kind, models_dir, kill=None):
     """Train the kind's model into models_dir (resuming what a killed run left); returns its weights."""
-    import adversarial_training as at
-    import certified_robustness as cr
-    from recipes import Recipe
+    from fashion_defenses.defenses import adversarial_training as at
+    from fashion_defenses.defenses import smoothing
+    from fashion_defenses.defenses.recipes import Recipe
     ctx = RunContext(protocol=PROTOCOL, seed=7, quick=True, results_dir=Path(models_dir) / "results",
                      models_dir=Path(models_dir))
     data = small_data()
@@ -69,7 +70,7 @@ def train(kind, models_dir, kill=None):
     if kind == "plain":
         model, _ = get_or_train(ctx, "plain", lambda: build_model(PROTOCOL), data)
     elif kind == "noise":
-        model, _ = cr.get_noise_model(ctx, 0.25, data)
+        model, _ = smoothing.get_noise_model(ctx, 0.25, data)
     elif kind == "adversarial":
         model, _ = at.train_adversarially(ctx, Recipe("pgd", epochs=EPOCHS, batch_size=64, steps=2), data)
     else:

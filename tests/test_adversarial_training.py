@@ -1,4 +1,4 @@
-"""adversarial_training.py and its script: each method's step, per-batch examples, the
+"""defenses/adversarial_training.py and its script: each method's step, per-batch examples, the
 study's uint8 truncation, the catastrophic-overfitting guard, and end to end runs."""
 import csv
 import dataclasses
@@ -6,14 +6,15 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, run_script
-import adversarial_training as at
-from recipes import Recipe
-import runtime_adversarial_training
-from cli import RunContext
-from data import PROTOCOLS
-from model import KeepBest, compile_model, fit_epochs, get_base_model, keras, load_model, tf
+
+from fashion_defenses.context import RunContext
+from fashion_defenses.data import PROTOCOLS
+from fashion_defenses.defenses import adversarial_training as at
+from fashion_defenses.defenses.recipes import Recipe
+from fashion_defenses.framework import keras, tf
+from fashion_defenses.models import compile_model, get_base_model, load_model
+from fashion_defenses.training import KeepBest, fit_epochs
 
 
 def clone(model):
@@ -109,7 +110,7 @@ def test_guard_stays_quiet_without_a_collapse(small_model, tmp_path):
                                   ["--epochs", "30"], ["--beta", "3"]])
 def test_bad_arguments_end_with_one_line(argv, main_in_process):
     """Recipe flags without --method would be silently ignored: they are refused."""
-    assert_one_line_error(*main_in_process(runtime_adversarial_training, *argv))
+    assert_one_line_error(*main_in_process("runtime_adversarial_training", *argv))
 
 
 def test_every_recipe_setting_is_in_the_model_name():

@@ -1,12 +1,13 @@
-"""attacks.py: budgets, [0, 1], strength orderings, determinism, the study's FGSM-k."""
+"""The attack suite (attacks/suite.py, attacks/gradient.py) and attacks.py: budgets,
+[0, 1], strength orderings, determinism, the study's FGSM-k."""
 import csv
 
 import numpy as np
 import pytest
 
-
-import gradient_attacks as attacks
-from model import keras, predict_labels, tf
+from fashion_defenses.attacks import gradient as attacks
+from fashion_defenses.framework import keras, tf
+from fashion_defenses.models import predict_labels
 
 
 def mean_loss(model, x, y):

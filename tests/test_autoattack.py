@@ -1,4 +1,4 @@
-"""autoattack.py and the suite in attacks.py: APGD's schedule, DLR, FAB-T's projection
+"""attacks/autoattack.py and the suite in attacks/suite.py: APGD's schedule, DLR, FAB-T's projection
 (against scipy's linear programming) and its minimal perturbations (against the exact
 ones of a linear model), Square's schedule, no weaker than IBM ART's APGD-CE, APGD-DLR
 and Square on the same model and images, the targets they are built for (a saturated
@@ -12,13 +12,13 @@ from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
 from art.estimators.classification import TensorFlowV2Classifier
 from scipy.optimize import linprog
 
-import attacks
-import autoattack
-import certified_robustness as cr
-import filters
-import gradient_attacks
-from model import keras, nested_layers, predict_labels, tf
-from reporting import accuracy_ci
+from fashion_defenses.attacks import autoattack, suite
+from fashion_defenses.attacks import gradient as gradient_attacks
+from fashion_defenses.data import STUDY_EPS
+from fashion_defenses.defenses import filters, smoothing
+from fashion_defenses.framework import keras, tf
+from fashion_defenses.models import nested_layers, predict_labels
+from fashion_defenses.reporting import accuracy_ci
 
 
 def robust(model, x_adv, y):
@@ -88,7 +88,7 @@ def test_fab_t_finds_a_linear_models_minimal_perturbation(attack_set):
     """On a linear model the boundary between the true class and a target is a
     hyperplane: FAB-T towards the runner-up class finds a point within 5% (its overshoot
     eta) of the smallest L-inf perturbation that reaches it, and none closer."""
-    x, y = attack_set[0][:40], attack_set[1][:40]
+    x = attack_set[0][:40]
     keras.utils.set_random_seed(1)
     linear = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     labels = predict_labels(linear, x)
@@ -146,7 +146,7 @@ def test_dlr_breaks_a_saturated_softmax_that_cross_entropy_cannot(small_model, a
     for confident images, so PGD stalls; APGD-T's DLR loss does not care about scale."""
     x, y = attack_set[0][:100], attack_set[1][:100]
     saturated = keras.Sequential([keras.Input((28, 28, 1)), small_model, keras.layers.Rescaling(1e4)])
-    pgd = robust(saturated, attacks.SUITE["PGD-20"].run(saturated, x, y, 0.1, seed=0), y)
+    pgd = robust(saturated, suite.SUITE["PGD-20"].run(saturated, x, y, 0.1, seed=0), y)
     apgd_t = robust(saturated, autoattack.apgd_targeted(saturated, x, y, eps=0.1, target_classes=3), y)
     assert apgd_t["ci_high"] < pgd["ci_low"], (pgd, apgd_t)
 
@@ -170,33 +170,33 @@ def test_square_breaks_a_masked_gradient_that_apgd_cannot(small_model, attack_se
 def test_missing_adaptive_views_are_named(small_model):
     bits = filters.with_filter(filters.make_filter("bits3"), small_model)
     judge = lambda x, y: predict_labels(bits, x) == y  # noqa: E731
-    assert attacks.Target(judge, (("autodiff", bits, 1),), bits).missing_adaptive_views() == [
+    assert suite.Target(judge, (("autodiff", bits, 1),), bits).missing_adaptive_views() == [
         "no BPDA view around a filter without a useful gradient"]
     assert filters.target(bits).missing_adaptive_views() == []
-    assert attacks.plain_target(small_model).missing_adaptive_views() == []
-    noisy = cr.noisy_model(small_model, 0.25)
-    assert attacks.Target(None, (("one draw", noisy, 1),), noisy).missing_adaptive_views() == [
+    assert suite.plain_target(small_model).missing_adaptive_views() == []
+    noisy = smoothing.noisy_model(small_model, 0.25)
+    assert suite.Target(None, (("one draw", noisy, 1),), noisy).missing_adaptive_views() == [
         "no EOT over a randomized defense"]
-    assert cr.smoothed_target(small_model, 0.25, n_vote=10, draws=4, seed=0).missing_adaptive_views() == []
-    assert cr.smoothed_target(small_model, 0.25, n_vote=10, draws=4, seed=0).randomized
+    assert smoothing.smoothed_target(small_model, 0.25, n_vote=10, draws=4, seed=0).missing_adaptive_views() == []
+    assert smoothing.smoothed_target(small_model, 0.25, n_vote=10, draws=4, seed=0).randomized
 
 
 def test_the_worst_case_is_the_per_image_minimum(small_model, attack_set):
     x, y = attack_set[0][:60], attack_set[1][:60]
-    plan = attacks.Plan(eps_grid=(0.05, 0.1), autoattack=False)
-    rows, outcomes = attacks.measure(attacks.plain_target(small_model), x, y, plan, seed=1)
+    plan = suite.Plan(eps_grid=(0.05, 0.1), autoattack=False)
+    rows, outcomes = suite.measure(suite.plain_target(small_model), x, y, plan, seed=1)
     within = [c for (label, eps), c in outcomes.items() if eps <= 0.1 and label != "worst case"]
     np.testing.assert_array_equal(outcomes[("worst case", 0.1)], np.logical_and.reduce(within))
-    assert ("FGSM-k", round(attacks.STUDY_EPS, 4)) in outcomes and ("clean", 0.0) in outcomes
+    assert ("FGSM-k", round(STUDY_EPS, 4)) in outcomes and ("clean", 0.0) in outcomes
     worst = next(r for r in rows if r["attack"] == "worst case" and r["eps"] == 0.1)
     assert all(worst["acc"] <= r["acc"] for r in rows if r["eps"] <= 0.1)
 
 
 def test_every_suite_attack_states_its_settings():
-    for name, attack in attacks.SUITE.items():
+    for name, attack in suite.SUITE.items():
         text = attack.describe(0.1)
         assert text and "," in text, name
-    assert "0.0125" in attacks.SUITE["PGD-20"].describe(0.1)   # 2.5 eps / 20 steps
+    assert "0.0125" in suite.SUITE["PGD-20"].describe(0.1)   # 2.5 eps / 20 steps
 
 
 @keras.saving.register_keras_serializable(package="tests")
@@ -226,22 +226,22 @@ def test_autoattack_is_croce_and_heins_standard_and_rand_versions(small_model):
     """Their set_version: standard = APGD-CE (1 restart), APGD-T (9 targets), FAB-T (9
     targets), Square (5,000 queries, p_init 0.8), 100 iterations each; rand = APGD-CE and
     APGD-DLR with eot_iter 20 through the randomized model, success on single draws."""
-    assert attacks.AUTOATTACK == ("APGD-CE", "APGD-T", "FAB-T", "Square")
-    settings = {name: dict(attacks.SUITE[name].settings) for name in attacks.AUTOATTACK + attacks.AUTOATTACK_RAND}
+    assert suite.AUTOATTACK == ("APGD-CE", "APGD-T", "FAB-T", "Square")
+    settings = {name: dict(suite.SUITE[name].settings) for name in suite.AUTOATTACK + suite.AUTOATTACK_RAND}
     assert settings["APGD-CE"] == {"iterations": 100, "loss": "ce"}
     assert settings["APGD-T"] == settings["FAB-T"] == {"target_classes": 9, "iterations": 100}
     assert settings["Square"] == {"queries": 5000, "p_init": 0.8}
-    assert [settings[n]["loss"] for n in attacks.AUTOATTACK_RAND] == ["ce", "dlr"]
-    assert all(settings[n]["single_draw"] and settings[n]["iterations"] == 100 for n in attacks.AUTOATTACK_RAND)
-    assert attacks.EOT_DRAWS == 20
-    smoothed = cr.smoothed_target(small_model, 0.25, n_vote=10, draws=attacks.EOT_DRAWS, seed=0)
-    (label, view, draws), = smoothed.views_for(attacks.SUITE["APGD-CE (rand version)"])
+    assert [settings[n]["loss"] for n in suite.AUTOATTACK_RAND] == ["ce", "dlr"]
+    assert all(settings[n]["single_draw"] and settings[n]["iterations"] == 100 for n in suite.AUTOATTACK_RAND)
+    assert suite.EOT_DRAWS == 20
+    smoothed = smoothing.smoothed_target(small_model, 0.25, n_vote=10, draws=suite.EOT_DRAWS, seed=0)
+    (label, view, draws), = smoothed.views_for(suite.SUITE["APGD-CE (rand version)"])
     assert label == "noisy base classifier" and draws == 20
     assert any(getattr(layer, "randomized", False) for layer in nested_layers(view))
-    assert "soft smoothed" in smoothed.views_for(attacks.SUITE["APGD-CE"])[0][0]
-    assert smoothed.views_for(attacks.SUITE["Square"])[0][0] == "deployed"
-    assert attacks.sequences(smoothed) == (("AutoAttack (rand version)", attacks.AUTOATTACK_RAND),
-                                           (attacks.SOFT_APGD_LABEL, attacks.SOFT_APGD))
-    assert attacks.sequences(attacks.plain_target(small_model)) == (("AutoAttack", attacks.AUTOATTACK),)
+    assert "soft smoothed" in smoothed.views_for(suite.SUITE["APGD-CE"])[0][0]
+    assert smoothed.views_for(suite.SUITE["Square"])[0][0] == "deployed"
+    assert suite.sequences(smoothed) == (("AutoAttack (rand version)", suite.AUTOATTACK_RAND),
+                                           (suite.SOFT_APGD_LABEL, suite.SOFT_APGD))
+    assert suite.sequences(suite.plain_target(small_model)) == (("AutoAttack", suite.AUTOATTACK),)
     rotating = filters.target(filters.with_filter(filters.make_filter("rotate10"), small_model))
-    assert attacks.sequences(rotating) == (("AutoAttack (rand version)", attacks.AUTOATTACK_RAND),)
+    assert suite.sequences(rotating) == (("AutoAttack (rand version)", suite.AUTOATTACK_RAND),)

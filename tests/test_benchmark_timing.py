@@ -6,8 +6,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from model import keras  # noqa: E402
 from timing import bare_training_steps  # noqa: E402
+
+from fashion_defenses.framework import keras
 
 
 def small_model(weights=None):

@@ -1,24 +1,27 @@
-"""certified_robustness.py: Cohen et al.'s statistics against scipy, abstention,
-the radius cap, resumable logs, bad input and an end-to-end run."""
+"""Randomized smoothing (defenses/certificates.py, smoothing.py) and its stage:
+Cohen et al.'s statistics against scipy, abstention, the radius cap, resumable logs,
+bad input and an end-to-end run."""
 import csv
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from scipy.stats import binomtest, norm
 
-from conftest import assert_one_line_error
-import certified_robustness as cr
-from cli import UserError
-from data import PROTOCOLS
-from model import base_classifier, keras, load_model, save_model, tf
-from reporting import accuracy_ci
+from fashion_defenses.data import PROTOCOLS
+from fashion_defenses.defenses import certificates, smoothing
+from fashion_defenses.errors import UserError
+from fashion_defenses.experiments import certified_robustness as cr
+from fashion_defenses.framework import keras, tf
+from fashion_defenses.models import base_classifier, load_model, save_model
+from fashion_defenses.reporting import accuracy_ci
 
 
 @pytest.mark.parametrize("n_a, n", [(990, 1000), (600, 1000), (99_990, 100_000), (51, 100)])
 def test_radius_is_sigma_times_phi_inverse_of_the_clopper_pearson_bound(n_a, n):
     alpha, sigma = 0.001, 0.25
     independent = binomtest(n_a, n).proportion_ci(confidence_level=1 - 2 * alpha, method="exact").low
-    p_lower, radius = cr.certified_radius(n_a, n, alpha, sigma)
+    p_lower, radius = certificates.certified_radius(n_a, n, alpha, sigma)
     assert p_lower == pytest.approx(independent, rel=1e-9)
     if independent >= 0.5:
         assert radius == pytest.approx(sigma * norm.ppf(independent), rel=1e-9)
@@ -27,17 +30,17 @@ def test_radius_is_sigma_times_phi_inverse_of_the_clopper_pearson_bound(n_a, n):
 
 
 def test_below_one_half_abstains():
-    p_lower, radius = cr.certified_radius(520, 1000, 0.001, 0.5)
+    p_lower, radius = certificates.certified_radius(520, 1000, 0.001, 0.5)
     assert p_lower < 0.5 and radius is None
 
 
 def test_no_radius_exceeds_the_cap():
     for n in (100, 1000, 100_000):
-        cap = cr.max_certifiable_radius(n, 0.001, 0.5)
+        cap = certificates.max_certifiable_radius(n, 0.001, 0.5)
         assert cap == pytest.approx(0.5 * norm.ppf(0.001 ** (1 / n)))
-        radii = [cr.certified_radius(k, n, 0.001, 0.5)[1] or 0.0 for k in range(0, n + 1, max(1, n // 200))]
+        radii = [certificates.certified_radius(k, n, 0.001, 0.5)[1] or 0.0 for k in range(0, n + 1, max(1, n // 200))]
         assert max(radii) <= cap + 1e-9
-    assert cr.max_certifiable_radius(100_000, 0.001, 1.0) == pytest.approx(3.81, abs=0.005)  # docs/study.md
+    assert certificates.max_certifiable_radius(100_000, 0.001, 1.0) == pytest.approx(3.81, abs=0.005)  # docs/study.md
 
 
 class ConstantLogits(keras.layers.Layer):
@@ -62,25 +65,25 @@ def constant_model(mode, label=0):
 
 
 def test_predict_abstains_on_a_coin_flip_base_model():
-    smooth = cr.Smooth(constant_model("coin"), sigma=0.25)
+    smooth = smoothing.Smooth(constant_model("coin"), sigma=0.25)
     x = np.zeros((28, 28, 1), np.float32)
-    assert smooth.predict(x, n=1000, alpha=0.001) == cr.ABSTAIN
+    assert smooth.predict(x, n=1000, alpha=0.001) == certificates.ABSTAIN
 
 
 def test_an_always_right_base_model_certifies_at_the_cap(tmp_path):
     x = np.zeros((5, 28, 28, 1), np.float32)
     y = np.full(5, 7)
-    smooth = cr.Smooth(constant_model("fixed", label=7), sigma=0.5)
-    rows = cr.certify_images(smooth, x, y, range(5), tmp_path / "log.tsv", n0=100, n=1000, alpha=0.001,
+    smooth = smoothing.Smooth(constant_model("fixed", label=7), sigma=0.5)
+    rows = smoothing.certify_images(smooth, x, y, range(5), tmp_path / "log.tsv", n0=100, n=1000, alpha=0.001,
                              seed=0, progress=False)
-    cap = cr.max_certifiable_radius(1000, 0.001, 0.5)
+    cap = certificates.max_certifiable_radius(1000, 0.001, 0.5)
     assert [int(r["predict"]) for r in rows] == [7] * 5
     assert all(float(r["radius"]) == pytest.approx(cap, abs=1e-4) for r in rows)
     assert all(int(r["nA"]) == 1000 for r in rows)
 
 
 def test_counts_are_deterministic_and_sum_to_n(small_model, attack_set):
-    smooth = cr.Smooth(small_model, sigma=0.25, batch_size=300)
+    smooth = smoothing.Smooth(small_model, sigma=0.25, batch_size=300)
     a, b = smooth.counts(attack_set[0][0], 1000, seed=3), smooth.counts(attack_set[0][0], 1000, seed=3)
     np.testing.assert_array_equal(a, b)
     assert a.sum() == 1000
@@ -88,12 +91,12 @@ def test_counts_are_deterministic_and_sum_to_n(small_model, attack_set):
 
 def test_killed_run_resumes_to_the_same_log(tmp_path, small_model, attack_set):
     x, y = attack_set
-    smooth = cr.Smooth(small_model, sigma=0.25)
-    full = cr.certify_images(smooth, x, y, range(8), tmp_path / "full.tsv", 10, 200, 0.001, seed=5, progress=False)
-    cr.certify_images(smooth, x, y, range(4), tmp_path / "part.tsv", 10, 200, 0.001, seed=5, progress=False)
+    smooth = smoothing.Smooth(small_model, sigma=0.25)
+    full = smoothing.certify_images(smooth, x, y, range(8), tmp_path / "full.tsv", 10, 200, 0.001, seed=5, progress=False)
+    smoothing.certify_images(smooth, x, y, range(4), tmp_path / "part.tsv", 10, 200, 0.001, seed=5, progress=False)
     with open(tmp_path / "part.tsv", "a") as f:
         f.write("4\t3\t1\t0.12")  # a row torn by the kill
-    resumed = cr.certify_images(smooth, x, y, range(8), tmp_path / "part.tsv", 10, 200, 0.001, seed=5,
+    resumed = smoothing.certify_images(smooth, x, y, range(8), tmp_path / "part.tsv", 10, 200, 0.001, seed=5,
                                 progress=False)
     strip = [{k: v for k, v in r.items() if k != "time"} for r in resumed]
     assert strip == [{k: v for k, v in r.items() if k != "time"} for r in full]
@@ -102,19 +105,19 @@ def test_killed_run_resumes_to_the_same_log(tmp_path, small_model, attack_set):
 
 def test_shards_merge_into_one_log(tmp_path, small_model, attack_set):
     x, y = attack_set
-    smooth = cr.Smooth(small_model, sigma=0.25)
+    smooth = smoothing.Smooth(small_model, sigma=0.25)
     indices = np.arange(10)
     path = tmp_path / "m.tsv"
     for i in (1, 2, 3):
-        cr.certify_images(smooth, x, y, cr.shard_range(indices, (i, 3)), tmp_path / f"m.shard{i}of3.tsv",
+        smoothing.certify_images(smooth, x, y, certificates.shard_range(indices, (i, 3)), tmp_path / f"m.shard{i}of3.tsv",
                           10, 100, 0.001, seed=1, progress=False)
-    assert cr.merge_shards(path) == 10
-    assert [int(r["idx"]) for r in cr.read_log(path)] == list(range(10))
+    assert certificates.merge_shards(path) == 10
+    assert [int(r["idx"]) for r in certificates.read_log(path)] == list(range(10))
 
 
 def test_a_noise_trained_model_saves_and_loads_and_is_deterministic_at_test_time(tmp_path, attack_set):
     x = attack_set[0][:8]
-    model = cr.build_noise_model(PROTOCOLS["standard"], 0.25)
+    model = smoothing.build_noise_model(PROTOCOLS["standard"], 0.25)
     save_model(model, tmp_path, "noisy", {})
     loaded, _ = load_model(tmp_path, "noisy")
     np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)
@@ -123,8 +126,8 @@ def test_a_noise_trained_model_saves_and_loads_and_is_deterministic_at_test_time
 
 def test_bad_parameters():
     with pytest.raises(UserError, match="sigma"):
-        cr.Smooth(None, sigma=0)
-    smooth = cr.Smooth(None, sigma=0.5)
+        smoothing.Smooth(None, sigma=0)
+    smooth = smoothing.Smooth(None, sigma=0.5)
     with pytest.raises(UserError, match="n0"):
         smooth.certify(np.zeros((28, 28, 1)), n0=1000, n=100, alpha=0.001)
     with pytest.raises(UserError, match="alpha"):
@@ -135,7 +138,7 @@ def test_bad_parameters():
                                   ["--alpha", "1.5"], ["--alpha", "0"], ["--shard", "5/4"],
                                   ["--protocol", "paper"]])
 def test_bad_arguments_end_with_one_line(argv, main_in_process):
-    assert_one_line_error(*main_in_process(cr, *argv))
+    assert_one_line_error(*main_in_process("certified_robustness", *argv))
 
 
 def test_certified_robustness_quick_end_to_end(quick_run):
@@ -143,7 +146,7 @@ def test_certified_robustness_quick_end_to_end(quick_run):
     assert proc.returncode == 0, proc.stderr
     with open(quick_run.results / "certified_robustness.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [float(r["radius"]) for r in rows] == list(cr.RADII)
+    assert [float(r["radius"]) for r in rows] == list(certificates.RADII)
     accs = [float(r["acc"]) for r in rows]
     assert accs == sorted(accs, reverse=True)  # certified accuracy never rises with the radius
     with open(quick_run.results / "certified_robustness_empirical.csv") as f:
@@ -165,10 +168,10 @@ def test_the_certificate_check_flags_only_a_significant_shortfall():
     logs = [{"radius": 0.9 if i < 8 else 0.0, "correct": int(i < 8)} for i in range(10)]
     broken = {"radius": 0.5, **accuracy_ci(np.arange(500) < 1)}
     fine = {"radius": 0.5, **accuracy_ci(np.arange(500) < 390)}
-    assert cr.certificate_check(broken, logs, cap=0.95) == (0.8, True)
-    assert cr.certificate_check(fine, logs, cap=0.95) == (0.8, False)
-    assert cr.certificate_check({**broken, "radius": 0.0}, logs, cap=0.95) == ("", "")
-    assert cr.certificate_check({**broken, "radius": 1.0}, logs, cap=0.95) == ("", "")
+    assert certificates.certificate_check(broken, logs, cap=0.95) == (0.8, True)
+    assert certificates.certificate_check(fine, logs, cap=0.95) == (0.8, False)
+    assert certificates.certificate_check({**broken, "radius": 0.0}, logs, cap=0.95) == ("", "")
+    assert certificates.certificate_check({**broken, "radius": 1.0}, logs, cap=0.95) == ("", "")
 
 
 def test_predicts_n_is_the_smallest_whose_figures_stay_put():
@@ -179,6 +182,6 @@ def test_predicts_n_is_the_smallest_whose_figures_stay_put():
     figures = {100: (0.884, 0.354), 1000: (0.906, 0.388), 10000: (0.910, 0.394)}
     rows = [{"draws": n, "measure": m, **accuracy_ci(np.arange(500) < round(500 * acc))}
             for n, accs in figures.items() for m, acc in zip(("clean", "PGD-20"), accs)]
-    assert cr.smallest_stable_n(rows, cr.PREDICT_SHIFT) == 1000 == cr.PREDICT_N
-    assert cr.smallest_stable_n(rows) == 100
-    assert cr.smallest_stable_n(rows, 0.001) == 10000       # none stable: the largest measured
+    assert certificates.smallest_stable_n(rows, certificates.PREDICT_SHIFT) == 1000 == certificates.PREDICT_N
+    assert certificates.smallest_stable_n(rows) == 100
+    assert certificates.smallest_stable_n(rows, 0.001) == 10000       # none stable: the largest measured

@@ -1,4 +1,4 @@
-"""cli.py: bad arguments end in one line; progress reaches a log file as it happens."""
+"""fashion_defenses/cli.py: bad arguments end in one line; progress reaches a log file as it happens."""
 import os
 import select
 import subprocess
@@ -6,20 +6,17 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import attacks
-import model
 from conftest import assert_one_line_error, run_script
 
 
-@pytest.mark.parametrize("script, argv", [(model, ["--protocol", "nonsense"]),
-                                          (model, ["--data-dir", "/no/such/folder"]),
-                                          (model, ["--seed", "abc"]),
-                                          (model, ["--seed", "-5"]),
-                                          (model, ["--results-dir", "/dev/null/results"]),
-                                          (model, ["--models-dir", "/dev/null"]),
-                                          (attacks, ["--eps", "-0.1"]),
-                                          (attacks, ["--images", "0"])])
+@pytest.mark.parametrize("script, argv", [("model", ["--protocol", "nonsense"]),
+                                          ("model", ["--data-dir", "/no/such/folder"]),
+                                          ("model", ["--seed", "abc"]),
+                                          ("model", ["--seed", "-5"]),
+                                          ("model", ["--results-dir", "/dev/null/results"]),
+                                          ("model", ["--models-dir", "/dev/null"]),
+                                          ("attacks", ["--eps", "-0.1"]),
+                                          ("attacks", ["--images", "0"])])
 def test_bad_arguments_end_with_one_line(script, argv, main_in_process):
     assert_one_line_error(*main_in_process(script, *argv))
 
@@ -35,7 +32,7 @@ def test_progress_reaches_a_log_file_before_the_script_ends():
     # stdout to a file or pipe is block-buffered by default: `make all > run.log` would
     # show no progress until a stage ends. The first line must arrive while it runs.
     repo = Path(__file__).resolve().parent.parent
-    code = "import cli, sys; cli.run_main(lambda: (print('started'), sys.stdin.readline()))"
+    code = "import sys; from fashion_defenses import cli; cli.run_main(lambda: (print('started'), sys.stdin.readline()))"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as on a user's machine
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -82,7 +79,7 @@ def test_help_answers_before_tensorflow_is_imported(script):
 def test_a_script_can_keep_its_tables_apart(tmp_path):
     """The benchmarks write into benchmarks/results by default, the study's scripts into
     results; --quick and --results-dir still win."""
-    from cli import common_parser, parse_args
+    from fashion_defenses.cli import common_parser, parse_args
     apart = str(tmp_path / "benchmarks" / "results")
     assert parse_args(common_parser("b", results=apart), [])[1].results_dir == Path(apart)
     given = parse_args(common_parser("b", results=apart), ["--results-dir", str(tmp_path / "r")])[1]

@@ -1,12 +1,12 @@
-"""data.py: the IDX loader and its checks, the protocols' splits."""
+"""fashion_defenses/data.py: the IDX loader and its checks, the protocols' splits."""
 import gzip
 import struct
 
 import numpy as np
 import pytest
 
-from cli import UserError
-from data import EXPECTED_COUNTS, IDX_FILES, PROTOCOLS, load_data, load_fashion_mnist, read_idx
+from fashion_defenses.data import EXPECTED_COUNTS, IDX_FILES, PROTOCOLS, load_data, load_fashion_mnist, read_idx
+from fashion_defenses.errors import UserError
 
 
 def write_idx(path, array, gz):
@@ -60,8 +60,8 @@ def test_loader_checks_counts(tmp_path):
 
 
 def test_loader_names_what_it_tried(tmp_path, monkeypatch):
-    monkeypatch.setattr("data.DEBIAN_DATA_DIR", tmp_path / "debian")
-    monkeypatch.setattr("data.KERAS_CACHE_DIR", tmp_path / "keras")
+    monkeypatch.setattr("fashion_defenses.data.DEBIAN_DATA_DIR", tmp_path / "debian")
+    monkeypatch.setattr("fashion_defenses.data.KERAS_CACHE_DIR", tmp_path / "keras")
     with pytest.raises(UserError) as err:
         load_fashion_mnist(tmp_path, allow_download=False)
     message = str(err.value)

@@ -1,12 +1,12 @@
-"""defenses.py: the paper protocol's catalogue is the study's Table 4, built as the
+"""defenses/catalogue.py: the paper protocol's catalogue is the study's Table 4, built as the
 study built it; a filter at prediction time is put in front of the loaded model."""
 import numpy as np
 
-import filters
-from cli import RunContext
-from data import PROTOCOLS, STUDY_TABLE4
-from defenses import Defense, catalogue
-from model import build_standard_cnn, save_model
+from fashion_defenses.context import RunContext
+from fashion_defenses.data import PROTOCOLS, STUDY_TABLE4
+from fashion_defenses.defenses import filters
+from fashion_defenses.defenses.catalogue import Defense, catalogue
+from fashion_defenses.models import build_standard_cnn, save_model
 
 
 def test_the_paper_catalogue_is_the_studys_table4_made_the_studys_way():

@@ -1,27 +1,29 @@
-"""evaluation.py: the one evaluation function against direct calls, the sanity checks
-on a gradient-masked model, the study's Table 4 writer, CLI and the quick run."""
+"""The evaluation (evaluation/, evaluation.py): the one evaluation function against
+direct calls, the sanity checks on a gradient-masked model, the study's Table 4
+writer, the per-image files, CLI and the quick run."""
 import csv
+import importlib
 import sys
 
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, run_script
-import attacks
-import autoattack
-import certified_robustness as cr
-import evaluation as ev
-import evaluation_report as report
-import membership_report as mr
-import filters
-import gradient_attacks
-from defenses import Defense
-from data import attack_subset, STUDY_TABLE4
-from model import keras, predict_labels, tf
-from recipes import Recipe
-from reporting import accuracy_ci, write_table
 
-SETTINGS = ev.Settings(n_attack=100, n_attack_randomized=40, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=2, n_vote=10)
+from fashion_defenses.attacks import autoattack, suite
+from fashion_defenses.attacks import gradient as gradient_attacks
+from fashion_defenses.data import STUDY_EPS, STUDY_TABLE4, attack_subset
+from fashion_defenses.defenses import filters, smoothing
+from fashion_defenses.defenses.catalogue import Defense
+from fashion_defenses.defenses.recipes import Recipe
+from fashion_defenses.evaluation import api, core, digest, report
+from fashion_defenses.evaluation import checks as sanity
+from fashion_defenses.experiments import evaluation as ev
+from fashion_defenses.framework import keras, tf
+from fashion_defenses.models import predict_labels
+from fashion_defenses.privacy import report as mr
+from fashion_defenses.reporting import accuracy_ci, write_table
+
+SETTINGS = core.Settings(n_attack=100, n_attack_randomized=40, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=2, n_vote=10)
 SEED = 7
 
 
@@ -32,13 +34,13 @@ def fixed_set(quick_data):
 
 def transfer_from(model, data, idx):
     x, y = data.x_test[idx], data.y_test[idx]
-    return attacks.transfer_examples(model, x, y, (0.1,), "FGSM-k", SEED)
+    return suite.transfer_examples(model, x, y, (0.1,), "FGSM-k", SEED)
 
 
 @pytest.fixture(scope="module")
 def healthy_rows(small_model, quick_data, fixed_set):
-    return ev.evaluate(filters.target(small_model), quick_data, fixed_set,
-                       transfer_from(small_model, quick_data, fixed_set), SETTINGS, SEED)
+    return core.evaluate(filters.target(small_model), quick_data, fixed_set,
+                         transfer_from(small_model, quick_data, fixed_set), SETTINGS, SEED).rows
 
 
 def test_uniform_evaluation_equals_direct_calls(small_model, quick_data, fixed_set, healthy_rows):
@@ -54,7 +56,7 @@ def test_uniform_evaluation_equals_direct_calls(small_model, quick_data, fixed_s
                                                                    step_size=0.05 / 8, seed=SEED)) == y),
         ("L2 PGD-20", 0.5): accuracy_ci(predict(gradient_attacks.pgd(small_model, x, y, eps=0.5, norm="l2", steps=20,
                                                                      step_size=0.5 / 8, seed=SEED)) == y),
-        ("FGSM-k", round(attacks.STUDY_EPS, 4)): accuracy_ci(predict(gradient_attacks.fgsm_k(small_model, x, y)) == y),
+        ("FGSM-k", round(STUDY_EPS, 4)): accuracy_ci(predict(gradient_attacks.fgsm_k(small_model, x, y)) == y),
         ("APGD-CE", 0.1): accuracy_ci((predict(x) == y) & (predict(autoattack.apgd(small_model, x, y, eps=0.1,
                                                                                     seed=SEED)) == y)),
     }
@@ -80,12 +82,12 @@ class MaskGradient(keras.layers.Layer):
 def checks_of(model, source, data, idx, target=None):
     """The checks of an evaluation of model, with transfer attacks crafted on source."""
     target = target or filters.target(model)
-    rows = ev.evaluate(target, data, idx, transfer_from(source, data, idx), SETTINGS, SEED)
-    return {check: passed for check, passed, _ in ev.sanity_checks(rows, SETTINGS, target.missing_adaptive_views())}
+    rows = core.evaluate(target, data, idx, transfer_from(source, data, idx), SETTINGS, SEED).rows
+    return {check: passed for check, passed, _ in sanity.sanity_checks(rows, SETTINGS, target.missing_adaptive_views())}
 
 
 def test_the_checks_pass_a_healthy_model(healthy_rows):
-    checks = {c: p for c, p, _ in ev.sanity_checks(healthy_rows, SETTINGS)}
+    checks = {c: p for c, p, _ in sanity.sanity_checks(healthy_rows, SETTINGS)}
     assert all(checks.values()), checks
 
 
@@ -105,7 +107,7 @@ def test_a_saturated_softmax_fails_the_convergence_check(small_model, quick_data
 
 def test_a_filter_without_bpda_fails_the_views_check(small_model, quick_data, fixed_set):
     bits = filters.with_filter(filters.make_filter("bits3"), small_model)
-    own_gradient_only = attacks.Target(lambda x, y: predict_labels(bits, x) == y, (("autodiff", bits, 1),), bits)
+    own_gradient_only = suite.Target(lambda x, y: predict_labels(bits, x) == y, (("autodiff", bits, 1),), bits)
     assert not checks_of(bits, small_model, quick_data, fixed_set[:30], own_gradient_only)["adaptive views complete"]
 
 
@@ -118,7 +120,7 @@ def test_the_eps_check_on_hand_made_rows(healthy_rows):
     rows = [dict(r) for r in healthy_rows]
     low = report.find(rows, "PGD-20", 0.05, "100 fixed")
     low.update(acc=0.0, ci_low=0.0, ci_high=0.01)   # accuracy now rises from eps 0.05 to 0.1 beyond noise
-    checks = {c: p for c, p, _ in ev.sanity_checks(rows, SETTINGS)}
+    checks = {c: p for c, p, _ in sanity.sanity_checks(rows, SETTINGS)}
     assert not checks["accuracy falls with eps"]
 
 
@@ -181,6 +183,23 @@ def test_evaluation_quick_end_to_end(quick_run):
     assert "Standard protocol" in (results / "summary.md").read_text()
 
 
+def test_every_robust_accuracy_can_be_recomputed_from_the_per_image_files(quick_run):
+    """One .npz per defense: the mean of each attack's per-image flags is the table's
+    accuracy, on the same images, for every row of the fixed set."""
+    with open(quick_run.results / "evaluation_standard.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["images"].endswith("fixed")]
+    files = sorted((quick_run.results / "per_image" / "evaluation_standard").glob("*.npz"))
+    assert len(files) == len({r["model"] for r in rows}) == 4
+    for path in files:
+        images, robust = api.load_per_image(path)
+        mine = [r for r in rows if r["model"].replace("+", "_") == path.stem]
+        assert len(mine) == len(robust) and all(len(flags) == len(images) for flags in robust.values())
+        for r in mine:
+            flags = robust[(r["attack"], float(r["eps"]))]
+            assert flags.mean() == pytest.approx(float(r["acc"])) and len(flags) == int(r["n"])
+        assert (robust[("worst case", 0.1)] <= robust[("benign", 0.0)]).all()
+
+
 def test_the_digest_is_made_from_the_results_files(tmp_path):
     """README's findings, headline and compact Table 4 come from the stages' CSVs, each
     figure copied from the cell it stands for."""
@@ -199,7 +218,7 @@ def test_the_digest_is_made_from_the_results_files(tmp_path):
                  ("FGSM-k transfer, 1000 fixed", "", 26.0, 17.74, 35.73, ""),
                  ("FGSM-k adaptive, 1000 fixed", "", 2.0, 0.24, 7.04, ""))]
     write_table(cells, tmp_path / "evaluation_paper_table4")
-    report.write_digest(tmp_path)
+    digest.write_digest(tmp_path)
     findings = (tmp_path / "findings.md").read_text()
     assert "does not defend" in findings   # its interval overlaps the undefended CNN's
     assert "keeps 0.4% [0.1, 1.0]" in findings and "against 67.2% [64.2, 70.1]" in findings
@@ -224,7 +243,7 @@ def test_the_findings_judge_only_what_the_numbers_show(tmp_path):
                  row(pgd, "40.0 [37.0, 43.1]", **{"PGD-20 @0.1": "40.0 [37.0, 43.1]",
                                                   "AutoAttack @0.1": "40.0 [37.0, 43.1]"}),
                  row("other", "50.0 [46.9, 53.1]")], tmp_path / "evaluation_standard_summary")
-    findings = report.findings(tmp_path)
+    findings = digest.findings(tmp_path)
     assert "does not defend" not in findings and "keeps more than the undefended CNN" in findings
     assert "the most of every defense" not in findings and "other keeps the most, 50.0%" in findings
     assert "PGD-20 alone does not overstate it" in findings
@@ -236,12 +255,12 @@ def test_bad_model_files_give_one_line(main_in_process, tmp_path):
     wrong.save(tmp_path / "cifar.keras")
     for path, message in ((tmp_path / "missing.keras", "no such file"), (tmp_path / "notes.keras", "Keras can load"),
                           (tmp_path / "cifar.keras", "28x28x1")):
-        code, err = main_in_process(ev, "--quick", "--model", path)
+        code, err = main_in_process("evaluation", "--quick", "--model", path)
         assert_one_line_error(code, err)
         assert message in err
-    code, err = main_in_process(ev, "--quick", "--sigma", "0.25")
+    code, err = main_in_process("evaluation", "--quick", "--sigma", "0.25")
     assert_one_line_error(code, err)
-    code, err = main_in_process(ev, "--quick", "--defenses", "no such defense")
+    code, err = main_in_process("evaluation", "--quick", "--defenses", "no such defense")
     assert_one_line_error(code, err)
 
 
@@ -264,17 +283,19 @@ def test_a_users_probability_model_is_evaluated_as_logits(small_model, tmp_path,
     np.testing.assert_allclose(tf.nn.softmax(model(x)), tf.nn.softmax(small_model(x)), atol=1e-5)
     monkeypatch.setattr(sys, "argv", ["evaluation.py", "--quick", "--model", str(path), "--results-dir",
                                       str(tmp_path / "r"), "--models-dir", str(tmp_path / "m")])
-    ev.main()
+    importlib.import_module("evaluation").main()   # the script
     with open(tmp_path / "r" / "your_models" / "evaluation_mine.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["defense"] == "mine.keras (probabilities)"
+    images, robust = api.load_per_image(tmp_path / "r" / "your_models" / "evaluation_mine_per_image.npz")
+    assert len(images) == 50 and ("AutoAttack", 0.1) in robust
     assert {"AutoAttack", "worst case"} <= {r["attack"] for r in rows}
 
 
 def test_a_smoothed_classifier_is_judged_by_predict_on_the_randomized_subset(small_model, quick_data, fixed_set):
-    target = cr.smoothed_target(small_model, 0.25, n_vote=10, draws=2, seed=SEED)
-    rows = ev.evaluate(target, quick_data, fixed_set, transfer_from(small_model, quick_data, fixed_set), SETTINGS,
-                       SEED)
+    target = smoothing.smoothed_target(small_model, 0.25, n_vote=10, draws=2, seed=SEED)
+    rows = core.evaluate(target, quick_data, fixed_set, transfer_from(small_model, quick_data, fixed_set), SETTINGS,
+                         SEED).rows
     fixed = report.fixed_images(rows)
     assert fixed == "40 fixed"
     assert {r["n"] for r in rows if r["images"] == fixed} == {40}
@@ -291,14 +312,14 @@ def test_a_smoothed_classifier_is_judged_by_predict_on_the_randomized_subset(sma
 
 
 def test_the_checks_read_as_failing_lines_only():
-    every_pass = {check: "pass (ok)" for check in ev.CHECK_MEANINGS}
+    every_pass = {check: "pass (ok)" for check in sanity.CHECK_MEANINGS}
     rows = [{"defense": "a", **every_pass}, {"defense": "b", **every_pass}]
-    text = ev.checks_markdown(rows)
+    text = sanity.checks_markdown(rows)
     assert text.startswith("Every check passes for all 2 defenses") and "\n" not in text
     rows[1]["PGD no weaker than FGSM"] = "FAIL (PGD-20 9.0% vs FGSM 5.0%)"
-    text = ev.checks_markdown(rows)
+    text = sanity.checks_markdown(rows)
     assert "- **b**: PGD no weaker than FGSM fails (PGD-20 9.0% vs FGSM 5.0%)" in text
-    assert ev.CHECK_MEANINGS["PGD no weaker than FGSM"] in text and "**a**" not in text
+    assert sanity.CHECK_MEANINGS["PGD no weaker than FGSM"] in text and "**a**" not in text
 
 
 def test_the_leakage_findings_follow_the_verdicts_over_targets(tmp_path):
@@ -320,7 +341,7 @@ def test_the_leakage_findings_follow_the_verdicts_over_targets(tmp_path):
     write_table(clean, tmp_path / "membership_inference_standard_verdict")
     adversarial, _ = verdicts(*every("pgd AT", "loss", 0.0, -0.02, 0.02), queries="PGD-10")
     write_table(adversarial, tmp_path / "membership_inference_standard_adversarial_queries_verdict")
-    first, clean, adversarial = report.leakage_findings(tmp_path)
+    first, clean, adversarial = digest.leakage_findings(tmp_path)
     assert "3 per recipe" in first
     assert "more for pgd AT (+0.030 on average; also the loss attack); less for dual filter (-0.030" in clean
     assert "trades" not in clean   # one target's interval holds 0

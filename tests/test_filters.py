@@ -1,13 +1,14 @@
-"""filters.py: the TF filters against scipy, BPDA, EOT, attack views, saving."""
+"""defenses/filters.py: the TF filters against scipy, BPDA, EOT, attack views, saving."""
 import numpy as np
 import pytest
 from scipy.ndimage import median_filter
 
-import attacks
-import gradient_attacks
-import filters
-from cli import UserError
-from model import build_standard_cnn, load_model, predict_labels, save_model, tf
+from fashion_defenses.attacks import gradient as gradient_attacks
+from fashion_defenses.attacks import suite
+from fashion_defenses.defenses import filters
+from fashion_defenses.errors import UserError
+from fashion_defenses.framework import tf
+from fashion_defenses.models import build_standard_cnn, load_model, predict_labels, save_model
 
 
 def scipy_reference(images, size, repeats=1):
@@ -88,7 +89,7 @@ def test_each_filter_is_attacked_through_the_views_it_needs(small_model):
     assert views["bits3"] == [("BPDA", 1)] and views["jpeg90"] == [("BPDA", 1)]
     assert views["dual"] == [("autodiff", 1), ("BPDA", 1)]
     assert views["gaussian"] == [("autodiff", 1)]
-    assert views["rotate10"] == [("autodiff", attacks.EOT_DRAWS)]
+    assert views["rotate10"] == [("autodiff", suite.EOT_DRAWS)]
     assert view_labels(small_model) == [("autodiff", 1)]
 
 
@@ -139,7 +140,7 @@ def test_an_attack_counts_through_every_view(small_model, attack_set):
     counts as robust only if both fail."""
     x, y = attack_set[0][:100], attack_set[1][:100]
     defended = filters.with_filter(filters.make_filter("dual"), small_model)
-    correct = filters.target(defended).outcome(attacks.SUITE["FGSM"], x, y, 0.1, seed=0)
+    correct = filters.target(defended).outcome(suite.SUITE["FGSM"], x, y, 0.1, seed=0)
     each = [predict_labels(defended, gradient_attacks.fgsm(view, x, y, eps=0.1)) == y
             for view in (defended, filters.bpda_view(defended))]
     np.testing.assert_array_equal(correct, each[0] & each[1])

@@ -2,15 +2,15 @@
 import csv
 
 import pytest
-
 from conftest import assert_one_line_error
-import filters
-import input_preprocessing as ip
+
+from fashion_defenses.defenses import filters
+from fashion_defenses.settings import STANDARD_FILTERS
 
 
 @pytest.mark.parametrize("value", ["median0", "wavelet"])
 def test_bad_filter_flag_ends_with_one_line(value, main_in_process):
-    assert_one_line_error(*main_in_process(ip, "--filters", value))
+    assert_one_line_error(*main_in_process("input_preprocessing", "--filters", value))
 
 
 def test_input_preprocessing_quick_end_to_end(quick_run):
@@ -32,5 +32,5 @@ def test_input_preprocessing_quick_end_to_end(quick_run):
 
 def test_the_experiments_filters_are_named_filters():
     """input_preprocessing.py lists its filters above TensorFlow (for --help); each must
-    be one of filters.py's named filters."""
-    assert set(ip.STANDARD_FILTERS) <= set(filters.FILTERS)
+    be one of defenses/filters.py's named filters."""
+    assert set(STANDARD_FILTERS) <= set(filters.FILTERS)

@@ -1,4 +1,4 @@
-"""membership_attacks.py against independent computations: TPR at a fixed FPR against a
+"""privacy/attacks.py against independent computations: TPR at a fixed FPR against a
 brute-force sweep of every threshold, LiRA and RMIA against the formulas written out
 example by example, LiRA against the exact likelihood ratio of a toy problem whose
 member and non-member scores are known Gaussians, the paired bootstrap against
@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-import membership_attacks as ma
+from fashion_defenses.privacy import attacks as ma
 
 
 def brute_force_tpr(score, is_member, fpr):

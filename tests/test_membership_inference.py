@@ -1,4 +1,4 @@
-"""membership_inference.py and membership_report.py: metrics against sklearn, attacks
+"""Membership inference (experiments/membership_inference.py, privacy/report.py): metrics against sklearn, attacks
 that can fail (no leakage between two non-member sets, high AUC and TPR at low FPR on
 a memorising model, reference attacks included), the membership design (sizes,
 independent halves), thresholds blind to evaluation labels, the study's rule, the
@@ -9,17 +9,18 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score, roc_curve
 
-from conftest import assert_one_line_error
-import membership_attacks as ma
-import membership_design as md
-import membership_inference as mi
-import membership_report as mr
-from cli import RunContext
-from data import Data, PROTOCOLS
-from defenses import Defense
-from model import build_standard_cnn, compile_model, get_or_train, keras, load_model, save_model
+from fashion_defenses.context import RunContext
+from fashion_defenses.data import PROTOCOLS, Data
+from fashion_defenses.defenses.catalogue import Defense
+from fashion_defenses.experiments import membership_inference as mi
+from fashion_defenses.framework import keras
+from fashion_defenses.models import build_standard_cnn, compile_model, get_or_train, load_model, save_model
+from fashion_defenses.privacy import attacks as ma
+from fashion_defenses.privacy import design as md
+from fashion_defenses.privacy import report as mr
 
 
 def test_metrics_equal_sklearn_on_random_scores():
@@ -181,8 +182,8 @@ def test_every_attack_catches_a_memorising_model(tmp_path, quick_data):
 
 
 def test_bad_arguments_end_with_one_line(main_in_process, quick_data):
-    assert_one_line_error(*main_in_process(mi, "--models", "0"))
-    assert_one_line_error(*main_in_process(mi, "--quick", "--members", "100000"))
+    assert_one_line_error(*main_in_process("membership_inference", "--models", "0"))
+    assert_one_line_error(*main_in_process("membership_inference", "--quick", "--members", "100000"))
 
 
 def test_membership_inference_quick_end_to_end(quick_run):
@@ -232,15 +233,18 @@ def test_the_paper_protocols_quick_run(paper_quick_run):
     assert sorted(p.name for p in references) == ["paper_cnn.keras"] * 2
 
 
-def test_the_paper_protocols_adversarial_training_is_not_matched_by_default(quick_data, tmp_path):
+def test_the_paper_protocols_adversarial_training_is_not_matched_by_default(quick_data, tmp_path, small_model):
     """Its extra models would cost two fine-tuning runs of the slow CNN each: its rows
-    say so and show no reference figure, unless --match-all. Every standard defense is
-    matched."""
+    say so and show no reference figure, unless --match-all; the threshold attacks still
+    attack its own model. Every standard defense is matched."""
     ctx = RunContext(PROTOCOLS["paper"], seed=0, quick=True, models_dir=tmp_path, results_dir=tmp_path)
     design = mi.design_for(quick_data, 100, 3, 0)
     at_row = Defense("study AT 3 ep b16", "adversarial training", "m", train=None)
     matched, why = mi.Experiment(ctx, quick_data, design, False, False).matched(at_row)
     assert not matched and "not matched" in why and "--match-all" in why
+    rows = mi.attack_defense(mi.Experiment(ctx, quick_data, design, False, False), at_row, small_model)
+    assert {r["target"] for r in rows} == {0} and {r["attack"] for r in rows} == set(mr.ATTACKS)
+    assert {r["attack"] for r in rows if r["auc"] != ""} == set(mr.ATTACKS) - set(mr.REFERENCE_ATTACKS)
     assert mi.Experiment(ctx, quick_data, design, True, False).matched(at_row)[0]
     assert mi.Experiment(ctx, quick_data, design, False, False).matched(
         Defense("undefended CNN", "undefended", "m", train=None))[0]

@@ -1,14 +1,22 @@
-"""model.py: the architectures, save/load, resumable training, the base-model run."""
+"""models.py, training.py and model.py: the architectures, save/load, resumable training, the base-model run."""
 import csv
 import json
 
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, run_script
-from data import PROTOCOLS
-from model import (base_classifier, build_paper_cnn, build_standard_cnn, compile_model, keras, load_model, save_model,
-                   train)
+
+from fashion_defenses.data import PROTOCOLS
+from fashion_defenses.framework import keras
+from fashion_defenses.models import (
+    base_classifier,
+    build_paper_cnn,
+    build_standard_cnn,
+    compile_model,
+    load_model,
+    save_model,
+)
+from fashion_defenses.training import train
 
 
 def test_paper_cnn_matches_the_study():

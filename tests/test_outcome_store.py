@@ -1,4 +1,4 @@
-"""outcome_store.py through attacks.Target.outcome: an outcome measured once is read
+"""attacks/outcome_store.py through suite.Target.outcome: an outcome measured once is read
 back, not measured again; anything that could change it (the model's weights, the
 budget, the seed, the images, the attack) misses the store; and an evaluation killed
 mid-way and restarted writes the same tables as one that ran through."""
@@ -10,28 +10,28 @@ import time
 
 import numpy as np
 import pytest
-
-import attacks
 from conftest import ROOT
-from model import keras
+
+from fashion_defenses.attacks import outcome_store, suite
+from fashion_defenses.framework import keras
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(attacks.OUTCOMES, "folder", tmp_path / "outcomes")
+    monkeypatch.setattr(suite.OUTCOMES, "folder", tmp_path / "outcomes")
     return tmp_path / "outcomes"
 
 
 def forbid_attacks(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("attacked again: the stored outcome was not used")
-    monkeypatch.setattr(attacks.Attack, "run", refuse)
+    monkeypatch.setattr(suite.Attack, "run", refuse)
 
 
 def test_an_outcome_is_measured_once_and_anything_that_changes_it_misses(store, small_model, attack_set,
                                                                          monkeypatch):
     x, y = attack_set[0][:60], attack_set[1][:60]
-    target, pgd = attacks.plain_target(small_model), attacks.SUITE["PGD-10"]
+    target, pgd = suite.plain_target(small_model), suite.SUITE["PGD-10"]
     first = target.outcome(pgd, x, y, 0.1, seed=0)
     assert len(list(store.rglob("*.npy"))) == 1
     other = keras.models.clone_model(small_model)
@@ -41,33 +41,33 @@ def test_an_outcome_is_measured_once_and_anything_that_changes_it_misses(store, 
     for changed in (lambda: target.outcome(pgd, x, y, 0.05, seed=0),
                     lambda: target.outcome(pgd, x, y, 0.1, seed=1),
                     lambda: target.outcome(pgd, x[:30], y[:30], 0.1, seed=0),
-                    lambda: target.outcome(attacks.SUITE["PGD-20"], x, y, 0.1, seed=0),
+                    lambda: target.outcome(suite.SUITE["PGD-20"], x, y, 0.1, seed=0),
                     lambda: target.outcome(pgd, x, y, 0.1, seed=0, only=np.arange(60) < 30),
-                    lambda: attacks.plain_target(other).outcome(pgd, x, y, 0.1, seed=0)):
+                    lambda: suite.plain_target(other).outcome(pgd, x, y, 0.1, seed=0)):
         with pytest.raises(AssertionError, match="attacked again"):
             changed()
 
 
 def test_without_a_store_nothing_is_remembered(small_model, attack_set, monkeypatch):
-    monkeypatch.setattr(attacks.OUTCOMES, "folder", None)
+    monkeypatch.setattr(suite.OUTCOMES, "folder", None)
     x, y = attack_set[0][:20], attack_set[1][:20]
-    attacks.plain_target(small_model).outcome(attacks.SUITE["FGSM"], x, y, 0.1, seed=0)
+    suite.plain_target(small_model).outcome(suite.SUITE["FGSM"], x, y, 0.1, seed=0)
     forbid_attacks(monkeypatch)
     with pytest.raises(AssertionError, match="attacked again"):
-        attacks.plain_target(small_model).outcome(attacks.SUITE["FGSM"], x, y, 0.1, seed=0)
+        suite.plain_target(small_model).outcome(suite.SUITE["FGSM"], x, y, 0.1, seed=0)
 
 
 def test_transfer_examples_are_crafted_once_and_read_back_exactly(store, small_model, attack_set, monkeypatch):
     x, y = attack_set[0][:40], attack_set[1][:40]
-    first = attacks.transfer_examples(small_model, x, y, (0.1,), "FGSM-k", seed=0)
+    first = suite.transfer_examples(small_model, x, y, (0.1,), "FGSM-k", seed=0)
     assert len(list(store.rglob("*.npy"))) == 2
     forbid_attacks(monkeypatch)
-    again = attacks.transfer_examples(small_model, x, y, (0.1,), "FGSM-k", seed=0)
+    again = suite.transfer_examples(small_model, x, y, (0.1,), "FGSM-k", seed=0)
     for (label, eps, x_adv), (label2, eps2, x_adv2) in zip(first, again):
         assert (label, eps) == (label2, eps2) and x_adv2.dtype == x_adv.dtype
         np.testing.assert_array_equal(x_adv2, x_adv)
     with pytest.raises(AssertionError, match="attacked again"):
-        attacks.transfer_examples(small_model, x, y, (0.1,), "FGSM-k", seed=1)
+        suite.transfer_examples(small_model, x, y, (0.1,), "FGSM-k", seed=1)
 
 
 def evaluation_command(results, models):
@@ -106,3 +106,28 @@ def test_an_evaluation_killed_midway_resumes_to_the_same_tables(quick_run, tmp_p
     assert again.returncode == 0, again.stderr
     assert table(resumed) == table(straight)
     assert len(list((resumed / ".outcomes").rglob("*.npy"))) == stored
+
+
+class Shift(keras.layers.Layer):
+    def __init__(self, by=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.by = by
+
+    def call(self, x):
+        return x + self.by
+
+    def get_config(self):
+        return {**super().get_config(), "by": self.by}
+
+
+def test_a_models_fingerprint_is_what_the_model_is_not_where_its_code_lives(monkeypatch):
+    """Keras writes a custom layer's Python module into the model's config; the
+    fingerprint (which also seeds a randomized defense's noise) ignores it, and still
+    sees every setting."""
+    def fingerprint(by=0.5):
+        model = keras.Sequential([keras.Input((4,), name="x"), Shift(by, name="shift")], name="m")
+        return outcome_store.model_fingerprint(model)
+    here = fingerprint()
+    monkeypatch.setattr(Shift, "__module__", "somewhere.else")
+    assert fingerprint() == here
+    assert fingerprint(by=0.25) != here

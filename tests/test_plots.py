@@ -1,15 +1,16 @@
 """Every plot function draws a PNG from small made-up results without error."""
 import numpy as np
 
-import attacks
-import certified_robustness as cr
-import evaluation_report as report
-import input_preprocessing as ip
-import membership_report as mi
-import runtime_adversarial_training as rat
-from defenses import Defense
-from evaluation import Settings
-from model import plot_training_curve
+from fashion_defenses.defenses import certificates
+from fashion_defenses.defenses.catalogue import Defense
+from fashion_defenses.evaluation import figures, report
+from fashion_defenses.evaluation.core import Settings
+from fashion_defenses.experiments import attacks, redraw
+from fashion_defenses.experiments import certified_robustness as cr
+from fashion_defenses.experiments import input_preprocessing as ip
+from fashion_defenses.experiments import runtime_adversarial_training as rat
+from fashion_defenses.experiments.model import plot_training_curve
+from fashion_defenses.privacy import report as mi
 
 SETTINGS = Settings(n_attack=100, n_attack_randomized=100, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=1, n_vote=10)
 
@@ -39,18 +40,18 @@ def test_the_evaluation_plots(tmp_path):
     mia_rows = {(f"m{i}", mi.HEADLINE_ATTACK): {"auc": 0.52, "auc_ci_low": 0.5, "auc_ci_high": 0.54,
                                                 "tpr_at_1%_fpr": 0.012, "tpr_at_1%_fpr_ci_low": 0.008,
                                                 "tpr_at_1%_fpr_ci_high": 0.017} for i in range(12)}
-    report.plot_pareto(evaluated, "pareto", tmp_path / "pareto.png")
-    report.plot_eps(evaluated, SETTINGS.eps_grid, "eps", tmp_path / "eps.png")
-    report.plot_privacy(evaluated, mia_rows, "privacy", tmp_path / "privacy.png")
-    report.plot_privacy(evaluated, {}, "no MIA yet", tmp_path / "privacy_empty.png")
+    figures.plot_pareto(evaluated, "pareto", tmp_path / "pareto.png")
+    figures.plot_eps(evaluated, SETTINGS.eps_grid, "eps", tmp_path / "eps.png")
+    figures.plot_privacy(evaluated, mia_rows, "privacy", tmp_path / "privacy.png")
+    figures.plot_privacy(evaluated, {}, "no MIA yet", tmp_path / "privacy_empty.png")
     assert all(drawn(tmp_path / f"{name}.png") for name in ("pareto", "eps", "privacy", "privacy_empty"))
-    styles = report.defense_styles(evaluated)
+    styles = figures.defense_styles(evaluated)
     assert len({tuple(np.atleast_1d(s["color"])) for s in styles}) == 12   # no two defenses share a colour
 
 
 def test_markers_at_one_point_become_rings_and_the_others_stay_as_they_are():
     styles = [{"label": name} for name in "abcd"]
-    ringed = report.ringed(styles, [(0.0, 74.7), (0.0, 74.7), (5.0, 80.0), (0.0, 74.7)])
+    ringed = figures.ringed(styles, [(0.0, 74.7), (0.0, 74.7), (5.0, 80.0), (0.0, 74.7)])
     assert [s["ms"] for s in ringed] == [6, 11, 6, 16]
     assert "mfc" not in ringed[0] and "mfc" not in ringed[2] and ringed[1]["mfc"] == ringed[3]["mfc"] == "none"
 
@@ -75,24 +76,23 @@ def test_the_evaluation_figures_are_redrawn_from_the_csv(tmp_path):
         "paper,worst case,linf,0.05,s,100,0.3,0.2,0.4\npaper,worst case,linf,0.1,s,100,0.1,0.05,0.2\n"
         "paper,AutoAttack,linf,0.1,s,100,0.1,0.05,0.2\n")
     (tmp_path / "attacks_paper.png").write_bytes(b"")   # what the run drew: redrawn; what it did not: left
-    report.redraw_figures(tmp_path)
+    redraw.redraw_figures(tmp_path)
     assert all(drawn(tmp_path / f"evaluation_paper_{name}.png") for name in ("pareto", "eps", "privacy"))
     assert drawn(tmp_path / "attacks_paper.png") and not (tmp_path / "input_preprocessing_paper_eps.png").exists()
 
 
 def test_the_certified_figure_is_redrawn_from_the_logs(tmp_path):
-    import certified_robustness as cr
-    from data import PROTOCOLS
-    report.redraw_certified(tmp_path)   # nothing drawn by a run: nothing to redraw, no error
-    log = cr.certify_log_path(tmp_path, cr.noise_model_name(PROTOCOLS["standard"], 0.25), 0.25, 1000)
+    from fashion_defenses.data import PROTOCOLS
+    redraw.redraw_certified(tmp_path)   # nothing drawn by a run: nothing to redraw, no error
+    log = certificates.certify_log_path(tmp_path, certificates.noise_model_name(PROTOCOLS["standard"], 0.25), 0.25, 1000)
     log.parent.mkdir()
-    log.write_text("\t".join(cr.TSV_COLUMNS) + "\n" + "".join(f"{i}\t1\t1\t{0.1 * i:.4f}\t1\t0.1\t990\t1000\n"
+    log.write_text("\t".join(certificates.TSV_COLUMNS) + "\n" + "".join(f"{i}\t1\t1\t{0.1 * i:.4f}\t1\t0.1\t990\t1000\n"
                                                               for i in range(10)))
     (tmp_path / "certified_robustness_empirical.csv").write_text(
         "model,kind,radius,settings,n,acc,ci_low,ci_high,certified_acc,violation\n"
         "smoothed,e,0.0,,10,0.8,0.5,0.9,,\nsmoothed,e,0.5,s,10,0.6,0.3,0.8,0.5,False\n")
     (tmp_path / "certified_accuracy.png").write_bytes(b"")
-    report.redraw_certified(tmp_path)
+    redraw.redraw_certified(tmp_path)
     assert drawn(tmp_path / "certified_accuracy.png")
 
 
@@ -132,11 +132,10 @@ def test_the_certificate_columns_are_judged_again_by_todays_check(tmp_path):
     """make readme re-derives the empirical table's certified_acc and violation from the
     certification log: an old run's radius-0 'violation' and its 0% beyond n's limit go,
     a real shortfall stays flagged, and every other cell is kept byte for byte."""
-    import certified_robustness as cr
-    from data import PROTOCOLS
-    log = cr.certify_log_path(tmp_path, cr.noise_model_name(PROTOCOLS["standard"], 0.25), 0.25, 1000)
+    from fashion_defenses.data import PROTOCOLS
+    log = certificates.certify_log_path(tmp_path, certificates.noise_model_name(PROTOCOLS["standard"], 0.25), 0.25, 1000)
     log.parent.mkdir()
-    log.write_text("\t".join(cr.TSV_COLUMNS) + "\n" + "".join(f"{i}\t1\t1\t{0.1 * i:.4f}\t1\t0.1\t990\t1000\n"
+    log.write_text("\t".join(certificates.TSV_COLUMNS) + "\n" + "".join(f"{i}\t1\t1\t{0.1 * i:.4f}\t1\t0.1\t990\t1000\n"
                                                               for i in range(10)))
     header = "model,kind,radius,settings,n,acc,ci_low,ci_high,certified_acc,violation\n"
     kept = 'undefended CNN,"e, L2",0.5,s,10,0.6,0.3123456789,0.8,,\n'
@@ -145,7 +144,7 @@ def test_the_certificate_columns_are_judged_again_by_todays_check(tmp_path):
                      "smoothed sigma 0.25,e,0.0,,10,0.8,0.5,0.9,0.91,True\n"
                      "smoothed sigma 0.25,e,0.5,s,10,0.05,0.0,0.1,0.4,False\n"
                      "smoothed sigma 0.25,e,1.0,s,10,0.6,0.3,0.8,0.0,False\n")
-    report.recheck_certificates(tmp_path)
+    redraw.recheck_certificates(tmp_path)
     lines = table.read_text().splitlines(keepends=True)
     assert lines[:2] == [header, kept]
     assert [line.rsplit(",", 2)[1:] for line in lines[2:]] == [["", "\n"], ["0.5", "True\n"], ["", "\n"]]

@@ -1,12 +1,12 @@
-"""reporting.py: exact intervals, atomic tables."""
+"""fashion_defenses/reporting.py: exact intervals, atomic tables."""
 import csv
 
 import numpy as np
 import pytest
 from scipy.stats import beta
 
-import reporting
-from reporting import accuracy_ci, write_table
+from fashion_defenses import reporting
+from fashion_defenses.reporting import accuracy_ci, write_table
 
 
 def test_accuracy_interval_is_clopper_pearson():

@@ -6,10 +6,10 @@ import sys
 
 import numpy as np
 import pytest
-
 import resume_worker as worker  # noqa: E402 (tests/ is on sys.path)
 from conftest import ROOT
-from model import load_model
+
+from fashion_defenses.models import load_model
 
 WORKER = ROOT / "tests" / "resume_worker.py"
 
@@ -41,19 +41,19 @@ def test_an_outcome_on_a_randomized_defense_does_not_depend_on_what_ran_before(s
     random stream reaches the others in another state: each outcome must draw the same
     noise whatever ran before it (here: the very examples PGD makes through a smoothed
     classifier's noisy views, and the noisy deployed model's answers to Square)."""
-    import attacks
-    import certified_robustness as cr
-    from model import tf
-    monkeypatch.setattr(attacks.OUTCOMES, "folder", None)     # measured each time, not read back
+    from fashion_defenses.attacks import suite
+    from fashion_defenses.defenses import smoothing
+    from fashion_defenses.framework import tf
+    monkeypatch.setattr(suite.OUTCOMES, "folder", None)     # measured each time, not read back
     x, y = attack_set[0][:20], attack_set[1][:20]
-    smoothed = cr.smoothed_target(small_model, 0.5, n_vote=20, draws=2, seed=0)
+    smoothed = smoothing.smoothed_target(small_model, 0.5, n_vote=20, draws=2, seed=0)
     seen = []
 
     def judge(x_adv, labels):
         seen.append(x_adv.copy())
         return smoothed.model.predict(x_adv, verbose=0).argmax(axis=1) == labels   # one noisy draw
-    target = attacks.Target(judge, smoothed.views, smoothed.model)
-    for attack in (attacks.SUITE["PGD-10"], attacks.SUITE["Square"]):
+    target = suite.Target(judge, smoothed.views, smoothed.model)
+    for attack in (suite.SUITE["PGD-10"], suite.SUITE["Square"]):
         first = target.outcome(attack, x, y, 0.05, seed=0)
         tf.random.normal([1000])          # what an outcome skipped on resume would not have drawn
         again = target.outcome(attack, x, y, 0.05, seed=0)

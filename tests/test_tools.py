@@ -175,13 +175,13 @@ def test_timed_records_nothing_under_make_dry_run(tmp_path, monkeypatch):
 
 
 def test_the_report_refuses_a_results_folder_that_does_not_exist(tmp_path):
-    proc = run_script("evaluation_report.py", tmp_path / "typo")
+    proc = run_script("tools/redraw_results.py", tmp_path / "typo")
     assert proc.returncode == 1 and "error: no results folder" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "typo").exists()
 
 
 def test_the_reports_help_is_help_not_a_folder():
-    proc = run_script("evaluation_report.py", "--help")
+    proc = run_script("tools/redraw_results.py", "--help")
     assert proc.returncode == 0 and "usage:" in proc.stdout and "results_dir" in proc.stdout
     assert "no results folder" not in proc.stderr
 
@@ -191,7 +191,7 @@ def test_the_report_names_a_malformed_table_in_one_line(tmp_path):
     log = tmp_path / "certify" / "standard_cnn_noise0.25_sigma0.25_n1000.tsv"
     log.parent.mkdir()
     log.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\tnA\tn\n0\t1\t1\t0.3\t1\t0.1\t990\t1000\n")
-    proc = run_script("evaluation_report.py", tmp_path)
+    proc = run_script("tools/redraw_results.py", tmp_path)
     assert proc.returncode == 1 and "is not as a run writes it (KeyError: 'ci_high')" in proc.stderr
     assert "Traceback" not in proc.stderr
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from reporting import write_table  # noqa: E402  (no TensorFlow)
+from fashion_defenses.reporting import write_table
 
 FIGURES = {"acc", "ci_low", "ci_high"}
 # columns that change from run to run without the measurement changing

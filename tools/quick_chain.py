@@ -7,6 +7,7 @@ aside). It prints the tables that differ and exits 1 if any does.
 
     python tools/quick_chain.py [--results-dir results_quick] [--models-dir models/quick]
     python tools/quick_chain.py --kill-check [--folder kill_check] [--kills-per-stage 1] [--seed 0]
+    python tools/quick_chain.py --compare BEFORE AFTER   # two results folders, e.g. before and after a change
 """
 import argparse
 import csv
@@ -136,6 +137,20 @@ def kill_check(folder, kills_per_stage, seed):
           "uninterrupted run's, timing columns aside")
 
 
+def compare(first, second):
+    """Every table of two results folders compared cell by cell (timing columns aside);
+    exit 1 if any differs or is in one folder only."""
+    first, second = Path(first), Path(second)
+    found = differences(first, second) + [(name, "only in " + str(second)) for name, what in
+                                         differences(second, first) if what == "missing"]
+    tables = sum(1 for p in first.rglob("*") if p.suffix in (".csv", ".tsv", ".npz") and ".outcomes" not in p.parts)
+    for name, what in found:
+        print(f"  {name}: {what}")
+    print(f"{len(found)} of {tables} files differ" if found else
+          f"all {tables} files (tables, certification logs, membership scores) are identical, timing columns aside")
+    sys.exit(1 if found else 0)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--results-dir", default="results_quick", help="where the chain's tables go")
@@ -144,8 +159,12 @@ def main():
     parser.add_argument("--folder", default="kill_check", help="with --kill-check: where both runs go")
     parser.add_argument("--kills-per-stage", type=int, default=1, help="with --kill-check: SIGKILLs per stage")
     parser.add_argument("--seed", type=int, default=0, help="with --kill-check: the seed of the kill moments")
+    parser.add_argument("--compare", nargs=2, metavar=("FIRST", "SECOND"), type=Path,
+                        help="compare two results folders instead of running anything")
     args = parser.parse_args()
-    if args.kill_check:
+    if args.compare:
+        compare(*args.compare)
+    elif args.kill_check:
         kill_check(args.folder, args.kills_per_stage, args.seed)
     else:
         run_chain(Path(args.results_dir), Path(args.models_dir))

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from reporting import atomic_write_text  # noqa: E402  (no TensorFlow: this wrapper starts fast)
+from fashion_defenses.reporting import atomic_write_text
 
 FIELDS = ["finished_utc", "command", "exit", "wall_s", "commit", "cpus", "gpu", "host", "models_trained",
           "train_s", "peak_rss_mib"]

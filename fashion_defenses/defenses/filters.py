@@ -7,9 +7,10 @@ import re
 
 import numpy as np
 
-from attacks import EOT_DRAWS, Target
-from cli import UserError
-from model import build_model, get_or_train, keras, predict_labels, tf
+from fashion_defenses.attacks.suite import EOT_DRAWS, Target
+from fashion_defenses.errors import UserError
+from fashion_defenses.framework import keras, tf
+from fashion_defenses.models import build_model, get_or_train, predict_labels
 
 # ------------------------------------------------------------------ filter layers
 
@@ -174,7 +175,6 @@ FILTERS = {
     "jpeg90": lambda: JpegFilter(90, name="jpeg90"),
     "rotate10": lambda: RandomRotation(10.0, name="rotate10"),
 }
-
 
 # the filters the standard protocol trains a CNN behind (its catalogue's filter defenses);
 # the filter study puts every other filter in front of the undefended CNN only

@@ -1,14 +1,12 @@
-"""The catalogue of every defense of a protocol, shared by evaluation.py and
-membership_inference.py: what the tables call each one, which trained model it is,
-what it puts in front of that model at prediction time, how its technique script
-trains it, and how it is attacked and judged."""
+"""The catalogue of every defense of a protocol, shared by the evaluation and
+membership inference: what the tables call each one, which trained model it is, what
+it puts in front of that model at prediction time, how its technique's stage trains
+it, and how it is attacked and judged."""
 import dataclasses
 
-import certified_robustness as cr
-import filters
-import adversarial_training as at
-import recipes
-from model import get_base_model, load_model, model_path
+from fashion_defenses.defenses import adversarial_training as at
+from fashion_defenses.defenses import certificates, filters, recipes, smoothing
+from fashion_defenses.models import get_base_model, load_model, model_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +17,7 @@ class Defense:
     label: str
     kind: str
     name: str                 # the trained model
-    train: object             # () -> anything: trains and caches the model through its technique script
+    train: object             # () -> anything: trains and caches the model as its technique's stage does
     recipe: object = None     # (ctx, data) -> anything: the same training for another run context and data
     filter: str = ""          # a filter in front of the trained model at prediction time only
     sigma: float = 0.0        # > 0: the smoothed classifier around this noise-trained model
@@ -52,7 +50,7 @@ class Defense:
     def target(self, model, n_vote, eot, seed):
         """How it is attacked and judged, as its own module defines it."""
         if self.sigma:
-            return cr.smoothed_target(model, self.sigma, n_vote, eot, seed)
+            return smoothing.smoothed_target(model, self.sigma, n_vote, eot, seed)
         return filters.target(model)
 
 
@@ -94,9 +92,9 @@ def catalogue(ctx, data):
     defenses += _adversarial_training(ctx, data)
     if not paper:
         defenses += [Defense(f"smoothing sigma {sigma:g}", "randomized smoothing",
-                             cr.noise_model_name(ctx.protocol, sigma),
-                             lambda s=sigma: cr.get_noise_model(ctx, s, data),
-                             lambda c, d, s=sigma: cr.get_noise_model(c, s, d), sigma=sigma) for sigma in cr.SIGMAS]
+                             certificates.noise_model_name(ctx.protocol, sigma),
+                             lambda s=sigma: smoothing.get_noise_model(ctx, s, data),
+                             lambda c, d, s=sigma: smoothing.get_noise_model(c, s, d), sigma=sigma) for sigma in certificates.SIGMAS]
     if ctx.quick:
         keep = {"undefended CNN", "dual filter", "dual filter (at prediction time)", "PGD AT", "smoothing sigma 0.25"}
         defenses = [d for d in defenses if d.label in keep or d.paper_row.endswith("the final pick")]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-import membership_attacks as ma
-from reporting import atomic_write, pyplot, save_figure
+from fashion_defenses.privacy import attacks as ma
+from fashion_defenses.reporting import atomic_write, pyplot, save_figure
 
 STUDY_THRESHOLD = 0.9999
 LOW_FPRS = (0.001, 0.01)

@@ -6,13 +6,13 @@ which looks for the smallest L-inf perturbation that crosses the linearised deci
 boundary towards each of the top-k other classes; and the gradient-free Square attack
 (Andriushchenko et al., ECCV 2020). Batched and compiled like gradient_attacks.pgd,
 clipped to [0, 1], deterministic under a seed. Which settings the suite runs them with
-is decided in attacks.py."""
+is decided in suite.py."""
 import math
 
 import numpy as np
 
-from gradient_attacks import batches, check_inputs, loss_and_gradient, per_example_loss
-from model import tf
+from fashion_defenses.attacks.gradient import batches, check_inputs, loss_and_gradient, per_example_loss
+from fashion_defenses.framework import tf
 
 APGD_MOMENTUM = 0.75        # weight of the new step; 1 - this is the previous step's
 APGD_SUCCESS_RATE = 0.75    # a checkpoint halves the step if at most this share of its steps raised the loss

@@ -10,7 +10,7 @@ matrix (reference model, example) that says which reference trained on which exa
 import numpy as np
 from scipy.stats import norm
 
-from reporting import accuracy_ci
+from fashion_defenses.reporting import accuracy_ci
 
 RMIA_OFFLINE_A = 0.3   # p(x) ~ ((1 + a) p_OUT(x) + (1 - a)) / 2: privacy_meter's default; runs tune it (tune_offline_a)
 RMIA_GAMMA = 1.0       # x dominates z when Pr(x|θ)/Pr(x) > gamma · Pr(z|θ)/Pr(z)

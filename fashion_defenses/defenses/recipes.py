@@ -1,7 +1,7 @@
 """The adversarial-training recipes: what each run trains (method, budget, epochs,
 batch, filter, fine-tuning start) and the study's Table 4 rows, as plain data. No
 TensorFlow here, so that a script's --help can show the defaults at once; the trainer
-is in adversarial_training.py."""
+is in defenses/adversarial_training.py."""
 import dataclasses
 import math
 
@@ -53,7 +53,6 @@ class Recipe:
 
 RECIPE_NAME_PARTS = (("epochs", "ep"), ("batch_size", "b"), ("steps", "steps"), ("clean_weight", "clean"),
                      ("beta", "beta"))
-
 
 # The study's adversarial training, as its code ran it: the raw CNN fine-tuned on its
 # once-made images, one 50-epoch run at batch 16 (its 20- and 25-epoch models are that

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import UserError
+from fashion_defenses.errors import UserError
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

@@ -2,16 +2,15 @@
 study's iterative FGSM-k, with the losses they ascend. Each is `attack(model, x, y, *,
 eps, ...) -> x_adv`: batched, compiled with tf.function, deterministic under a seed,
 clipped to [0, 1], and never changes the model. Which settings each named attack uses
-is decided once, in attacks.py's suite."""
+is decided once, in suite.py."""
 import numpy as np
 
-from data import STUDY_EPS
-from model import tf
+from fashion_defenses.data import STUDY_EPS
+from fashion_defenses.framework import tf
 
 STUDY_STEP = 8 / 255     # its step
 STUDY_MAX_STEPS = 100
 STUDY_CONFIDENCE = 0.8   # it stops once misclassified with at least this confidence
-
 
 KERAS_EPSILON = 1e-7     # Keras clips probabilities to [eps, 1 - eps] in its cross-entropy
 LOSSES = {"ce": "cross-entropy on logits",

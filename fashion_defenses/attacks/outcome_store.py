@@ -11,25 +11,37 @@ from pathlib import Path
 
 import numpy as np
 
-from model import nested_layers
-from reporting import atomic_write
+from fashion_defenses.models import nested_layers
+from fashion_defenses.reporting import atomic_write
 
 # a change to any of these files changes every key: no outcome of older code is reused
-CODE = ("attacks.py", "gradient_attacks.py", "autoattack.py", "filters.py", "certified_robustness.py", "model.py")
+CODE = ("attacks/suite.py", "attacks/gradient.py", "attacks/autoattack.py", "defenses/filters.py",
+        "defenses/smoothing.py", "defenses/certificates.py", "models.py")
 
 
 def model_fingerprint(model):
-    """A hash of a Keras model's weights and of its layers' classes and configurations."""
+    """A hash of a Keras model's weights and of its layers' classes and configurations,
+    not of the Python module a layer class is defined in (Keras writes it into a
+    model's config): moving code does not change what a model is, nor the noise seeded
+    from it."""
     digest = hashlib.sha1()
     for weight in model.weights:
         digest.update(np.asarray(weight).tobytes())
     for layer in [model] + nested_layers(model):
         digest.update(type(layer).__name__.encode())
         try:
-            digest.update(json.dumps(layer.get_config(), sort_keys=True, default=str).encode())
+            digest.update(json.dumps(_without_modules(layer.get_config()), sort_keys=True, default=str).encode())
         except (NotImplementedError, TypeError, AttributeError):
             pass   # a layer without a serialisable config: its class and weights still count
     return digest.hexdigest()
+
+
+def _without_modules(config):
+    if isinstance(config, dict):
+        return {k: _without_modules(v) for k, v in config.items() if k != "module"}
+    if isinstance(config, (list, tuple)):
+        return [_without_modules(v) for v in config]
+    return config
 
 
 def array_fingerprint(*arrays):
@@ -41,7 +53,7 @@ def array_fingerprint(*arrays):
     return digest.hexdigest()
 
 
-def code_fingerprint(root=Path(__file__).resolve().parent):
+def code_fingerprint(root=Path(__file__).resolve().parent.parent):   # the package
     digest = hashlib.sha1()
     for name in CODE:
         digest.update((root / name).read_bytes())

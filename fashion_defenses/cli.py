@@ -1,31 +1,18 @@
-"""The command line every script shares: the common flags, the run context they
-become, argument types, and one-line errors instead of tracebacks."""
+"""The command line every script shares: the common flags and the run context they
+become, argument types, and one-line errors instead of tracebacks. Nothing here
+imports TensorFlow until the flags have been checked."""
 import argparse
-import dataclasses
 import importlib
 import math
 import os
 import sys
 from pathlib import Path
 
+from fashion_defenses.context import RunContext
+from fashion_defenses.data import PROTOCOLS
+from fashion_defenses.errors import UserError
+
 sys.stdout.reconfigure(line_buffering=True)  # progress shows up in logs as it happens
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad argument, missing or corrupt data): reported as
-    one line and exit code 2, never as a traceback."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RunContext:
-    """What the common flags decide for a whole run; library functions take this,
-    never the argparse namespace."""
-    protocol: object            # data.Protocol
-    seed: int
-    quick: bool = False
-    data_dir: Path = None
-    results_dir: Path = Path("results")
-    models_dir: Path = Path("models")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -100,7 +87,6 @@ def check_flags_early(module_name, build_parser):
 def common_parser(description, results="results"):
     """The flags every script shares; each script adds its own. `results` is where its
     tables go by default (the benchmarks keep theirs apart from the study's)."""
-    from data import PROTOCOLS  # data.py raises this module's UserError, so it cannot be imported above
     parser = ArgumentParser(description=description, formatter_class=HelpFormatter)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="standard",
                         help="'paper' mirrors the study exactly; 'standard' is the rigorous setup")
@@ -134,7 +120,6 @@ def parse_args(parser, argv=None):
     """Parse; check the common flags; return (namespace, RunContext) with the defaults
     that depend on --quick filled in (a quick run never writes over the full results or
     models) and every library seeded."""
-    from data import PROTOCOLS
     args = parser.parse_args(argv)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         parser.error(f"--data-dir {args.data_dir} does not exist")
@@ -145,7 +130,7 @@ def parse_args(parser, argv=None):
     _writable_folder(parser, "--models-dir", models_dir)
     ctx = RunContext(protocol=protocol, seed=protocol.seed if args.seed is None else args.seed,
                      quick=args.quick, data_dir=args.data_dir, results_dir=results_dir, models_dir=models_dir)
-    import keras  # imported (quietly) by model.py before any script parses its arguments
+    from fashion_defenses.framework import keras  # TensorFlow loads here, once the flags are good
     keras.utils.set_random_seed(ctx.seed)
     return args, ctx
 

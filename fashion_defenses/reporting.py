@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import STUDY_EPS
+from fashion_defenses.data import STUDY_EPS
 
 
 def accuracy_ci(correct, confidence=0.95):

@@ -1,20 +1,31 @@
 """Adversarial training with adversarial examples made for every mini-batch: one
-Keras trainer for the recipes of recipes.py (the study's code `study`, `fgsm`,
+Keras trainer for the recipes of defenses/recipes.py (the study's code `study`, `fgsm`,
 `fgsm-rs` with a catastrophic-overfitting guard, `pgd`, `trades`, optionally behind an
 input filter), the study's once-made uint8 images, training that resumes and saves
-snapshots. The experiments are in runtime_adversarial_training.py."""
+snapshots. The experiments are in experiments/runtime_adversarial_training.py."""
 import dataclasses
 
 import numpy as np
 
-import attacks
-import filters
-import gradient_attacks
-from cli import UserError
-from data import SPLIT_SEED, attack_subset
-from model import (EpochLog, KeepBest, base_model_name, build_model, compile_model, fit_epochs, get_base_model, keras,
-                   load_model, make_optimizer, model_path, predict_labels, save_model, tf)
-from recipes import PAPER_ROWS, PAPER_TRAINING
+from fashion_defenses.attacks import gradient as gradient_attacks
+from fashion_defenses.attacks import suite
+from fashion_defenses.data import SPLIT_SEED, attack_subset
+from fashion_defenses.defenses import filters
+from fashion_defenses.defenses.recipes import PAPER_ROWS, PAPER_TRAINING
+from fashion_defenses.errors import UserError
+from fashion_defenses.framework import keras, tf
+from fashion_defenses.models import (
+    base_model_name,
+    build_model,
+    compile_model,
+    get_base_model,
+    load_model,
+    make_optimizer,
+    model_path,
+    predict_labels,
+    save_model,
+)
+from fashion_defenses.training import EpochLog, KeepBest, fit_epochs
 
 STUDY_STEP_255 = 0.085   # the study's FGSM step, applied to 0..255 pixels (a [0,1] value carried over)
 
@@ -39,7 +50,7 @@ def study_perturbation(model, x, y):
 @keras.saving.register_keras_serializable(package="adversarial_training")
 class AdversarialTrainer(keras.Model):
     """Trains `classifier` on adversarial examples made on the fly for every batch
-    (attacks from gradient_attacks.py, run in inference mode inside the compiled train step)."""
+    (attacks from attacks/gradient.py, run in inference mode inside the compiled train step)."""
 
     def __init__(self, classifier, recipe, seed=0, **kwargs):
         super().__init__(**kwargs)
@@ -134,7 +145,7 @@ class RobustnessMonitor(EpochLog):
 
     def _measure(self):
         clean = float(np.mean(predict_labels(self.classifier, self.x) == self.y))
-        x_adv = attacks.SUITE["PGD-10"].run(self.classifier, self.x, self.y, self.eps, seed=1)
+        x_adv = suite.SUITE["PGD-10"].run(self.classifier, self.x, self.y, self.eps, seed=1)
         return clean, float(np.mean(predict_labels(self.classifier, x_adv) == self.y))
 
     def on_epoch_end(self, epoch, logs=None):

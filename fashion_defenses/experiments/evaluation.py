@@ -1,0 +1,201 @@
+"""The evaluation stage (what evaluation.py runs): every defense of the catalogue, or a
+user's model file, through evaluation.api.evaluate_target, the same attacks and checks
+for all; the long, summary and checks tables, the study's Table 4 beside ours (paper
+protocol), the figures, the per-image flags and the run record."""
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fashion_defenses.attacks import suite
+from fashion_defenses.data import STUDY_EPS, attack_subset, load_data, study_sample
+from fashion_defenses.defenses import certificates
+from fashion_defenses.defenses.catalogue import catalogue, load_defenses
+from fashion_defenses.errors import UserError
+from fashion_defenses.evaluation.checks import checks_markdown
+from fashion_defenses.evaluation.api import evaluate, evaluate_target
+from fashion_defenses.evaluation.core import SETTINGS
+from fashion_defenses.evaluation.digest import write_digest
+from fashion_defenses.evaluation.figures import draw_figures
+from fashion_defenses.evaluation.report import mia_results, paper_table, summary_row, table4_note, write_summary
+from fashion_defenses.framework import keras, library_versions
+from fashion_defenses.models import model_path
+from fashion_defenses.reporting import Progress, atomic_write_text, write_table
+
+
+def git_state():
+    """(commit, whether tracked code differs from it); taken when the run starts, since
+    that is the code that produced the results. Changes under results/ are outputs, not
+    code, and do not count."""
+    root = Path(__file__).resolve().parents[2]   # the repository this package was run from
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":(exclude)results"], capture_output=True, text=True, cwd=root).stdout.strip())
+    except OSError:
+        commit, dirty = "", None
+    return commit, dirty
+
+
+def run_record(ctx, settings, evaluated, seconds, git, defense_seconds):
+    """What produced these results: commit, seed, versions, hardware, wall times (of
+    the whole evaluation and of each defense's attacks)."""
+    commit, dirty = git
+    sidecars = {}
+    for defense, _ in evaluated:
+        path = model_path(ctx.models_dir, defense.name).with_suffix(".json")
+        meta = json.loads(path.read_text()) if path.exists() else {}
+        sidecars[defense.name] = {k: meta.get(k) for k in ("seed", "epochs_run", "train_seconds", "saved_at")}
+    return {"protocol": ctx.protocol.name, "seed": ctx.seed, "quick": ctx.quick, "commit": commit,
+            "uncommitted_changes": dirty, "settings": dataclasses.asdict(settings),
+            "versions": library_versions(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "evaluation_wall_seconds": round(seconds, 1), "seconds_per_defense": defense_seconds,
+            "models": sidecars,
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def evaluate_all(ctx, settings, data, defenses, source):
+    """Every defense through evaluate_target, with transfer attacks crafted on source
+    (the undefended CNN; None: no transfer rows); returns (defense, rows) pairs, the
+    long, summary and checks tables, each defense's seconds, and its per-image flags
+    written to <results>/per_image/evaluation_<protocol>/<defense>.npz."""
+    idx = attack_subset(len(data.y_test), settings.n_attack)
+    fgsm_k = suite.fgsm_k_name(ctx.protocol)
+    transfer, study = [], None
+    if source is not None:
+        print(f"crafting transfer attacks on the undefended {ctx.protocol.architecture} ({len(idx)} images)")
+        transfer = suite.transfer_examples(source, data.x_test[idx], data.y_test[idx], (suite.HEADLINE_EPS,),
+                                           fgsm_k, ctx.seed)
+        if ctx.protocol.name == "paper":   # the study's own 20 images, drawn with replacement
+            study_idx = study_sample(len(data.y_test), ctx.seed)
+            study = study_idx, suite.SUITE[fgsm_k].run(source, data.x_test[study_idx], data.y_test[study_idx],
+                                                       STUDY_EPS, ctx.seed)
+    mia_rows = mia_results(ctx.results_dir, ctx.protocol.name)
+    evaluated, long_rows, summary, check_rows, seconds = [], [], [], [], {}
+    progress = Progress(len(defenses), "evaluation", "defenses", every=0)
+    for defense, model in defenses:
+        t0 = time.time()
+        print(f"evaluating {defense.label} ({defense.key})")
+        result = evaluate_target(ctx, settings, data, defense, model, transfer, study=study)
+        rows, checks = result.rows(), [(c.name, c.passed, c.detail) for c in result.checks]
+        result.save(per_image_path(ctx, defense))
+        evaluated.append((defense, rows))
+        defense_rows, check_row = table_rows(ctx, defense.kind, defense.label, result, defense.key)
+        long_rows += defense_rows
+        check_rows.append(check_row)
+        summary.append(summary_row(defense, rows, checks, mia_rows, settings, ctx.results_dir))
+        failed = [c for c, p, _ in checks if not p]
+        seconds[defense.key] = round(time.time() - t0, 1)
+        print(f"  attacked through {result.attacked_through}; sanity: "
+              f"{'FLAGGED ' + '; '.join(failed) if failed else 'ok'} ({seconds[defense.key]:.0f} s)")
+        progress.update(len(evaluated))
+    return evaluated, long_rows, summary, check_rows, seconds
+
+
+def per_image_path(ctx, defense):
+    """Where a defense's per-image flags go (see EvaluationResult.save)."""
+    return ctx.results_dir / "per_image" / f"evaluation_{ctx.protocol.name}" / f"{defense.key.replace('+', '_')}.npz"
+
+
+def pick_defenses(defenses, wanted):
+    """The catalogue's defenses named in wanted (labels or model keys), in its order."""
+    names = {d.label for d in defenses} | {d.key for d in defenses}
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise UserError(f"--defenses: unknown {', '.join(map(repr, unknown))}; the protocol's defenses are: "
+                        + ", ".join(d.label for d in defenses))
+    return [d for d in defenses if d.label in wanted or d.key in wanted]
+
+
+def load_user_model(path):
+    """A Keras classifier of 28x28x1 images in [0, 1] with 10 outputs, as a model that
+    outputs logits, and whether the file's model outputs logits or probabilities."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--model {path}: no such file")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 -- any file Keras cannot read is the user's to fix
+        raise UserError(f"--model {path}: not a model Keras can load ({type(e).__name__})") from None
+    inputs, outputs = tuple(getattr(model, "input_shape", ())[1:]), getattr(model, "output_shape", (None,))[-1]
+    if inputs != (28, 28, 1) or outputs != 10:
+        raise UserError(f"--model {path}: needs 28x28x1 inputs and 10 outputs, has {inputs} -> {outputs}")
+    probe = np.asarray(model(np.random.default_rng(0).uniform(size=(16, 28, 28, 1)).astype(np.float32)))
+    if probe.min() >= 0 and np.allclose(probe.sum(axis=1), 1, atol=1e-3):
+        logits = keras.layers.Lambda(lambda p: keras.ops.log(p + 1e-12), name="log")
+        return keras.Sequential([keras.Input((28, 28, 1)), model, logits], name=path.stem), "probabilities"
+    return model, "logits"
+
+
+def evaluate_user_model(ctx, path, sigma, filter_name):
+    """A model file given on the command line, through fashion_defenses.evaluate; its
+    tables and per-image flags go to <results>/your_models/, never over a run's."""
+    model, outputs = load_user_model(path)
+    label = f"{Path(path).name} ({outputs}" + (f", {filter_name} filter" if filter_name else "") + \
+        (f", smoothed sigma {sigma:g}" if sigma else "") + ")"
+    result = evaluate(model, filter=filter_name or None, sigma=sigma, name=label, protocol=ctx.protocol.name,
+                      quick=ctx.quick, seed=ctx.seed, data_dir=ctx.data_dir, models_dir=ctx.models_dir)
+    long_rows, check_row = table_rows(ctx, "your model", label, result)
+    out = ctx.results_dir / "your_models" / f"evaluation_{Path(path).stem}"
+    write_table(long_rows, out, title=f"{label}, evaluated like every defense of the {ctx.protocol.name} "
+                f"protocol (seed {ctx.seed}; exact 95% intervals)")
+    write_table([check_row], f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019) of {path}",
+                markdown_body=checks_markdown([check_row]))
+    result.save(f"{out}_per_image.npz")
+    print(f"wrote {out}.csv, {out}.md, {out}_checks.md, {out}_per_image.npz")
+
+
+def table_rows(ctx, kind, label, result, key=None):
+    """An EvaluationResult as rows of the long table and one row of the checks table."""
+    common = {"protocol": ctx.protocol.name, "defense": label, "kind": kind, "model": key or result.name}
+    long_rows = [{**common, **r, "attacked_through": result.attacked_through, "judged_by": result.judged_by}
+                 for r in result.rows()]
+    return long_rows, {**common, **{c.name: f"{'pass' if c.passed else 'FAIL'} ({c.detail})" for c in result.checks}}
+
+
+def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma=0.0, filter_name=""):
+    """Evaluate every defense of the protocol (those named in wanted; or the model file
+    user_model); write the tables, plots and run record."""
+    protocol = ctx.protocol
+    settings = SETTINGS["quick" if ctx.quick else protocol.name]
+    start, git = time.time(), git_state()
+    data = load_data(protocol, ctx.data_dir, ctx.quick)
+    every = catalogue(ctx, data)
+    if user_model:
+        evaluate_user_model(ctx, user_model, sigma, filter_name)
+        return
+    defenses = load_defenses(ctx.models_dir, pick_defenses(every, wanted) if wanted else every, train_missing)
+    source = load_defenses(ctx.models_dir, every[:1])
+    if not source:
+        raise UserError(f"no undefended {protocol.architecture} in {ctx.models_dir}: run model.py "
+                        f"--protocol {protocol.name} first, or this script with --train-missing")
+    evaluated, long_rows, summary, check_rows, seconds = evaluate_all(ctx, settings, data, defenses, source[0][1])
+    out = ctx.results_dir / (f"evaluation_{protocol.name}" + ("_subset" if wanted else ""))
+    tag = f"{protocol.name} protocol, seed {ctx.seed}"
+    write_table(long_rows, out, title=f"Uniform evaluation, {tag}: every measurement (exact 95% intervals)")
+    write_table(check_rows, f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019), {tag}",
+                    markdown_body=checks_markdown(check_rows))
+    write_table(summary, f"{out}_summary",
+                title=f"Every defense at a glance, {tag}: accuracy % [95% interval]; clean on "
+                      f"{len(data.y_test)} test images, attacks on {settings.n_attack} fixed test images "
+                      f"({settings.n_attack_randomized} of them for randomized defenses; smoothed classifiers "
+                      f"judged by PREDICT, n {settings.n_vote:,}, alpha {certificates.PREDICT_ALPHA:g}; settings "
+                      f"of each in {out.name}.csv); MIA from membership_inference.py")
+    mia_rows = mia_results(ctx.results_dir, protocol.name)
+    if protocol.name == "paper":
+        table4 = paper_table(evaluated, mia_rows, ctx.results_dir, settings)
+        write_table(table4, f"{out}_table4", note=table4_note(table4),
+                    title=f"The study's Table 4 (its 20 images) beside ours, {tag}; ours in % with exact 95% "
+                          "intervals")
+    draw_figures(evaluated, settings.eps_grid, mia_rows, protocol.name, out)
+    write_summary(ctx.results_dir)
+    write_digest(ctx.results_dir)
+    record = run_record(ctx, settings, evaluated, time.time() - start, git, seconds)
+    atomic_write_text(f"{out}_run.json", json.dumps(record, indent=2, default=str) + "\n")
+    print(f"wrote {out}.csv, {out}_summary.md, {out}_checks.md, plots, {ctx.results_dir / 'summary.md'} "
+          f"({time.time() - start:.0f} s)")

@@ -1,0 +1,127 @@
+"""The repository's imports, drawn from its own source with ast: the seven scripts on
+top, then the package's modules floor by floor (a module stands above everything it
+imports), and the rules the layout keeps checked:
+
+- no script imports another script, and the package imports no script;
+- no cycle among the package's modules;
+- no module imports another module's private (_underscored) names.
+
+    python tools/import_graph.py            # the drawing, then the rules; exit 1 if one is broken
+    python tools/import_graph.py --write docs/imports.md
+"""
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "fashion_defenses"
+SCRIPTS = ("model", "attacks", "input_preprocessing", "runtime_adversarial_training", "certified_robustness",
+           "membership_inference", "evaluation")
+
+
+def module_name(path, root=ROOT):
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path, known):
+    """(imported module, names taken from it) for every import of a known module, at any
+    depth of the file (a script imports the package inside main)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(a.name, ()) for a in node.names if a.name in known]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module in known:
+                for a in node.names:   # `from package import module` imports the module
+                    sub = f"{node.module}.{a.name}"
+                    found.append((sub, ()) if sub in known else (node.module, (a.name,)))
+    return found
+
+
+def graph(root=ROOT):
+    """{module: {imported module: names}} over the scripts and the package."""
+    paths = {module_name(p, root): p for p in sorted((root / PACKAGE).rglob("*.py"))}
+    paths.update({s: root / f"{s}.py" for s in SCRIPTS if (root / f"{s}.py").exists()})
+    edges = {}
+    for name, path in paths.items():
+        edges[name] = {}
+        for target, names in imports_of(path, set(paths)):
+            if target != name:
+                edges[name].setdefault(target, set()).update(names)
+    for name in edges:   # importing a.b.c runs a/__init__ and a/b/__init__ too: not an edge worth drawing
+        for parent in [t for t in edges[name] if any(o.startswith(t + ".") for o in edges[name])]:
+            if not edges[name][parent]:
+                del edges[name][parent]
+    return edges
+
+
+def floors(edges):
+    """Each module's floor: 0 for one that imports nothing of ours, else one above the
+    highest it imports. None for a module on a cycle."""
+    floor, visiting = {}, set()
+
+    def visit(name):
+        if name in floor:
+            return floor[name]
+        if name in visiting:
+            return None
+        visiting.add(name)
+        below = [visit(t) for t in edges[name]]
+        visiting.discard(name)
+        floor[name] = None if None in below else 1 + max(below, default=-1)
+        return floor[name]
+    for name in edges:
+        visit(name)
+    return floor
+
+
+def broken_rules(edges):
+    """Every broken rule, as a line."""
+    lines = []
+    for name, targets in edges.items():
+        for target, names in targets.items():
+            if target in SCRIPTS:
+                lines.append(f"{name} imports the script {target}")
+            private = sorted(n for n in names if n.startswith("_"))
+            if private:
+                lines.append(f"{name} imports private names of {target}: {', '.join(private)}")
+    lines += [f"{name} is on an import cycle" for name, f in floors(edges).items() if f is None]
+    return lines
+
+
+def drawing(edges):
+    """The floors from the top: the scripts, then the package, each module with what it imports."""
+    floor = floors(edges)
+    short = lambda name: name.removeprefix(PACKAGE + ".")  # noqa: E731
+    lines = ["scripts (python X.py), each importing the package only:", ""]
+    for script in (s for s in SCRIPTS if s in edges):
+        lines.append(f"    {script}.py -> " + ", ".join(sorted(short(t) for t in edges[script])))
+    package = [n for n in edges if n not in SCRIPTS and (edges[n] or any(e.get(n) for e in edges.values()))]
+    for level in sorted({floor[n] for n in package if floor[n] is not None}, reverse=True):
+        lines += ["", f"floor {level}:"]
+        for name in sorted(n for n in package if floor[n] == level):
+            below = sorted(short(t) for t in edges[name])
+            lines.append(f"    {short(name)}" + (" -> " + ", ".join(below) if below else ""))
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--write", type=Path, help="also write the drawing into this Markdown file")
+    args = parser.parse_args()
+    edges = graph()
+    text = drawing(edges)
+    print(text)
+    if args.write:
+        args.write.write_text("# The imports of the repository\n\nGenerated by `python tools/import_graph.py --write "
+                              f"{args.write}` from the source; a module stands one floor above the highest it "
+                              f"imports.\n\n```\n{text}\n```\n")
+    broken = broken_rules(edges)
+    print("\n" + ("\n".join(broken) if broken else "no script imports a script, no cycle, no private name imported"))
+    sys.exit(1 if broken else 0)
+
+
+if __name__ == "__main__":
+    main()
