@@ -88,6 +88,7 @@ def quick_run(tmp_path_factory, quick_data):
     return folders
 
 
+@pytest.hookimpl(tryfirst=True)   # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist (`make test` runs two workers), the tests of one session-wide
     quick run go to one worker, which runs that chain once."""
