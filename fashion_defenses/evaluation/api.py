@@ -177,8 +177,12 @@ def transfer_for(ctx, settings, data, eps):
     undefended CNN if it is cached, none otherwise."""
     from fashion_defenses.defenses import catalogue
     source = catalogue.load_defenses(ctx.models_dir, catalogue.catalogue(ctx, data)[:1])
-    if not source:
-        return []
+    return transfer_from(source[0][1], ctx, settings, data, eps) if source else []
+
+
+def transfer_from(source, ctx, settings, data, eps=suite.HEADLINE_EPS):
+    """The protocol's FGSM-k and PGD-20 at eps, crafted on source for the settings'
+    fixed test images, as (label, eps, x_adv)."""
     idx = attack_subset(len(data.y_test), settings.n_attack)
-    return suite.transfer_examples(source[0][1], data.x_test[idx], data.y_test[idx], (eps,),
+    return suite.transfer_examples(source, data.x_test[idx], data.y_test[idx], (eps,),
                                    suite.fgsm_k_name(ctx.protocol), ctx.seed)

@@ -17,8 +17,8 @@ from fashion_defenses.data import STUDY_EPS, attack_subset, load_data, study_sam
 from fashion_defenses.defenses import certificates
 from fashion_defenses.defenses.catalogue import catalogue, load_defenses
 from fashion_defenses.errors import UserError
+from fashion_defenses.evaluation.api import evaluate, evaluate_target, transfer_from
 from fashion_defenses.evaluation.checks import checks_markdown
-from fashion_defenses.evaluation.api import evaluate, evaluate_target
 from fashion_defenses.evaluation.core import SETTINGS
 from fashion_defenses.evaluation.digest import write_digest
 from fashion_defenses.evaluation.figures import draw_figures
@@ -69,8 +69,7 @@ def evaluate_all(ctx, settings, data, defenses, source):
     transfer, study = [], None
     if source is not None:
         print(f"crafting transfer attacks on the undefended {ctx.protocol.architecture} ({len(idx)} images)")
-        transfer = suite.transfer_examples(source, data.x_test[idx], data.y_test[idx], (suite.HEADLINE_EPS,),
-                                           fgsm_k, ctx.seed)
+        transfer = transfer_from(source, ctx, settings, data)
         if ctx.protocol.name == "paper":   # the study's own 20 images, drawn with replacement
             study_idx = study_sample(len(data.y_test), ctx.seed)
             study = study_idx, suite.SUITE[fgsm_k].run(source, data.x_test[study_idx], data.y_test[study_idx],
@@ -163,12 +162,12 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
     user_model); write the tables, plots and run record."""
     protocol = ctx.protocol
     settings = SETTINGS["quick" if ctx.quick else protocol.name]
+    if user_model:   # evaluate() loads the data and the transfer source itself
+        evaluate_user_model(ctx, user_model, sigma, filter_name)
+        return
     start, git = time.time(), git_state()
     data = load_data(protocol, ctx.data_dir, ctx.quick)
     every = catalogue(ctx, data)
-    if user_model:
-        evaluate_user_model(ctx, user_model, sigma, filter_name)
-        return
     defenses = load_defenses(ctx.models_dir, pick_defenses(every, wanted) if wanted else every, train_missing)
     source = load_defenses(ctx.models_dir, every[:1])
     if not source:
