@@ -14,7 +14,7 @@ ATTACKS = $(PROTOCOLS:%=$(R)/attacks_%.csv)
 PREPROCESSING = $(PROTOCOLS:%=$(R)/input_preprocessing_%.csv)
 ADVERSARIAL = $(PROTOCOLS:%=$(R)/adversarial_training_%.csv)
 
-.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test quick quick-record quick-scripts kill-check bench readme clean-quick clean-results
+.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test test-record quick quick-record quick-scripts kill-check bench readme clean-quick clean-results
 
 all: setup base attacks preprocessing adversarial certify mia evaluation readme
 
@@ -65,12 +65,19 @@ test: setup
 	@$(PYTHON) -c "import pytest, xdist, art" 2>/dev/null || $(PYTHON) -m pip install -r requirements-dev.txt
 	$(PYTHON) -m pytest -q -n 2 --dist loadgroup tests
 
+# `make test` timed into benchmarks/results/run_times.* (the README quotes it), with how
+# fast the machine is measured just before (benchmarks/machine_speed.py)
+test-record: setup
+	$(PYTHON) benchmarks/machine_speed.py
+	$(PYTHON) tools/timed.py --results-dir benchmarks/results $(MAKE) --no-print-directory test
+
 # Every script's smoke run, into results_quick/ (never over results/), its wall time in
 # results_quick/run_times.* (untracked); `make quick-record` times it into
 # benchmarks/results/, the record the README publishes.
 quick:
 	$(PYTHON) tools/timed.py --results-dir results_quick $(MAKE) --no-print-directory quick-scripts
 quick-record:
+	$(PYTHON) benchmarks/machine_speed.py
 	$(PYTHON) tools/timed.py --results-dir benchmarks/results $(MAKE) --no-print-directory quick-scripts
 quick-scripts:
 	$(PYTHON) tools/quick_chain.py --results-dir results_quick --models-dir models/quick

@@ -2,6 +2,7 @@
 installs it; without it the tests that need it fail with one line saying so) and a
 small CNN trained for one quick epoch."""
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,14 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Under pytest-xdist each worker gets its share of the cores: TensorFlow's thread pools
+# (read from the environment when it loads, here and in every script a test starts)
+# would otherwise each take every core, and the workers would fight over them.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    for variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(variable, str(max(1, (os.cpu_count() or 1) // WORKERS)))
 sys.path.insert(0, str(ROOT))
 
 from fashion_defenses.cli import run_main  # noqa: E402

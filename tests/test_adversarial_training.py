@@ -141,13 +141,18 @@ def test_quick_pgd_end_to_end(quick_run):
     assert float(epoch["pgd10_acc"]) <= float(epoch["clean_acc"])
 
 
-def test_quick_study_method_in_the_paper_protocol(tmp_path, quick_data):
+def test_quick_study_method_in_the_paper_protocol(tmp_path, paper_quick_run):
+    """The study's method fine-tunes the paper CNN (here the paper quick run's, copied)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for suffix in (".keras", ".json"):
+        shutil.copy(paper_quick_run.models / f"paper_cnn{suffix}", models)
     proc = run_script("runtime_adversarial_training.py", "--quick", "--protocol", "paper",
                       "--method", "study", "--epochs", "10", "--batch-size", "16",
-                      "--results-dir", tmp_path, "--models-dir", tmp_path / "models")
+                      "--results-dir", tmp_path, "--models-dir", models)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "models" / "paper_cnn_at-study_1ep-b16.keras").exists()   # a tenth of the epochs
-    assert (tmp_path / "models" / "paper_cnn.keras").exists()  # the study fine-tuned its base CNN
+    assert (models / "paper_cnn_at-study_1ep-b16.keras").exists()   # a tenth of the epochs
+    assert f"loaded {models / 'paper_cnn.keras'}" in proc.stdout and "training paper_cnn " not in proc.stdout
 
 
 def test_a_snapshot_is_the_shorter_runs_model(tmp_path, quick_data):

@@ -75,21 +75,16 @@ def evaluation_command(results, models):
             str(results), "--models-dir", str(models)]
 
 
-def table(results):
-    with open(results / "evaluation_standard_subset.csv") as f:
+def table(path):
+    with open(path) as f:
         return list(csv.DictReader(f))
 
 
 def test_an_evaluation_killed_midway_resumes_to_the_same_tables(quick_run, tmp_path):
-    """Run once straight through; run again elsewhere, SIGKILL it once some outcomes
-    are stored, restart it: the restart reuses what was stored and its table equals the
-    uninterrupted one."""
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    done = subprocess.run(evaluation_command(straight, quick_run.models), cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
-    assert done.returncode == 0, done.stderr
-    stored = len(list((straight / ".outcomes").rglob("*.npy")))
-    assert stored > 5
+    """SIGKILL an evaluation of the undefended CNN once some outcomes are stored,
+    restart it: the restart reuses what was stored, and its table equals the quick
+    chain's uninterrupted evaluation of that defense (same models, same seed)."""
+    resumed = tmp_path / "resumed"
     proc = subprocess.Popen(evaluation_command(resumed, quick_run.models), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
@@ -100,12 +95,13 @@ def test_an_evaluation_killed_midway_resumes_to_the_same_tables(quick_run, tmp_p
     assert proc.returncode == -signal.SIGKILL, err
     assert not (resumed / "evaluation_standard_subset.csv").exists()   # nothing half-written
     partial = len(list((resumed / ".outcomes").rglob("*.npy")))
-    assert 3 <= partial < stored
     again = subprocess.run(evaluation_command(resumed, quick_run.models), cwd=ROOT, capture_output=True,
                            text=True, timeout=900)
     assert again.returncode == 0, again.stderr
-    assert table(resumed) == table(straight)
-    assert len(list((resumed / ".outcomes").rglob("*.npy"))) == stored
+    assert 3 <= partial < len(list((resumed / ".outcomes").rglob("*.npy")))
+    uninterrupted = [row for row in table(quick_run.results / "evaluation_standard.csv")
+                     if row["defense"] == "undefended CNN"]
+    assert table(resumed / "evaluation_standard_subset.csv") == uninterrupted
 
 
 class Shift(keras.layers.Layer):

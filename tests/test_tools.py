@@ -164,6 +164,21 @@ def test_a_timed_make_target_is_listed_apart_from_the_stages_sum(tmp_path):
     assert "`make quick-scripts` took 9.0 minutes on 2 CPUs" in text
 
 
+def test_a_timed_make_target_names_the_machine_speed_it_ran_at(tmp_path):
+    """make test-record: the speed benchmarks/machine_speed.py wrote before the target ran
+    is recorded with it; a later measurement does not rewrite what an old row says."""
+    (tmp_path / "machine_speed.csv").write_text("seconds_per_epoch,images\n10.8,55000\n")
+    (tmp_path / "Makefile").write_text("target:\n\t@true\n")
+    assert run_script("tools/timed.py", "--results-dir", tmp_path, "make", "-C", tmp_path, "--no-print-directory",
+                      "target").returncode == 0
+    row = next(csv.DictReader((tmp_path / "run_times.csv").open()))
+    assert row["machine_s_per_epoch"] == "10.8"
+    (tmp_path / "machine_speed.csv").write_text("seconds_per_epoch,images\n35.0,55000\n")
+    assert run_script("tools/timed.py", "--results-dir", tmp_path, "--summary").returncode == 0
+    text = (tmp_path / "run_times.md").read_text()
+    assert "trained the standard base CNN at 10.8 s per epoch" in text and "35" not in text
+
+
 def test_timed_records_nothing_under_make_dry_run(tmp_path, monkeypatch):
     monkeypatch.setenv("MAKEFLAGS", "n --no-print-directory")
     proc = run_script("tools/timed.py", "--results-dir", tmp_path, sys.executable, "-c", "print('hi')")

@@ -64,7 +64,7 @@ def evaluate_standard(ctx, data, recipes, retrain=False):
     """Clean accuracy and FGSM, PGD-20 and APGD-CE of the suite at eps 0.1 (through
     every attack view of the model) of each recipe's model; AutoAttack and the worst
     case are evaluation.py's."""
-    n = 200 if ctx.quick else ctx.protocol.n_attack
+    n = 100 if ctx.quick else ctx.protocol.n_attack
     idx = attack_subset(len(data.y_test), n)
     x, y = data.x_test[idx], data.y_test[idx]
     rows, logs = [], {}
