@@ -64,7 +64,8 @@ def main():
     bare_s, _ = best_time(bare_training_steps(bare, x, y, BATCH), args.repeats)
     grads_s, _ = best_time(bare_gradients(plain, x, y, BATCH, 7), args.repeats)
     limit = (plain_s + grads_s) * per_epoch
-    rows.append({"method": "plain training (no attack)", "steps": 0, "seconds_per_epoch": round(plain_s * per_epoch, 1)})
+    rows.append({"method": "plain training (no attack)", "steps": 0,
+                 "seconds_per_epoch": round(plain_s * per_epoch, 1)})
     rows.append({"method": "bare training steps (no Keras fit)", "steps": 0,
                  "seconds_per_epoch": round(bare_s * per_epoch, 1)})
     rows.append({"method": "limit for PGD-7: plain step + 7 input gradients", "steps": 7,

@@ -27,7 +27,8 @@ def build_parser():
     parser.add_argument("--eps", type=positive_float, default=None,
                         help="L-inf budget (default: suite.HEADLINE_EPS, the budget of the headline figures)")
     parser.add_argument("--batch-size", type=positive_int, default=500, help="images per batch, ours and ART's")
-    parser.add_argument("--repeats", type=positive_int, default=1, help="timed runs after a warm-up; the fastest counts")
+    parser.add_argument("--repeats", type=positive_int, default=1,
+                        help="timed runs after a warm-up; the fastest counts")
     return parser
 
 
@@ -107,8 +108,9 @@ def main():
     write_table(rows, stem, title=(
         f"APGD-CE ({iterations} iterations, 1 random start), Square ({queries} queries, p_init 0.8) and FAB-T (1 "
         f"target, {fab_iterations} iterations; IBM ART has no FAB), L-inf eps "
-        f"{args.eps:g}, on {args.images} test images of {args.model or f'the {ctx.protocol.name} base CNN'}, batch {args.batch_size}, "
-        f"fastest of {args.repeats} (ours after a warm-up that traces it, ART cold); TF {tf.__version__}, ART {art.__version__}, {os.cpu_count()} CPU "
+        f"{args.eps:g}, on {args.images} test images of {args.model or f'the {ctx.protocol.name} base CNN'}, "
+        f"batch {args.batch_size}, fastest of {args.repeats} (ours after a warm-up that traces it, ART cold); "
+        f"TF {tf.__version__}, ART {art.__version__}, {os.cpu_count()} CPU "
         f"cores, {tf.config.list_physical_devices()[-1].device_type}; vs_ours: time over ours"))
     print(f"wrote {stem}.csv, {stem}.md")
 

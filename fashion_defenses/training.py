@@ -191,5 +191,6 @@ def train(model, data, protocol, epochs, checkpoint_dir, seed, batch_size=None, 
                keep_best=KeepBest("val_accuracy", patience=protocol.early_stopping_patience),
                callbacks=[log, *callbacks])
     log.finish()
-    hist = {k: [entry[k] for entry in log.log] for k in (log.log[0] if log.log else {}) if k not in ("epoch", "seconds")}
+    keys = [k for k in (log.log[0] if log.log else {}) if k not in ("epoch", "seconds")]
+    hist = {k: [entry[k] for entry in log.log] for k in keys}
     return hist, len(log.log), log.seconds()

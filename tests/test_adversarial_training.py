@@ -106,7 +106,8 @@ def test_guard_stays_quiet_without_a_collapse(small_model, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--method", "pgd", "--eps", "-0.1"], ["--method", "nope"],
-                                  ["--method", "pgd", "--clean-weight", "2"], ["--method", "pgd", "--filter", "median0"],
+                                  ["--method", "pgd", "--clean-weight", "2"],
+                                  ["--method", "pgd", "--filter", "median0"],
                                   ["--epochs", "30"], ["--beta", "3"]])
 def test_bad_arguments_end_with_one_line(argv, main_in_process):
     """Recipe flags without --method would be silently ignored: they are refused."""
@@ -137,7 +138,8 @@ def test_quick_pgd_end_to_end(quick_run):
     assert (quick_run.models / "standard_cnn_at-pgd_eps0.1_ep1.keras").exists()
     with open(quick_run.results / "adversarial_training_standard_cnn_at-pgd_eps0.1_ep1_epochs.csv") as f:
         [epoch] = list(csv.DictReader(f))   # one epoch under --quick, logged with its held-out images and budget
-    assert (epoch["recipe"], epoch["epoch"], epoch["held_out_images"], epoch["pgd10_eps"]) == ("PGD AT", "1", "100", "0.1")
+    shown = (epoch["recipe"], epoch["epoch"], epoch["held_out_images"], epoch["pgd10_eps"])
+    assert shown == ("PGD AT", "1", "100", "0.1")
     assert float(epoch["pgd10_acc"]) <= float(epoch["clean_acc"])
 
 

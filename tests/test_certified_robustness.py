@@ -92,7 +92,8 @@ def test_counts_are_deterministic_and_sum_to_n(small_model, attack_set):
 def test_killed_run_resumes_to_the_same_log(tmp_path, small_model, attack_set):
     x, y = attack_set
     smooth = smoothing.Smooth(small_model, sigma=0.25)
-    full = smoothing.certify_images(smooth, x, y, range(8), tmp_path / "full.tsv", 10, 200, 0.001, seed=5, progress=False)
+    full = smoothing.certify_images(smooth, x, y, range(8), tmp_path / "full.tsv", 10, 200, 0.001, seed=5,
+                                    progress=False)
     smoothing.certify_images(smooth, x, y, range(4), tmp_path / "part.tsv", 10, 200, 0.001, seed=5, progress=False)
     with open(tmp_path / "part.tsv", "a") as f:
         f.write("4\t3\t1\t0.12")  # a row torn by the kill
@@ -109,8 +110,8 @@ def test_shards_merge_into_one_log(tmp_path, small_model, attack_set):
     indices = np.arange(10)
     path = tmp_path / "m.tsv"
     for i in (1, 2, 3):
-        smoothing.certify_images(smooth, x, y, certificates.shard_range(indices, (i, 3)), tmp_path / f"m.shard{i}of3.tsv",
-                          10, 100, 0.001, seed=1, progress=False)
+        smoothing.certify_images(smooth, x, y, certificates.shard_range(indices, (i, 3)),
+                                 tmp_path / f"m.shard{i}of3.tsv", 10, 100, 0.001, seed=1, progress=False)
     assert certificates.merge_shards(path) == 10
     assert [int(r["idx"]) for r in certificates.read_log(path)] == list(range(10))
 

@@ -32,7 +32,8 @@ def test_progress_reaches_a_log_file_before_the_script_ends():
     # stdout to a file or pipe is block-buffered by default: `make all > run.log` would
     # show no progress until a stage ends. The first line must arrive while it runs.
     repo = Path(__file__).resolve().parent.parent
-    code = "import sys; from fashion_defenses import cli; cli.run_main(lambda: (print('started'), sys.stdin.readline()))"
+    code = ("import sys; from fashion_defenses import cli; "
+            "cli.run_main(lambda: (print('started'), sys.stdin.readline()))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as on a user's machine
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

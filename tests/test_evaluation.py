@@ -23,7 +23,8 @@ from fashion_defenses.models import predict_labels
 from fashion_defenses.privacy import report as mr
 from fashion_defenses.reporting import accuracy_ci, write_table
 
-SETTINGS = core.Settings(n_attack=100, n_attack_randomized=40, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=2, n_vote=10)
+SETTINGS = core.Settings(n_attack=100, n_attack_randomized=40, eps_grid=(0.05, 0.1), l2_radii=(0.5,), draws=2,
+                         n_vote=10)
 SEED = 7
 
 
@@ -130,7 +131,8 @@ def test_paper_table_puts_each_figure_in_its_cell(tmp_path):
                       paper_row=key)
     rows = [fake_row("clean (train)", 0.70, images="first 5000 training", n=5000),
             fake_row("clean", 0.80, images="test set", n=10000),
-            fake_row("benign", 0.75, images="study's 20", n=20), fake_row("FGSM-k transfer", 0.30, images="study's 20", n=20),
+            fake_row("benign", 0.75, images="study's 20", n=20),
+            fake_row("FGSM-k transfer", 0.30, images="study's 20", n=20),
             fake_row("benign", 0.81, images="1000 fixed", n=1000),
             fake_row("FGSM-k transfer", 0.62, images="1000 fixed", n=1000),
             fake_row("FGSM-k", 0.55, images="1000 fixed", n=1000)]
@@ -336,7 +338,8 @@ def test_the_leakage_findings_follow_the_verdicts_over_targets(tmp_path):
         return mr.verdict_table(leakage), leakage
     every = lambda d, a, v, lo, hi: [(d, a, t, v, lo, hi) for t in range(3)]  # noqa: E731
     clean, _ = verdicts(*every("pgd AT", "rmia", 0.03, 0.01, 0.05), *every("dual filter", "rmia", -0.03, -0.05, -0.01),
-                        *every("trades AT", "rmia", -0.03, -0.05, -0.01)[:2], ("trades AT", "rmia", 2, 0.0, -0.02, 0.02),
+                        *every("trades AT", "rmia", -0.03, -0.05, -0.01)[:2],
+                        ("trades AT", "rmia", 2, 0.0, -0.02, 0.02),
                         *every("pgd AT", "loss", 0.2, 0.1, 0.3))
     write_table(clean, tmp_path / "membership_inference_standard_verdict")
     adversarial, _ = verdicts(*every("pgd AT", "loss", 0.0, -0.02, 0.02), queries="PGD-10")

@@ -84,7 +84,8 @@ def test_the_evaluation_figures_are_redrawn_from_the_csv(tmp_path):
 def test_the_certified_figure_is_redrawn_from_the_logs(tmp_path):
     from fashion_defenses.data import PROTOCOLS
     redraw.redraw_certified(tmp_path)   # nothing drawn by a run: nothing to redraw, no error
-    log = certificates.certify_log_path(tmp_path, certificates.noise_model_name(PROTOCOLS["standard"], 0.25), 0.25, 1000)
+    name = certificates.noise_model_name(PROTOCOLS["standard"], 0.25)
+    log = certificates.certify_log_path(tmp_path, name, 0.25, 1000)
     log.parent.mkdir()
     log.write_text("\t".join(certificates.TSV_COLUMNS) + "\n" + "".join(f"{i}\t1\t1\t{0.1 * i:.4f}\t1\t0.1\t990\t1000\n"
                                                               for i in range(10)))
@@ -133,7 +134,8 @@ def test_the_certificate_columns_are_judged_again_by_todays_check(tmp_path):
     certification log: an old run's radius-0 'violation' and its 0% beyond n's limit go,
     a real shortfall stays flagged, and every other cell is kept byte for byte."""
     from fashion_defenses.data import PROTOCOLS
-    log = certificates.certify_log_path(tmp_path, certificates.noise_model_name(PROTOCOLS["standard"], 0.25), 0.25, 1000)
+    name = certificates.noise_model_name(PROTOCOLS["standard"], 0.25)
+    log = certificates.certify_log_path(tmp_path, name, 0.25, 1000)
     log.parent.mkdir()
     log.write_text("\t".join(certificates.TSV_COLUMNS) + "\n" + "".join(f"{i}\t1\t1\t{0.1 * i:.4f}\t1\t0.1\t990\t1000\n"
                                                               for i in range(10)))

@@ -97,7 +97,8 @@ class AdversarialTrainer(keras.Model):
         else:
             loss = tf.reduce_mean(gradient_attacks.per_example_loss(adv_logits, y, "ce"))
             if r.clean_weight > 0:
-                clean = tf.reduce_mean(gradient_attacks.per_example_loss(self.classifier(x, training=training), y, "ce"))
+                logits = self.classifier(x, training=training)
+                clean = tf.reduce_mean(gradient_attacks.per_example_loss(logits, y, "ce"))
                 loss = r.clean_weight * clean + (1 - r.clean_weight) * loss
         if self.classifier.losses:
             loss += tf.add_n(self.classifier.losses)

@@ -94,7 +94,8 @@ def catalogue(ctx, data):
         defenses += [Defense(f"smoothing sigma {sigma:g}", "randomized smoothing",
                              certificates.noise_model_name(ctx.protocol, sigma),
                              lambda s=sigma: smoothing.get_noise_model(ctx, s, data),
-                             lambda c, d, s=sigma: smoothing.get_noise_model(c, s, d), sigma=sigma) for sigma in certificates.SIGMAS]
+                             lambda c, d, s=sigma: smoothing.get_noise_model(c, s, d), sigma=sigma)
+                     for sigma in certificates.SIGMAS]
     if ctx.quick:
         keep = {"undefended CNN", "dual filter", "dual filter (at prediction time)", "PGD AT", "smoothing sigma 0.25"}
         defenses = [d for d in defenses if d.label in keep or d.paper_row.endswith("the final pick")]

@@ -6,7 +6,8 @@ import dataclasses
 import math
 
 METHODS = ("study", "fgsm", "fgsm-rs", "pgd", "trades")
-METHOD_LABELS = {"study": "study AT", "fgsm": "FGSM AT", "fgsm-rs": "FGSM-RS AT", "pgd": "PGD AT", "trades": "TRADES AT"}
+METHOD_LABELS = {"study": "study AT", "fgsm": "FGSM AT", "fgsm-rs": "FGSM-RS AT", "pgd": "PGD AT",
+                 "trades": "TRADES AT"}
 
 
 @dataclasses.dataclass(frozen=True)

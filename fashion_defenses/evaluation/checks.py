@@ -64,7 +64,8 @@ def sanity_checks(rows, settings, missing_views=(), fgsm_k="FGSM-k", eps=suite.H
     checks.append(("unbounded attack reaches ~0%", unbounded["acc"] <= UNBOUNDED_MAX_ACC,
                    f"{pct1(unbounded)} at eps 1, from the clean image"))
     pgd, fgsm = pick("PGD-20", eps), pick("FGSM", eps)
-    checks.append(("PGD no weaker than FGSM", pgd["acc"] <= fgsm["ci_high"], f"PGD-20 {pct1(pgd)} vs FGSM {pct1(fgsm)}"))
+    checks.append(("PGD no weaker than FGSM", pgd["acc"] <= fgsm["ci_high"],
+                   f"PGD-20 {pct1(pgd)} vs FGSM {pct1(fgsm)}"))
     strongest = autoattack_row(rows, fixed, eps)
     checks.append(("PGD-20 converged (AutoAttack no stronger beyond noise)", not beyond_noise(pgd, strongest),
                    f"PGD-20 {pct1(pgd)} vs {strongest['attack']} {pct1(strongest)}"))

@@ -179,9 +179,9 @@ def write_digest(results_dir):
                           "classifier), soft-smoothed APGD (ours: APGD-CE, APGD-DLR on the soft smoothed "
                           "classifier) and the worst case over every attack of the suite on 1,000 (for smoothing, "
                           f"the 500 it certifies, judged by Cohen's PREDICT at n {certificates.PREDICT_N:,}, alpha "
-                          f"{certificates.PREDICT_ALPHA:g}); certified on 500; RMIA on the defense's own model (2,000 members, "
-                          "2,000 non-members; its references the other models of its recipe, all of its size), "
-                          "and its mean (range) over every model of the recipe as the target")
+                          f"{certificates.PREDICT_ALPHA:g}); certified on 500; RMIA on the defense's own model "
+                          "(2,000 members, 2,000 non-members; its references the other models of its recipe, "
+                          "all of its size), and its mean (range) over every model of the recipe as the target")
     compact = table4_compact_rows(results_dir)
     if compact:
         write_table(compact, results_dir / "table4_compact",

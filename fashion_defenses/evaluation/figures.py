@@ -39,7 +39,8 @@ def plot_pareto(evaluated, title, path):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5))
     measured = [(find(rows, "clean"), find(rows, "worst case", HEADLINE_EPS)) for _, rows in evaluated]
-    styles = ringed(defense_styles(evaluated), [(100 * robust["acc"], 100 * clean["acc"]) for clean, robust in measured])
+    points = [(100 * robust["acc"], 100 * clean["acc"]) for clean, robust in measured]
+    styles = ringed(defense_styles(evaluated), points)
     for style, (clean, robust) in zip(styles, measured):
         ax.errorbar(100 * robust["acc"], 100 * clean["acc"], ls="none", capsize=2,
                     xerr=error_bars([robust]), yerr=error_bars([clean]), **style)
@@ -61,8 +62,8 @@ def plot_eps(evaluated, eps_grid, title, path):
         points = [(0.0, find(rows, "benign", images=fixed))] + [(e, find(rows, "worst case", e, fixed))
                                                                  for e in eps_grid]
         curve = [r for _, r in points if r is not None]
-        ax.errorbar([e for e, r in points if r is not None], [100 * r["acc"] for r in curve], ms=4, capsize=2, ls=":", lw=0.8,
-                    yerr=error_bars(curve), **style)
+        ax.errorbar([e for e, r in points if r is not None], [100 * r["acc"] for r in curve], ms=4, capsize=2,
+                    ls=":", lw=0.8, yerr=error_bars(curve), **style)
     ax.set_xticks(eps, [eps_text(e) for e in eps])
     ax.set(xlabel="L-inf eps (pixels in [0, 1]); only the marked budgets are measured",
            ylabel=f"worst case of the suite (%), AutoAttack from eps {HEADLINE_EPS:g}", ylim=(0, 100),
@@ -77,7 +78,8 @@ def plot_privacy(evaluated, mia_rows, title, path):
     95% interval (the differences between defenses are often smaller than those)."""
     plt = pyplot()
     fig, (ax_auc, ax_tpr) = plt.subplots(1, 2, figsize=(12, 4.5))
-    shown = [(style, 100 * find(rows, "worst case", HEADLINE_EPS)["acc"], mia_rows.get((defense.key, mr.HEADLINE_ATTACK)))
+    shown = [(style, 100 * find(rows, "worst case", HEADLINE_EPS)["acc"],
+              mia_rows.get((defense.key, mr.HEADLINE_ATTACK)))
              for style, (defense, rows) in zip(defense_styles(evaluated), evaluated)]
     shown = [(style, robust, r) for style, robust, r in shown if r and r["auc"] != ""]
     plotted = bool(shown)

@@ -63,7 +63,8 @@ def certified_at(results_dir, defense, radius):
     """Certified accuracy at an L2 radius from certified_robustness.py's log (largest n),
     as '%' with its interval; 'n/a' beyond the largest radius that n samples can
     certify; '' for a defense that certifies nothing."""
-    rows, cap = certificates.certified_log_rows(results_dir, defense.name, defense.sigma) if defense.sigma else (None, None)
+    rows, cap = (certificates.certified_log_rows(results_dir, defense.name, defense.sigma) if defense.sigma
+                 else (None, None))
     if rows is None:
         return ""
     return "n/a" if radius > cap else pct(certificates.certified_accuracy(rows, radius))

@@ -22,7 +22,8 @@ def redraw_figures(results_dir):
     for protocol_name, protocol in PROTOCOLS.items():
         drawers = {
             (f"attacks_{protocol_name}", ".png"):
-                lambda rows, png: attacks.plot_accuracy_vs_eps(rows, attacks.plot_title(protocol, int(rows[0]["n"])), png),
+                lambda rows, png: attacks.plot_accuracy_vs_eps(rows, attacks.plot_title(protocol, int(rows[0]["n"])),
+                                                               png),
             (f"input_preprocessing_{protocol_name}", "_eps.png"):
                 lambda rows, png: ip.plot_accuracy_vs_eps(rows, ip.PLOT_TITLE, png),
             (f"adversarial_training_{protocol_name}", "_clean_vs_robust.png"):
@@ -45,7 +46,8 @@ def redraw_figures(results_dir):
 def certified_logs(results_dir):
     """{sigma: (certification log rows, the largest radius their n certifies)} of the
     smoothed standard CNNs certified in results_dir."""
-    logs = {sigma: certificates.certified_log_rows(results_dir, certificates.noise_model_name(PROTOCOLS["standard"], sigma), sigma)
+    logs = {sigma: certificates.certified_log_rows(results_dir,
+                                                   certificates.noise_model_name(PROTOCOLS["standard"], sigma), sigma)
             for sigma in certificates.SIGMAS}
     return {sigma: found for sigma, found in logs.items() if found[0] is not None}
 
