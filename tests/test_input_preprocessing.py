@@ -1,10 +1,14 @@
 """input_preprocessing.py: the filter study's flags and its end-to-end quick run."""
 import csv
 
+import numpy as np
 import pytest
 from conftest import assert_one_line_error
 
+from fashion_defenses.attacks import suite
+from fashion_defenses.data import attack_subset
 from fashion_defenses.defenses import filters
+from fashion_defenses.experiments import input_preprocessing as stage
 from fashion_defenses.settings import STANDARD_FILTERS
 
 
@@ -34,3 +38,26 @@ def test_the_experiments_filters_are_named_filters():
     """input_preprocessing.py lists its filters above TensorFlow (for --help); each must
     be one of defenses/filters.py's named filters."""
     assert set(STANDARD_FILTERS) <= set(filters.FILTERS)
+
+
+def test_a_randomized_filter_is_attacked_on_the_first_fixed_images_only(small_model, quick_data):
+    """rotate10 (random, attacked with EOT) on the first 20 of 40 fixed images, with
+    the transfer examples of those 20; the deterministic filter on all 40; the
+    randomized rows agree with measuring on those 20 images alone."""
+    idx = attack_subset(len(quick_data.y_test), 40)
+    x, y = quick_data.x_test[idx], quick_data.y_test[idx]
+    transfer = suite.transfer_examples(small_model, x, y, (0.1,), "FGSM-k", 0)
+    settings = dict(protocol="standard", seed=0, eps_grid=(0.1,), n_randomized=20, autoattack=False)
+    measured = {}
+    for name in ("rotate10", "bits3"):
+        model = filters.with_filter(filters.make_filter(name), small_model)
+        rows = stage.evaluate_filter_model(model, name, "test-time", quick_data, idx, transfer, **settings)
+        measured[name] = {r["n"] for r in rows if r["attack"] != "clean"}
+    assert measured == {"rotate10": {20}, "bits3": {40}}
+    first = attack_subset(len(quick_data.y_test), 20)
+    kept, kept_transfer = suite.randomized_images(idx, transfer, len(quick_data.y_test), 20)
+    assert np.array_equal(kept, first)
+    rows_of_first = np.isin(idx, first)
+    for (label, eps, x_adv), (label_kept, eps_kept, x_kept) in zip(transfer, kept_transfer):
+        assert (label, eps) == (label_kept, eps_kept) and np.array_equal(x_kept, x_adv[rows_of_first])
+    assert suite.randomized_images(idx, transfer, len(quick_data.y_test), 40)[0] is idx   # nothing to cut

@@ -14,7 +14,7 @@ from fashion_defenses.attacks import autoattack
 from fashion_defenses.attacks import gradient as gradient_attacks
 from fashion_defenses.attacks.gradient import LOSSES
 from fashion_defenses.attacks.outcome_store import OutcomeStore, array_fingerprint, model_fingerprint
-from fashion_defenses.data import STUDY_EPS
+from fashion_defenses.data import STUDY_EPS, attack_subset
 from fashion_defenses.framework import keras
 from fashion_defenses.models import nested_layers, predict_labels
 from fashion_defenses.reporting import accuracy_ci, format_acc
@@ -126,6 +126,7 @@ AUTOATTACK = ("APGD-CE", "APGD-T", "FAB-T", "Square")
 AUTOATTACK_RAND = ("APGD-CE (rand version)", "APGD-DLR (rand version)")
 
 EOT_DRAWS = 20                              # draws per gradient against a randomized defense (their eot_iter)
+N_ATTACK_RANDOMIZED = 500                   # fixed images a randomized defense is attacked on (the first 500)
 
 # Ours, beside the rand version where a defense's white-box view is not the randomized
 # model itself (a smoothed classifier: the soft smoothed classifier, SmoothAdv's objective)
@@ -312,3 +313,14 @@ def transfer_examples(source, x, y, eps_grid, fgsm_k, seed):
     (label, eps, x_adv): the protocol's FGSM-k and PGD-20 at each eps of the grid."""
     made = [(f"{fgsm_k} transfer", STUDY_EPS, crafted(SUITE[fgsm_k], source, x, y, STUDY_EPS, seed))]
     return made + [("PGD-20 transfer", eps, crafted(SUITE["PGD-20"], source, x, y, eps, seed)) for eps in eps_grid]
+
+
+def randomized_images(idx, transfer, n_test, n):
+    """The part of the fixed images idx (test-set indices) that a randomized defense is
+    attacked on: those among the first n fixed ones (attack_subset(n_test, n), which
+    idx holds whenever it is a larger attack_subset), with their transfer examples;
+    an EOT gradient costs EOT_DRAWS plain ones. Returns (idx, transfer)."""
+    if n >= len(idx):
+        return idx, transfer
+    keep = np.isin(idx, attack_subset(n_test, n))
+    return idx[keep], [(label, eps, x_adv[keep]) for label, eps, x_adv in transfer]

@@ -6,7 +6,7 @@ import numpy as np
 
 from fashion_defenses.attacks import suite
 from fashion_defenses.attacks.outcome_store import model_fingerprint
-from fashion_defenses.data import STUDY_EPS, attack_subset
+from fashion_defenses.data import STUDY_EPS
 from fashion_defenses.defenses import certificates
 from fashion_defenses.reporting import accuracy_ci
 
@@ -25,9 +25,10 @@ class Settings:
 SETTINGS = {
     # randomized defenses: the 500 images certified_robustness.py certifies (a 20-draw EOT
     # gradient costs 20 plain ones)
-    "standard": Settings(1000, 500, (0.02, 0.05, STUDY_EPS, 0.1, 0.15), (0.5, 1.0),
+    "standard": Settings(1000, suite.N_ATTACK_RANDOMIZED, (0.02, 0.05, STUDY_EPS, 0.1, 0.15), (0.5, 1.0),
                          draws=suite.EOT_DRAWS, n_vote=certificates.PREDICT_N),
-    "paper": Settings(1000, 500, (STUDY_EPS, 0.1), (), draws=suite.EOT_DRAWS, n_vote=certificates.PREDICT_N),
+    "paper": Settings(1000, suite.N_ATTACK_RANDOMIZED, (STUDY_EPS, 0.1), (), draws=suite.EOT_DRAWS,
+                      n_vote=certificates.PREDICT_N),
     "quick": Settings(50, 50, (STUDY_EPS, 0.1), (0.5,), draws=2, n_vote=20),
 }
 
@@ -50,9 +51,8 @@ def evaluate(target, data, idx, transfer, settings, seed, fgsm_k="FGSM-k", study
     (transfer: examples crafted on the undefended CNN for them; a randomized defense
     is attacked on the first settings.n_attack_randomized of them), and the study's 20
     images where given. Returns a Measured."""
-    if target.randomized and settings.n_attack_randomized < len(idx):
-        keep = np.isin(idx, attack_subset(len(data.y_test), settings.n_attack_randomized))
-        idx, transfer = idx[keep], [(label, budget, x_adv[keep]) for label, budget, x_adv in transfer]
+    if target.randomized:
+        idx, transfer = suite.randomized_images(idx, transfer, len(data.y_test), settings.n_attack_randomized)
     x, y = data.x_test[idx], data.y_test[idx]
     rows = []
     suite.reseed(("evaluate", model_fingerprint(target.model), target.judged_by, seed))   # a randomized judge

@@ -32,14 +32,17 @@ def row(protocol, filter_name, variant, attack, eps, correct, **extra):
 
 
 def evaluate_filter_model(model, filter_name, variant, data, idx, transfer, *, protocol, seed, eps_grid,
-                          autoattack=True):
+                          n_randomized, autoattack=True):
     """Every row for one defended model: clean accuracy on the whole test set, then
-    suite.measure on the fixed images: the transfer attacks crafted on the
-    undefended model, the suite through every attack view of the filter, and per
-    budget the worst case over all of them (the robust accuracy to quote). A --quick
-    run leaves AutoAttack out."""
-    x, y = data.x_test[idx], data.y_test[idx]
+    suite.measure on the fixed images (a randomized filter on the first n_randomized
+    of them, as the evaluation attacks every randomized defense): the transfer attacks
+    crafted on the undefended model, the suite through every attack view of the
+    filter, and per budget the worst case over all of them (the robust accuracy to
+    quote). A --quick run leaves AutoAttack out."""
     target = filters.target(model)
+    if target.randomized:
+        idx, transfer = suite.randomized_images(idx, transfer, len(data.y_test), n_randomized)
+    x, y = data.x_test[idx], data.y_test[idx]
     print(f"{filter_name} filter, {variant} (attacked through: {target.describe()})")
     measured, _ = suite.measure(target, x, y, suite.Plan(eps_grid, autoattack=autoattack), seed, transfer)
     rows = [row(protocol, filter_name, variant, "clean", 0, correct_on(model, data.x_test, data.y_test),
@@ -48,6 +51,12 @@ def evaluate_filter_model(model, filter_name, variant, data, idx, transfer, *, p
               "attack": "benign" if r["attack"] == "clean" else r["attack"],
               "how": "transfer" if "transfer" in r["attack"] else target.describe()} for r in measured]
     return rows
+
+
+def randomized_count(ctx, n):
+    """Of n fixed images, how many a randomized filter is attacked on: the first 500, as
+    in the evaluation (half of them in a --quick run)."""
+    return n // 2 if ctx.quick else min(n, suite.N_ATTACK_RANDOMIZED)
 
 
 def standard_rows(ctx, data, filter_names, retrain=False):
@@ -61,7 +70,8 @@ def standard_rows(ctx, data, filter_names, retrain=False):
     eps_grid = QUICK_EPS_GRID if ctx.quick else EPS_GRID
     print(f"crafting transfer attacks on the undefended {ctx.protocol.architecture} ({n} images)")
     transfer = suite.transfer_examples(base, x, y, eps_grid, "FGSM-k", ctx.seed)
-    settings = dict(protocol=ctx.protocol.name, seed=ctx.seed, eps_grid=eps_grid, autoattack=not ctx.quick)
+    settings = dict(protocol=ctx.protocol.name, seed=ctx.seed, eps_grid=eps_grid, autoattack=not ctx.quick,
+                    n_randomized=randomized_count(ctx, n))
     rows = evaluate_filter_model(base, "none", "undefended", data, idx, transfer, **settings)
     for filter_name in filter_names:
         start = time.time()
