@@ -32,6 +32,8 @@ def test_input_preprocessing_quick_end_to_end(quick_run):
                  "input_preprocessing_standard_summary.md"):
         assert (quick_run.results / name).exists()
     assert (quick_run.models / "standard_cnn_dual.keras").exists()
+    title = (quick_run.results / "input_preprocessing_standard_summary.md").read_text().splitlines()[0]
+    assert title.endswith("attacks on 100 (a randomized filter on the first 50 of them)")
 
 
 def test_the_experiments_filters_are_named_filters():

@@ -234,7 +234,8 @@ def run_standard(ctx, filter_names=None, retrain=False):
                 f"ascend the {LOSSES['ce']})")
     write_table(headline_table(rows), f"{stem}_summary",
                 title=f"Filter defenses at a glance: accuracy % [95% interval], clean on "
-                      f"{len(data.y_test):,} test images, attacks on {len(y):,}")
+                      f"{len(data.y_test):,} test images, attacks on {len(y):,} (a randomized filter on the "
+                      f"first {randomized_count(ctx, len(y)):,} of them)")
     plot_accuracy_vs_eps(rows, PLOT_TITLE, f"{stem}_eps.png")
     example_filter = "dual" if "dual" in filter_names else filter_names[0]
     defended = (get_filter_model(ctx, example_filter, data)[0] if example_filter in filters.TRAINED_BEHIND
