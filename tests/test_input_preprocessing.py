@@ -44,8 +44,8 @@ def test_the_experiments_filters_are_named_filters():
 
 def test_a_randomized_filter_is_attacked_on_the_first_fixed_images_only(small_model, quick_data):
     """rotate10 (random, attacked with EOT) on the first 20 of 40 fixed images, with
-    the transfer examples of those 20; the deterministic filter on all 40; the
-    randomized rows agree with measuring on those 20 images alone."""
+    the transfer examples of those 20; the deterministic filter on all 40; with no
+    fewer to keep, the images pass through as they are."""
     idx = attack_subset(len(quick_data.y_test), 40)
     x, y = quick_data.x_test[idx], quick_data.y_test[idx]
     transfer = suite.transfer_examples(small_model, x, y, (0.1,), "FGSM-k", 0)
