@@ -55,11 +55,15 @@ def test_timed_records_the_peak_memory_of_the_stage(tmp_path):
 
 def test_timed_records_the_models_a_stage_trained(tmp_path):
     """A sidecar that appears while the stage runs is a model it trained; one that was
-    there before and did not change is not."""
+    there before and did not change is not, nor is a training's hidden epoch log (a
+    JSON list) or checkpoint record."""
     models = tmp_path / "models"
     (models / "references" / "ref0").mkdir(parents=True)
     (models / "old.json").write_text('{"train_seconds": 50}')
     write = ("import json, pathlib; "
+             f"pathlib.Path({str(models / '.cnn_at_epochs.json')!r}).write_text('[{{\"epoch\": 1}}]'); "
+             f"pathlib.Path({str(models / '.cnn_at_backup')!r}).mkdir(); "
+             f"pathlib.Path({str(models / '.cnn_at_backup' / 'state.json')!r}).write_text('{{\"epochs_done\": 1}}'); "
              f"pathlib.Path({str(models / 'cnn.json')!r}).write_text(json.dumps({{'train_seconds': 90}})); "
              f"pathlib.Path({str(models / 'references' / 'ref0' / 'cnn.json')!r}).write_text("
              "json.dumps({'train_seconds': 30})); "
@@ -103,6 +107,8 @@ def test_timed_counts_interrupted_and_killed_attempts_in_the_stage_time(tmp_path
     for name, age in (("trained_then", 970), ("older", 2000)):   # saved while it ran / before it started
         (models / f"{name}.json").write_text('{"train_seconds": 25}')
         os.utime(models / f"{name}.json", (time.time() - age, time.time() - age))
+    (models / ".half_trained_epochs.json").write_text('[{"epoch": 1}]')   # the epoch log the kill left
+    os.utime(models / ".half_trained_epochs.json", (time.time() - 950, time.time() - 950))
     ok = run_script("tools/timed.py", "--results-dir", tmp_path, "--models-dir", models, sys.executable, "-c", "pass")
     assert ok.returncode == 0 and not killed.exists()
     rows = list(csv.DictReader((tmp_path / "run_times.csv").open()))

@@ -56,8 +56,13 @@ def commit():
 
 
 def sidecars(models_dir):
-    """{sidecar path: modification time} of every model under models_dir."""
-    return {p: p.stat().st_mtime for p in Path(models_dir).rglob("*.json")} if Path(models_dir).is_dir() else {}
+    """{sidecar path: modification time} of every model under models_dir; a hidden file
+    or folder (a training's epoch log or checkpoint, kept while it runs) is no model."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        return {}
+    return {p: p.stat().st_mtime for p in root.rglob("*.json")
+            if not any(part.startswith(".") for part in p.relative_to(root).parts)}
 
 
 def trained_during(before, after):
