@@ -1,5 +1,6 @@
 """input_preprocessing.py: the filter study's flags and its end-to-end quick run."""
 import csv
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -33,7 +34,15 @@ def test_input_preprocessing_quick_end_to_end(quick_run):
         assert (quick_run.results / name).exists()
     assert (quick_run.models / "standard_cnn_dual.keras").exists()
     title = (quick_run.results / "input_preprocessing_standard_summary.md").read_text().splitlines()[0]
-    assert title.endswith("attacks on 100 (a randomized filter on the first 50 of them)")
+    assert title.endswith("attacks on 100"), title   # dual and bits3: no randomized filter to name
+
+
+def test_the_summary_title_names_the_randomized_filters_images_only_when_one_ran():
+    full, quick = SimpleNamespace(quick=False), SimpleNamespace(quick=True)
+    assert stage.summary_title(full, ["dual", "rotate10"], 10000, 1000).endswith(
+        "attacks on 1,000 (a randomized filter on the first 500 of them)")
+    assert stage.summary_title(quick, ["rotate10"], 2000, 100).endswith("(a randomized filter on the first 50 of them)")
+    assert stage.summary_title(full, ["dual", "bits3", "median3"], 10000, 1000).endswith("attacks on 1,000")
 
 
 def test_the_experiments_filters_are_named_filters():

@@ -59,6 +59,15 @@ def randomized_count(ctx, n):
     return n // 2 if ctx.quick else min(n, suite.N_ATTACK_RANDOMIZED)
 
 
+def summary_title(ctx, filter_names, n_test, n):
+    """The filter summary's title; the randomized filters' smaller image set is named
+    only when the run has one."""
+    randomized = any(make_filter(name).randomized for name in filter_names)
+    cut = f" (a randomized filter on the first {randomized_count(ctx, n):,} of them)" if randomized else ""
+    return (f"Filter defenses at a glance: accuracy % [95% interval], clean on {n_test:,} test images, "
+            f"attacks on {n:,}{cut}")
+
+
 def standard_rows(ctx, data, filter_names, retrain=False):
     """Rows of the undefended CNN and of every filter, trained behind it and put in
     front of the undefended CNN at test time; and the attacked images with their
@@ -233,9 +242,7 @@ def run_standard(ctx, filter_names=None, retrain=False):
                 "(exact 95% intervals; 'how' names the adaptive attacks combined per image; FGSM-k and PGD "
                 f"ascend the {LOSSES['ce']})")
     write_table(headline_table(rows), f"{stem}_summary",
-                title=f"Filter defenses at a glance: accuracy % [95% interval], clean on "
-                      f"{len(data.y_test):,} test images, attacks on {len(y):,} (a randomized filter on the "
-                      f"first {randomized_count(ctx, len(y)):,} of them)")
+                title=summary_title(ctx, filter_names, len(data.y_test), len(y)))
     plot_accuracy_vs_eps(rows, PLOT_TITLE, f"{stem}_eps.png")
     example_filter = "dual" if "dual" in filter_names else filter_names[0]
     defended = (get_filter_model(ctx, example_filter, data)[0] if example_filter in filters.TRAINED_BEHIND
