@@ -88,6 +88,19 @@ class KeepBest:
     drop: float = None
 
 
+class _WholeTrainingProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress display, counting epochs against the whole training: each of
+    fit_epochs' one-epoch fits would otherwise show epoch k as "Epoch k/k" (and the
+    first with no header at all)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.total_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params({**params, "epochs": self.total_epochs})
+
+
 class _LastLogs(keras.callbacks.Callback):
     """The logs of the epoch that just ended, after every other callback added to them."""
 
@@ -148,7 +161,7 @@ def fit_epochs(model, x, y, *, epochs, batch_size, seed, checkpoint_dir, validat
     which epoch it ends with (None: the last). Returns (epochs done, epoch that
     triggered keep_best's stop or None)."""
     checkpoint = Checkpoint(checkpoint_dir)
-    last_logs = _LastLogs()
+    last_logs, progress = _LastLogs(), _WholeTrainingProgbar(epochs)
     record = checkpoint.load(model) or {"epochs_done": 0, "best": None, "best_epoch": None, "wait": 0,
                                         "stopped_at": None}
     best_weights = checkpoint.best_weights(record) if record.get("best_weights") else None
@@ -159,7 +172,8 @@ def fit_epochs(model, x, y, *, epochs, batch_size, seed, checkpoint_dir, validat
         seed_epoch(model, seed, epoch, steps_per_epoch)
         order = np.random.default_rng(epoch_seed(seed, epoch, stream=0)).permutation(len(y))
         model.fit(x[order], y[order], batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
-                  validation_data=validation_data, callbacks=[*callbacks, last_logs], verbose=keras_verbosity())
+                  validation_data=validation_data, callbacks=[*callbacks, last_logs, progress],
+                  verbose=keras_verbosity())
         record["epochs_done"] = epoch + 1
         if keep_best is not None:
             value = float(last_logs.logs[keep_best.metric])

@@ -16,7 +16,7 @@ from fashion_defenses.models import (
     load_model,
     save_model,
 )
-from fashion_defenses.training import train
+from fashion_defenses.training import fit_epochs, train
 
 
 def test_paper_cnn_matches_the_study():
@@ -106,3 +106,13 @@ def test_interrupted_training_resumes_from_its_last_epoch(tmp_path, quick_data):
     assert epochs_run == 3 and len(history["loss"]) == 3 and len(history["val_accuracy"]) == 3
     for saved, resumed in zip(stopper.weights, probe.weights):
         np.testing.assert_allclose(saved, resumed, atol=1e-6)
+
+
+def test_progress_counts_epochs_against_the_whole_training(tmp_path, capsys):
+    """One Keras fit per epoch still shows "Epoch k/N" with N the training's epochs."""
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    m.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    fit_epochs(m, np.zeros((8, 4), np.float32), np.zeros(8, np.int64), epochs=3, batch_size=4, seed=0,
+               checkpoint_dir=tmp_path / "c")
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    assert shown == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
