@@ -129,7 +129,8 @@ def test_timed_summary_of_nothing_says_so(tmp_path):
 
 def test_compare_runs_matches_measurements_and_certification_logs(tmp_path):
     """Rows with the same settings are paired whatever their timing columns; a value
-    outside the earlier interval is counted as such; certification logs image by image."""
+    outside the earlier interval is counted as such; a measurement one run alone made is
+    counted per table; certification logs image by image."""
     header = "protocol,attack,eps,n,acc,ci_low,ci_high,seconds_per_epoch\n"
     for name, rows in (("old", "standard,PGD-20,0.1,1000,0.70,0.67,0.73,9.1\nstandard,FGSM,0.1,1000,0.5,0.47,0.53,9.1\n"
                                 "standard,gone,0.1,1000,0.5,0.47,0.53,9.1\n"),
@@ -141,6 +142,7 @@ def test_compare_runs_matches_measurements_and_certification_logs(tmp_path):
             f"{i}\t1\t{p}\t{r}\t1\t2.0\n" for i, p, r in ((4, 1, 0.5), (11, 2 if name == "new" else 1, 0.7),
                                                           (12, 1, 0.9 if name == "old" else 0.8)))
         (tmp_path / name / "certify" / "m_sigma0.25_n100.tsv").write_text(tsv)
+    (tmp_path / "new" / "evaluation_standard.csv").write_text(header + "standard,FAB-T,0.1,1000,0.7,0.67,0.73,9\n")
     proc = run_script("tools/compare_runs.py", tmp_path / "old", tmp_path / "new")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((tmp_path / "new" / "reproducibility.csv").open()))
@@ -149,6 +151,8 @@ def test_compare_runs_matches_measurements_and_certification_logs(tmp_path):
     text = (tmp_path / "new" / "reproducibility.md").read_text()
     assert "1 of 2 lie in the earlier exact 95% interval" in text
     assert "2 of 3 images get the same prediction (66.7%); certified radii moved by 0.05 (median), 0.1 at most" in text
+    assert "- attacks_standard: 2 in both (1 within), 1 only now, 1 only earlier" in text
+    assert "- evaluation_standard: 0 in both (0 within), 1 only now, 0 only earlier" in text
     nothing = run_script("tools/compare_runs.py", tmp_path / "old", tmp_path / "old" / "certify")
     assert nothing.returncode == 1 and "share no measurement" in nothing.stderr
 

@@ -4,6 +4,8 @@
 - every accuracy measured in both (a row of the same table with the same settings, other
   than the figures): both values, their difference, and whether the new value lies in the
   earlier one's exact 95% interval;
+- table by table, how many accuracies only one of the runs measured (a measurement the
+  evaluation added, dropped or set differently);
 - the certification logs (certify/*.tsv) of both: per image, the same prediction (or
   abstention) and how far the certified radii moved.
 
@@ -28,29 +30,42 @@ def read(path, delimiter=","):
         return list(csv.DictReader(f, delimiter=delimiter))
 
 
-def accuracy_rows(old_dir, new_dir):
-    """Rows of every table in both folders that measure an accuracy with the same settings."""
-    out = []
-    for new_path in sorted(Path(new_dir).glob("*.csv")):
-        old_path = Path(old_dir) / new_path.name
-        if not old_path.exists():
-            continue
-        old_rows, new_rows = read(old_path), read(new_path)
-        if not new_rows or not FIGURES <= set(new_rows[0]):
-            continue
-        key_of = lambda r: tuple((k, v) for k, v in r.items() if k not in FIGURES | CIRCUMSTANCES)  # noqa: E731
-        earlier = {key_of(r): r for r in old_rows}
-        for r in new_rows:
-            o = earlier.get(key_of(r))
-            if o is None or "" in (o["acc"], r["acc"]):
-                continue
+def accuracy_tables(folder):
+    """{table name: its rows} of every table in folder that measures an accuracy."""
+    tables = {}
+    for path in sorted(Path(folder).glob("*.csv")):
+        rows = read(path)
+        if rows and FIGURES <= set(rows[0]):
+            tables[path.stem] = [r for r in rows if r["acc"] != ""]
+    return tables
+
+
+def settings(row):
+    """What a row measured: its columns other than the figures and the circumstances."""
+    return tuple((k, v) for k, v in row.items() if k not in FIGURES | CIRCUMSTANCES)
+
+
+def compare_accuracies(old_dir, new_dir):
+    """(every accuracy both runs measured with the same settings, and per table how many
+    were measured in both, within the earlier interval, only now and only earlier)."""
+    old_tables, new_tables = accuracy_tables(old_dir), accuracy_tables(new_dir)
+    pairs, per_table = [], []
+    for table in sorted(set(old_tables) | set(new_tables)):
+        earlier = {settings(r): r for r in old_tables.get(table, [])}
+        now = {settings(r): r for r in new_tables.get(table, [])}
+        matched = [key for key in now if key in earlier]
+        for key in matched:
+            o, r = earlier[key], now[key]
             old_acc, new_acc = float(o["acc"]), float(r["acc"])
-            described = ", ".join(v for k, v in key_of(r) if k not in ("protocol", "n", "seed", "settings") and v)
-            out.append({"table": new_path.stem, "measurement": described, "n": r.get("n", ""),
-                        "earlier_%": round(100 * old_acc, 2), "now_%": round(100 * new_acc, 2),
-                        "difference_points": round(100 * (new_acc - old_acc), 2),
-                        "within_earlier_interval": float(o["ci_low"]) <= new_acc <= float(o["ci_high"])})
-    return out
+            described = ", ".join(v for k, v in key if k not in ("protocol", "n", "seed", "settings") and v)
+            pairs.append({"table": table, "measurement": described, "n": r.get("n", ""),
+                          "earlier_%": round(100 * old_acc, 2), "now_%": round(100 * new_acc, 2),
+                          "difference_points": round(100 * (new_acc - old_acc), 2),
+                          "within_earlier_interval": float(o["ci_low"]) <= new_acc <= float(o["ci_high"])})
+        inside = sum(p["within_earlier_interval"] for p in pairs if p["table"] == table)
+        per_table.append({"table": table, "in_both": len(matched), "within_earlier_interval": inside,
+                          "only_now": len(now) - len(matched), "only_earlier": len(earlier) - len(matched)})
+    return pairs, per_table
 
 
 def certification_rows(old_dir, new_dir):
@@ -79,18 +94,23 @@ def main(argv):
         print("usage: python tools/compare_runs.py OLD_RESULTS NEW_RESULTS (two folders)", file=sys.stderr)
         return 2
     old_dir, new_dir = map(Path, argv)
-    accuracies, certificates = accuracy_rows(old_dir, new_dir), certification_rows(old_dir, new_dir)
+    (accuracies, per_table), certificates = compare_accuracies(old_dir, new_dir), certification_rows(old_dir, new_dir)
     if not accuracies and not certificates:
         print(f"error: {old_dir} and {new_dir} share no measurement", file=sys.stderr)
         return 1
     inside = sum(r["within_earlier_interval"] for r in accuracies)
+    tables = ["Table by table: accuracies measured in both runs (of them, within the earlier interval), and "
+              "measured by one run only (a measurement added, dropped or set differently):", ""] + [
+        f"- {t['table']}: {t['in_both']} in both ({t['within_earlier_interval']} within), {t['only_now']} only now, "
+        f"{t['only_earlier']} only earlier" for t in per_table]
+    logs = ["Certification logs, image by image:", ""] + [
+        f"- {c['log']}: {c['same_prediction']} of {c['images']} images get the same prediction "
+        f"({c['same_prediction_%']}%); certified radii moved by {c['median_radius_shift']} (median), "
+        f"{c['largest_radius_shift']} at most" for c in certificates]
     write_table(accuracies, new_dir / "reproducibility",
                 title=f"This run against the earlier results in {old_dir}: every accuracy both measured with the "
                       f"same settings; {inside} of {len(accuracies)} lie in the earlier exact 95% interval",
-                note="Certification logs, image by image:\n\n" + "\n".join(
-                    f"- {c['log']}: {c['same_prediction']} of {c['images']} images get the same prediction "
-                    f"({c['same_prediction_%']}%); certified radii moved by {c['median_radius_shift']} (median), "
-                    f"{c['largest_radius_shift']} at most" for c in certificates) if certificates else None)
+                note="\n".join(tables + ([""] + logs if certificates else [])))
     print(f"wrote {new_dir / 'reproducibility.md'}: {inside} of {len(accuracies)} accuracies within the earlier "
           f"interval; {len(certificates)} certification logs compared")
     return 0
