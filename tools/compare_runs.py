@@ -53,17 +53,18 @@ def compare_accuracies(old_dir, new_dir):
     for table in sorted(set(old_tables) | set(new_tables)):
         earlier = {settings(r): r for r in old_tables.get(table, [])}
         now = {settings(r): r for r in new_tables.get(table, [])}
-        matched = [key for key in now if key in earlier]
-        for key in matched:
+        matched = []
+        for key in (key for key in now if key in earlier):
             o, r = earlier[key], now[key]
             old_acc, new_acc = float(o["acc"]), float(r["acc"])
             described = ", ".join(v for k, v in key if k not in ("protocol", "n", "seed", "settings") and v)
-            pairs.append({"table": table, "measurement": described, "n": r.get("n", ""),
-                          "earlier_%": round(100 * old_acc, 2), "now_%": round(100 * new_acc, 2),
-                          "difference_points": round(100 * (new_acc - old_acc), 2),
-                          "within_earlier_interval": float(o["ci_low"]) <= new_acc <= float(o["ci_high"])})
-        inside = sum(p["within_earlier_interval"] for p in pairs if p["table"] == table)
-        per_table.append({"table": table, "in_both": len(matched), "within_earlier_interval": inside,
+            matched.append({"table": table, "measurement": described, "n": r.get("n", ""),
+                            "earlier_%": round(100 * old_acc, 2), "now_%": round(100 * new_acc, 2),
+                            "difference_points": round(100 * (new_acc - old_acc), 2),
+                            "within_earlier_interval": float(o["ci_low"]) <= new_acc <= float(o["ci_high"])})
+        pairs += matched
+        per_table.append({"table": table, "in_both": len(matched),
+                          "within_earlier_interval": sum(m["within_earlier_interval"] for m in matched),
                           "only_now": len(now) - len(matched), "only_earlier": len(earlier) - len(matched)})
     return pairs, per_table
 
