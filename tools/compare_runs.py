@@ -56,12 +56,15 @@ def compare_accuracies(old_dir, new_dir):
         matched = []
         for key in (key for key in now if key in earlier):
             o, r = earlier[key], now[key]
-            old_acc, new_acc = float(o["acc"]), float(r["acc"])
+            try:
+                old_acc, new_acc, low, high = float(o["acc"]), float(r["acc"]), float(o["ci_low"]), float(o["ci_high"])
+            except ValueError:
+                raise ValueError(f"{table}.csv: a figure that is no number in {o} or {r}") from None
             described = ", ".join(v for k, v in key if k not in ("protocol", "n", "seed", "settings") and v)
             matched.append({"table": table, "measurement": described, "n": r.get("n", ""),
                             "earlier_%": round(100 * old_acc, 2), "now_%": round(100 * new_acc, 2),
                             "difference_points": round(100 * (new_acc - old_acc), 2),
-                            "within_earlier_interval": float(o["ci_low"]) <= new_acc <= float(o["ci_high"])})
+                            "within_earlier_interval": low <= new_acc <= high})
         pairs += matched
         per_table.append({"table": table, "in_both": len(matched),
                           "within_earlier_interval": sum(m["within_earlier_interval"] for m in matched),
@@ -95,7 +98,12 @@ def main(argv):
         print("usage: python tools/compare_runs.py OLD_RESULTS NEW_RESULTS (two folders)", file=sys.stderr)
         return 2
     old_dir, new_dir = map(Path, argv)
-    (accuracies, per_table), certificates = compare_accuracies(old_dir, new_dir), certification_rows(old_dir, new_dir)
+    try:
+        (accuracies, per_table) = compare_accuracies(old_dir, new_dir)
+        certificates = certification_rows(old_dir, new_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if not accuracies and not certificates:
         print(f"error: {old_dir} and {new_dir} share no measurement", file=sys.stderr)
         return 1
