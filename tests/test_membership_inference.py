@@ -265,7 +265,7 @@ def test_a_verdict_needs_every_target():
     less = [(-0.04, -0.06, -0.02), (-0.03, -0.05, -0.01), (-0.05, -0.07, -0.03)]
     assert mr.verdict_table(verdict_rows(less))[0]["verdict"] == "leaks less"
     one_target_turns = less[:2] + [(-0.01, -0.03, 0.01)]
-    assert mr.verdict_table(verdict_rows(one_target_turns))[0]["verdict"] == "no difference on every target"
+    assert mr.verdict_table(verdict_rows(one_target_turns))[0]["verdict"] == "no verdict: not on every target"
     more = [(0.03, 0.01, 0.05)] * 3
     assert mr.verdict_table(verdict_rows(more))[0]["verdict"] == "leaks more"
     row = mr.verdict_table(verdict_rows(less))[0]

@@ -15,7 +15,7 @@ REFERENCE_ATTACKS = ("lira", "lira-online", "rmia", "rmia-offline")
 ATTACKS = ("study", "loss") + REFERENCE_ATTACKS
 LEAKAGE_ATTACKS = ("loss", "lira-online", "rmia")
 HEADLINE_ATTACK = "rmia"    # the attack the summary tables, the privacy plot and the README quote
-VERDICTS = ("leaks less", "leaks more", "no difference on every target")
+VERDICTS = ("leaks less", "leaks more", "no verdict: not on every target")
 
 
 # ------------------------------------------------------------------- files
