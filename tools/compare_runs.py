@@ -54,7 +54,7 @@ def compare_accuracies(old_dir, new_dir):
         earlier = {settings(r): r for r in old_tables.get(table, [])}
         now = {settings(r): r for r in new_tables.get(table, [])}
         matched = []
-        for key in (key for key in now if key in earlier):
+        for key in [key for key in now if key in earlier]:
             o, r = earlier[key], now[key]
             try:
                 old_acc, new_acc, low, high = float(o["acc"]), float(r["acc"]), float(o["ci_low"]), float(o["ci_high"])
@@ -99,7 +99,7 @@ def main(argv):
         return 2
     old_dir, new_dir = map(Path, argv)
     try:
-        (accuracies, per_table) = compare_accuracies(old_dir, new_dir)
+        accuracies, per_table = compare_accuracies(old_dir, new_dir)
         certificates = certification_rows(old_dir, new_dir)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
