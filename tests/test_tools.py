@@ -157,13 +157,21 @@ def test_compare_runs_matches_measurements_and_certification_logs(tmp_path):
     assert nothing.returncode == 1 and "share no measurement" in nothing.stderr
 
 
-def test_compare_runs_names_a_figure_that_is_no_number_in_one_line(tmp_path):
+def test_compare_runs_names_a_figure_or_radius_that_is_no_number_in_one_line(tmp_path):
     for name in ("old", "new"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "attacks_standard.csv").write_text("attack,acc,ci_low,ci_high\nPGD-20,x,0.6,0.7\n")
     proc = run_script("tools/compare_runs.py", tmp_path / "old", tmp_path / "new")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: attacks_standard.csv: a figure that is no number")
+    for name, radius in (("old", "0.5"), ("new", "x")):
+        (tmp_path / name / "attacks_standard.csv").unlink()
+        (tmp_path / name / "certify").mkdir()
+        (tmp_path / name / "certify" / "m_sigma0.25_n100.tsv").write_text(
+            f"idx\tlabel\tpredict\tradius\tcorrect\ttime\n4\t1\t1\t{radius}\t1\t2.0\n")
+    proc = run_script("tools/compare_runs.py", tmp_path / "old", tmp_path / "new")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: certify/m_sigma0.25_n100.tsv: a radius that is no number")
 
 
 def test_a_timed_make_target_is_listed_apart_from_the_stages_sum(tmp_path):

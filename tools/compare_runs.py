@@ -84,8 +84,11 @@ def certification_rows(old_dir, new_dir):
         if not common:
             continue
         same = sum(old[i]["predict"] == new[i]["predict"] for i in common)
-        shifts = [abs(float(old[i]["radius"]) - float(new[i]["radius"])) for i in common
-                  if old[i]["predict"] == new[i]["predict"] != "-1"]
+        try:
+            shifts = [abs(float(old[i]["radius"]) - float(new[i]["radius"])) for i in common
+                      if old[i]["predict"] == new[i]["predict"] != "-1"]
+        except ValueError:
+            raise ValueError(f"certify/{new_path.name}: a radius that is no number in one of the two runs") from None
         out.append({"log": new_path.stem, "images": len(common), "same_prediction": same,
                     "same_prediction_%": round(100 * same / len(common), 1),
                     "median_radius_shift": round(statistics.median(shifts), 4) if shifts else "",
