@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fashion_defenses.reporting import write_table
 
 FIGURES = {"acc", "ci_low", "ci_high"}
+LOG_COLUMNS = {"idx", "predict", "radius"}   # what the certification logs are compared by
 # columns that change from run to run without the measurement changing
 CIRCUMSTANCES = {"seconds_per_epoch", "mean_seconds_per_image", "seconds", "samples_per_s", "images_per_s",
                  "vs_ours", "vs_limit", "epochs_run", "abstain_rate", "study_within_ci", "time"}
@@ -79,7 +80,10 @@ def certification_rows(old_dir, new_dir):
         old_path = Path(old_dir) / "certify" / new_path.name
         if not old_path.exists():
             continue
-        old, new = ({r["idx"]: r for r in read(p, delimiter="\t")} for p in (old_path, new_path))
+        logs = [read(p, delimiter="\t") for p in (old_path, new_path)]
+        if any(rows and not LOG_COLUMNS <= set(rows[0]) for rows in logs):
+            raise ValueError(f"certify/{new_path.name}: a log without the columns {', '.join(sorted(LOG_COLUMNS))}")
+        old, new = ({r["idx"]: r for r in rows} for rows in logs)
         common = sorted(set(old) & set(new), key=int)
         if not common:
             continue
