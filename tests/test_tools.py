@@ -176,6 +176,15 @@ def test_compare_runs_names_a_figure_or_radius_that_is_no_number_in_one_line(tmp
     proc = run_script("tools/compare_runs.py", tmp_path / "old", tmp_path / "new")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: certify/m_sigma0.25_n100.tsv: a log without the columns idx, predict, radius")
+    (tmp_path / "new" / "certify" / "m_sigma0.25_n100.tsv").write_text("idx\tlabel\tpredict\tradius\n4\t1\t1\n")
+    proc = run_script("tools/compare_runs.py", tmp_path / "old", tmp_path / "new")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: certify/m_sigma0.25_n100.tsv: a radius that is no number")
+    for run in ("old", "new"):
+        (tmp_path / run / "certify" / "m_sigma0.25_n100.tsv").write_text("idx\tlabel\tpredict\tradius\nx\t1\t1\t0.5\n")
+    proc = run_script("tools/compare_runs.py", tmp_path / "old", tmp_path / "new")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: certify/m_sigma0.25_n100.tsv: an image index that is no integer")
 
 
 def test_a_timed_make_target_is_listed_apart_from_the_stages_sum(tmp_path):

@@ -84,14 +84,17 @@ def certification_rows(old_dir, new_dir):
         if any(rows and not LOG_COLUMNS <= set(rows[0]) for rows in logs):
             raise ValueError(f"certify/{new_path.name}: a log without the columns {', '.join(sorted(LOG_COLUMNS))}")
         old, new = ({r["idx"]: r for r in rows} for rows in logs)
-        common = sorted(set(old) & set(new), key=int)
+        try:
+            common = sorted(set(old) & set(new), key=int)
+        except ValueError:
+            raise ValueError(f"certify/{new_path.name}: an image index that is no integer") from None
         if not common:
             continue
         same = sum(old[i]["predict"] == new[i]["predict"] for i in common)
         try:
             shifts = [abs(float(old[i]["radius"]) - float(new[i]["radius"])) for i in common
                       if old[i]["predict"] == new[i]["predict"] != "-1"]
-        except ValueError:
+        except (TypeError, ValueError):   # TypeError: a row cut short, so no radius at all
             raise ValueError(f"certify/{new_path.name}: a radius that is no number in one of the two runs") from None
         out.append({"log": new_path.stem, "images": len(common), "same_prediction": same,
                     "same_prediction_%": round(100 * same / len(common), 1),
