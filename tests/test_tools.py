@@ -204,6 +204,26 @@ def test_a_timed_make_target_is_listed_apart_from_the_stages_sum(tmp_path):
     assert "`make quick-scripts` took 9.0 minutes on 2 CPUs" in text
 
 
+def test_the_stages_sum_is_scaled_to_the_budgets_machine_speed_and_set_against_the_budget(tmp_path):
+    """7 h of stages at 14 s per epoch are 5 h at the budget's 10 s: within it; on a
+    machine as fast as the budget's exactly the budget, still within; at 7 s, 10 h: over."""
+    import timed
+    row = {"exit": "0", "commit": "abc", "cpus": "2", "gpu": "none", "host": "h", "models_trained": "", "train_s": "0",
+           "finished_utc": "2026-11-26 12:00"}
+    rows = [{**row, "command": "python model.py", "wall_s": str(3 * 3600)},
+            {**row, "command": "python attacks.py", "wall_s": str(4 * 3600)}]
+    assert timed.BUDGET_HOURS == 7 and timed.BUDGET_S_PER_EPOCH == 10
+    timed.write_markdown(rows, tmp_path / "t.md", speed=14.0)
+    assert "At 10 s per epoch that is 5.00 h, against the full run's budget of 7 h (within it)." in \
+        (tmp_path / "t.md").read_text()
+    timed.write_markdown(rows, tmp_path / "t.md", speed=10.0)
+    assert "that is 7.00 h, against the full run's budget of 7 h (within it)." in (tmp_path / "t.md").read_text()
+    timed.write_markdown(rows, tmp_path / "t.md", speed=7.0)
+    assert "that is 10.00 h, against the full run's budget of 7 h (3.00 h over)." in (tmp_path / "t.md").read_text()
+    timed.write_markdown(rows, tmp_path / "t.md")   # no speed recorded: nothing to scale by
+    assert "budget" not in (tmp_path / "t.md").read_text()
+
+
 def test_a_timed_make_target_names_the_machine_speed_it_ran_at(tmp_path):
     """make test-record: the speed benchmarks/machine_speed.py wrote before the target ran
     is recorded with it; a later measurement does not rewrite what an old row says."""

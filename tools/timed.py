@@ -35,6 +35,10 @@ FIELDS = ["finished_utc", "command", "exit", "wall_s", "commit", "cpus", "gpu", 
 # recorded it, or, for make targets timed apart (benchmarks/results/), as
 # benchmarks/machine_speed.py measured it
 SPEED_TABLES = ("base_model_standard.csv", "machine_speed.csv")
+# the full run's budget: this many hours of stage time on a machine that trains the
+# standard base CNN at BUDGET_S_PER_EPOCH; a machine's sum is scaled by its own speed
+BUDGET_HOURS = 7.0
+BUDGET_S_PER_EPOCH = 10.0
 HEARTBEAT_S = 30
 
 
@@ -160,8 +164,16 @@ def stage_table(latest, speed):
     machines = sorted({f"{a['cpus']} CPUs, GPU {a['gpu']}" for attempts in latest.values() for a in attempts})
     return lines + ["", f"Sum over the {len(latest)} stages: {total / 3600:.2f} h on {'; '.join(machines)}."
                     + (f" Machine speed: the standard base CNN trained at {speed:g} s per epoch here (machines "
-                       "differ up to 4x; scale the minutes by it)." if speed else "")
+                       "differ up to 4x; scale the minutes by it)." + against_budget(total, speed) if speed else "")
                     + " Which models each stage trained: the `models_trained` column of run_times.csv."]
+
+
+def against_budget(total_s, speed):
+    """The sum scaled to the budget's machine speed, set against the budget."""
+    scaled = total_s / 3600 * BUDGET_S_PER_EPOCH / speed
+    verdict = "within it" if scaled <= BUDGET_HOURS else f"{scaled - BUDGET_HOURS:.2f} h over"
+    return (f" At {BUDGET_S_PER_EPOCH:g} s per epoch that is {scaled:.2f} h, against the full run's budget of "
+            f"{BUDGET_HOURS:g} h ({verdict}).")
 
 
 def machine_speed(results_dir):
