@@ -34,6 +34,33 @@ def test_apgd_checkpoints_follow_the_paper():
     assert [at for at, _ in autoattack.apgd_checkpoints(100)] == expected == [22, 41, 57, 70, 80, 87, 93, 99]
 
 
+def halvings(losses, start):
+    """Run APGD's step schedule over scripted losses (iterations x images) after a start
+    loss: the steps after each checkpoint, in units of eps."""
+    losses = np.asarray(losses, np.float32)
+    schedule = autoattack.StepSchedule(tf.constant(start, tf.float32), 1.0, len(losses))
+    best, steps = np.asarray(start, np.float32), []
+    for i, row in enumerate(losses):
+        best = np.maximum(best, row)
+        if schedule.update(i, tf.constant(row), tf.constant(best)) is not None:
+            steps.append(schedule.step.numpy().ravel().tolist())
+    return steps
+
+
+def test_apgd_halves_its_step_where_croce_and_heins_code_does():
+    """Their code (autopgd_base.py) starts as if the step had just been halved, so the
+    first checkpoint (after 22 of 100 iterations) never halves for lack of progress,
+    and counts the first step's loss against 0, not against the start. Image 0: losses
+    rising every step but never past the start's: no halving at 22 (the paper's text
+    would halve), halved at 41 (no progress since the start). Image 1: a DLR-like negative
+    loss whose first step rises from the start, then 16 of 21 steps rise: 16 raises
+    counted (<= 0.75 x 22): halved at 22 (counting the start, 17 would not be)."""
+    rising = 0.5 * np.arange(1, 101)                                     # 0.5 to 50, below the start's 100
+    dlr = np.r_[-0.8, -0.8 + 0.01 * np.arange(1, 17), -0.64 - 0.001 * np.arange(1, 6), np.full(78, -0.7)]
+    steps = halvings(np.stack([rising, dlr], axis=1), start=[100.0, -0.9])
+    assert steps[0] == [2.0, 1.0]
+    assert steps[1][0] == 1.0
+
 def test_dlr_loss_ignores_the_scale_and_shift_of_the_logits():
     logits = tf.constant(np.random.default_rng(0).normal(size=(50, 10)), tf.float32)
     y = tf.constant(np.arange(50) % 10)

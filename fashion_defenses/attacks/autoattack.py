@@ -65,35 +65,53 @@ def _apgd_iteration(model, x, y, target, x_adv, x_prev, grad, step, momentum, ep
     return x_new, grad_new, losses, best
 
 
+class StepSchedule:
+    """APGD's step size per image: 2 eps at the start, halved at a checkpoint where at
+    most APGD_SUCCESS_RATE of the window's steps raised the loss, or where the step was
+    not halved at the checkpoint before and the best loss has not risen since. Kept as
+    Croce & Hein's code keeps it (autopgd_base.py), which differs from their paper's
+    text at the first checkpoint only: there it counts the first step's loss against 0,
+    not against the start's, and never halves for lack of progress."""
+
+    def __init__(self, start_loss, eps, iterations):
+        self.step = tf.fill([tf.shape(start_loss)[0], 1, 1, 1], 2.0 * eps)
+        self.history = [tf.zeros_like(start_loss)]    # the loss before the first step, as their code reads it
+        self.halved_before = tf.ones_like(start_loss, dtype=tf.bool)
+        self.best_before = start_loss
+        self.checkpoints = dict(apgd_checkpoints(iterations))
+
+    def update(self, iteration, losses, best_loss):
+        """After iteration `iteration` (from 0) with these losses and best losses so far:
+        which images halve their step now (None between checkpoints)."""
+        self.history.append(losses)
+        window = self.checkpoints.get(iteration + 1)
+        if window is None:
+            return None
+        history = self.history
+        raised = tf.add_n([tf.cast(history[-j] > history[-j - 1], tf.float32) for j in range(1, window + 1)])
+        halve = (raised <= APGD_SUCCESS_RATE * window) | (~self.halved_before & (self.best_before >= best_loss))
+        self.halved_before, self.best_before = halve, best_loss
+        self.step = tf.where(halve[:, None, None, None], self.step / 2.0, self.step)
+        return halve
+
+
 def _apgd_batch(model, x, y, target, eps, iterations, loss, seed, eot_samples, single_draw=False):
     """APGD on one batch (tensors); returns (x_adv, misclassified by the model)."""
     eps_t = tf.constant(eps, tf.float32)
     x_adv, losses, grad, wrong = _apgd_start(model, x, y, target, eps_t, seed, loss, eot_samples, single_draw)
     best = (x_adv, losses, grad, x_adv, wrong)
-    x_prev, step = x_adv, tf.fill([tf.shape(x)[0], 1, 1, 1], 2.0 * eps)
-    history = [losses]                  # the loss after each iteration, the start first
-    checkpoints = dict(apgd_checkpoints(iterations))
-    reduced_before = tf.zeros_like(wrong)
-    loss_max_before = losses
+    x_prev = x_adv
+    schedule = StepSchedule(losses, eps, iterations)
     for i in range(iterations):
         momentum = tf.constant(1.0 if i == 0 else APGD_MOMENTUM)
-        x_new, grad, losses, best = _apgd_iteration(model, x, y, target, x_adv, x_prev, grad, step, momentum,
-                                                    eps_t, best, loss, eot_samples, single_draw)
+        x_new, grad, losses, best = _apgd_iteration(model, x, y, target, x_adv, x_prev, grad, schedule.step,
+                                                    momentum, eps_t, best, loss, eot_samples, single_draw)
         x_prev, x_adv = x_adv, x_new
-        history.append(losses)
-        window = checkpoints.get(i + 1)
-        if window is None:
-            continue
-        # halve the step where few of the window's steps raised the loss, or where the
-        # step was not halved last time and the best loss has not moved since
-        raised = tf.add_n([tf.cast(history[-j] > history[-j - 1], tf.float32) for j in range(1, window + 1)])
-        loss_max = best[1]
-        reduce = (raised <= APGD_SUCCESS_RATE * window) | (~reduced_before & (loss_max_before >= loss_max))
-        reduced_before, loss_max_before = reduce, loss_max
-        mask = reduce[:, None, None, None]
-        step = tf.where(mask, step / 2.0, step)
-        x_adv = tf.where(mask, best[0], x_adv)       # restart from the best point found
-        grad = tf.where(mask, best[2], grad)
+        halve = schedule.update(i, losses, best[1])
+        if halve is not None:            # restart the halved images from the best point found
+            mask = halve[:, None, None, None]
+            x_adv = tf.where(mask, best[0], x_adv)
+            grad = tf.where(mask, best[2], grad)
     x_max, _, _, x_found, found = best
     return tf.where(found[:, None, None, None], x_found, x_max).numpy(), found.numpy()
 
