@@ -61,6 +61,7 @@ def test_apgd_halves_its_step_where_croce_and_heins_code_does():
     assert steps[0] == [2.0, 1.0]
     assert steps[1][0] == 1.0
 
+
 def test_dlr_loss_ignores_the_scale_and_shift_of_the_logits():
     logits = tf.constant(np.random.default_rng(0).normal(size=(50, 10)), tf.float32)
     y = tf.constant(np.arange(50) % 10)
