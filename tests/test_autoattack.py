@@ -268,8 +268,49 @@ def test_autoattack_is_croce_and_heins_standard_and_rand_versions(small_model):
     assert any(getattr(layer, "randomized", False) for layer in nested_layers(view))
     assert "soft smoothed" in smoothed.views_for(suite.SUITE["APGD-CE"])[0][0]
     assert smoothed.views_for(suite.SUITE["Square"])[0][0] == "deployed"
-    assert suite.sequences(smoothed) == (("AutoAttack (rand version)", suite.AUTOATTACK_RAND),
-                                           (suite.SOFT_APGD_LABEL, suite.SOFT_APGD))
+    # the reference judges the rand version by one noisy pass; ours by PREDICT, and says so
+    assert suite.sequences(smoothed) == (
+        ("AutoAttack (rand version), judged by PREDICT (n 10, alpha 0.001; abstention wrong)", suite.AUTOATTACK_RAND),
+        (suite.SOFT_APGD_LABEL, suite.SOFT_APGD))
     assert suite.sequences(suite.plain_target(small_model)) == (("AutoAttack", suite.AUTOATTACK),)
     rotating = filters.target(filters.with_filter(filters.make_filter("rotate10"), small_model))
     assert suite.sequences(rotating) == (("AutoAttack (rand version)", suite.AUTOATTACK_RAND),)
+
+
+def constant_model(logits):
+    """A classifier whose logits never depend on its input: no attack can break it."""
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(10, kernel_initializer="zeros",
+                                                bias_initializer=keras.initializers.Constant(logits))])
+
+
+@pytest.mark.parametrize("attack", ["APGD-CE", "APGD-T"])
+def test_an_image_apgd_does_not_break_is_handed_on_unchanged(attack_set, attack):
+    """Croce & Hein's perturb keeps the clean image where APGD never succeeded (the
+    highest-loss point would show a randomized judge another input)."""
+    x, y = attack_set
+    logits = np.arange(10, dtype=np.float32)
+    model = constant_model(logits)
+    y = np.full(len(y), 9, dtype=np.int32)    # the class it always predicts: never broken
+    x_adv = suite.SUITE[attack].run(model, x[:8], y[:8], 0.1, seed=0)
+    np.testing.assert_array_equal(x_adv, x[:8])
+
+
+def test_apgd_t_starts_each_target_from_a_fresh_random_point(small_model, attack_set, monkeypatch):
+    """The reference draws a new random start for every target class; the start of the
+    run towards each target must differ from the others'."""
+    x, y = attack_set
+    seeds = []
+
+    def unbroken(model, x, y, target, eps, iterations, loss, seed, eot_samples, single_draw=False):
+        seeds.append(seed)
+        return x.numpy(), np.zeros(len(y), bool)
+    monkeypatch.setattr(autoattack, "_apgd_batch", unbroken)
+    autoattack.apgd_targeted(small_model, x[:4], y[:4], eps=0.1, target_classes=3, iterations=1, seed=5)
+    assert len(seeds) == 3
+    xb, yb = tf.constant(x[:4]), tf.constant(y[:4])
+    starts = [autoattack._apgd_start(small_model, xb, yb, yb, tf.constant(0.1), s, "ce", 1, False)[0].numpy()
+              for s in seeds]
+    for i in range(3):
+        for j in range(i):
+            assert np.abs(starts[i] - starts[j]).max() > 0.05

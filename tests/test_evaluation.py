@@ -301,7 +301,8 @@ def test_a_smoothed_classifier_is_judged_by_predict_on_the_randomized_subset(sma
     fixed = report.fixed_images(rows)
     assert fixed == "40 fixed"
     assert {r["n"] for r in rows if r["images"] == fixed} == {40}
-    rand = report.find(rows, "AutoAttack (rand version)", 0.1, fixed)
+    rand = report.autoattack_row(rows, fixed)
+    assert rand["attack"] == "AutoAttack (rand version), judged by PREDICT (n 10, alpha 0.001; abstention wrong)"
     soft = report.find(rows, "soft-smoothed APGD", 0.1, fixed)
     assert rand["settings"].startswith("APGD-CE (rand version) through noisy base classifier, EOT-2")
     assert "soft smoothed classifier" in soft["settings"]

@@ -112,15 +112,16 @@ def _apgd_batch(model, x, y, target, eps, iterations, loss, seed, eot_samples, s
             mask = halve[:, None, None, None]
             x_adv = tf.where(mask, best[0], x_adv)
             grad = tf.where(mask, best[2], grad)
-    x_max, _, _, x_found, found = best
-    return tf.where(found[:, None, None, None], x_found, x_max).numpy(), found.numpy()
+    _, _, _, x_found, found = best
+    # an image never misclassified is handed on as it came, as the reference's perturb keeps it
+    return tf.where(found[:, None, None, None], x_found, x).numpy(), found.numpy()
 
 
 def apgd(model, x, y, *, eps, iterations=100, loss="ce", seed=0, eot_samples=1, single_draw=False,
          batch_size=500):
     """APGD (untargeted) with the cross-entropy ("ce") or DLR ("dlr") loss, one run
     from a random start. Returns, per image, the latest point the model misclassified,
-    or the point of highest loss where it never did. Against a randomized model each
+    or the clean image where it never did (as Croce & Hein's perturb). Against a randomized model each
     gradient averages eot_samples draws; single_draw judges the loss and success on
     one draw, as AutoAttack's rand version does (otherwise on the mean logits)."""
     x, y = check_inputs(x, y, eps)
@@ -133,6 +134,12 @@ def apgd(model, x, y, *, eps, iterations=100, loss="ce", seed=0, eot_samples=1, 
     return out
 
 
+def target_start_seed(batch_seed, rank):
+    """The random start's seed of APGD-T's run towards its rank-th target: a fresh start
+    per target, as the reference draws one per target class."""
+    return tf.random.experimental.stateless_fold_in(batch_seed, rank)
+
+
 @tf.function(reduce_retracing=True)
 def _mean_logits(model, x, eot_samples):
     x_rep = tf.concat([x] * eot_samples, axis=0) if eot_samples > 1 else x
@@ -142,21 +149,23 @@ def _mean_logits(model, x, eot_samples):
 
 def apgd_targeted(model, x, y, *, eps, target_classes=9, iterations=100, seed=0, eot_samples=1, batch_size=500):
     """APGD-T: APGD on the targeted DLR loss, once per target class, the clean image's
-    2nd, 3rd, ... most likely classes in turn, each run on the images that no earlier
-    target broke. Returns each image's first misclassified point, else its last run's."""
+    2nd, 3rd, ... most likely classes in turn, each run from a fresh random start on the
+    images that no earlier target broke. Returns each image's first misclassified point,
+    else the clean image (as Croce & Hein's perturb)."""
     x, y = check_inputs(x, y, eps)
     out = x.copy()
     for batch, (lo, hi) in enumerate(batches(len(x), batch_size)):
         xb, yb = x[lo:hi], y[lo:hi]
         ranked = np.argsort(-_mean_logits(model, tf.constant(xb), int(eot_samples)).numpy(), axis=1)
         broken = np.zeros(len(yb), dtype=bool)
+        batch_seed = tf.constant([seed, batch], dtype=tf.int32)
         for rank in range(1, min(target_classes, ranked.shape[1] - 1) + 1):
             todo = np.flatnonzero(~broken)
             if not len(todo):
                 break
             x_adv, wrong = _apgd_batch(model, tf.constant(xb[todo]), tf.constant(yb[todo]),
                                        tf.constant(ranked[todo, rank].astype(np.int32)), eps, iterations,
-                                       "dlr_targeted", tf.constant([seed, batch], dtype=tf.int32), int(eot_samples))
+                                       "dlr_targeted", target_start_seed(batch_seed, rank), int(eot_samples))
             out[lo:hi][todo] = x_adv
             broken[todo] = wrong
     return out

@@ -245,8 +245,16 @@ def sequences(target):
     if not target.randomized:
         return (("AutoAttack", AUTOATTACK),)
     if target.randomized_views and target.randomized_views != target.views:
-        return ((AUTOATTACK_RAND_LABEL, AUTOATTACK_RAND), (SOFT_APGD_LABEL, SOFT_APGD))
-    return ((AUTOATTACK_RAND_LABEL, AUTOATTACK_RAND),)
+        return ((rand_version_label(target), AUTOATTACK_RAND), (SOFT_APGD_LABEL, SOFT_APGD))
+    return ((rand_version_label(target), AUTOATTACK_RAND),)
+
+
+def rand_version_label(target):
+    """The rand version's row: the reference judges it by one noisy forward pass, so a
+    defense judged otherwise (a smoothed classifier by PREDICT) says by what."""
+    if target.judged_by == Target.judged_by:
+        return AUTOATTACK_RAND_LABEL
+    return f"{AUTOATTACK_RAND_LABEL}, judged by {target.judged_by}"
 
 
 def measure(target, x, y, plan, seed, transfer=None, log=print, clean_label="clean"):

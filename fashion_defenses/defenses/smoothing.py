@@ -174,7 +174,7 @@ def smoothed_target(model, sigma, n_vote, draws, seed, alpha=PREDICT_ALPHA):
     noisy = noisy_model(base, sigma)
     return suite.Target(lambda x, y: smoothed_correct(smooth, x, y, n_vote, alpha, seed),
                           ((f"soft smoothed classifier, {draws} noise draws", SoftSmoothed(base, sigma, draws), 1),),
-                          noisy, f"PREDICT, n {n_vote}, alpha {alpha:g}, abstention wrong",
+                          noisy, f"PREDICT (n {n_vote}, alpha {alpha:g}; abstention wrong)",
                           randomized_views=(("noisy base classifier", noisy, draws),))
 
 

@@ -37,8 +37,10 @@ def find(rows, attack, eps=None, images=None):
 
 def autoattack_row(rows, images=None, eps=HEADLINE_EPS):
     """A defense's AutoAttack row at eps: the standard version's, or the rand version's
-    for a randomized defense."""
-    return find(rows, "AutoAttack", eps, images) or find(rows, suite.AUTOATTACK_RAND_LABEL, eps, images)
+    for a randomized defense (whatever judge its label names)."""
+    rand = [r["attack"] for r in rows if r["attack"].startswith(suite.AUTOATTACK_RAND_LABEL)]
+    return find(rows, "AutoAttack", eps, images) or next(
+        (row for row in (find(rows, label, eps, images) for label in rand) if row), None)
 
 
 def mia_results(results_dir, protocol_name):
