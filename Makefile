@@ -14,13 +14,25 @@ ATTACKS = $(PROTOCOLS:%=$(R)/attacks_%.csv)
 PREPROCESSING = $(PROTOCOLS:%=$(R)/input_preprocessing_%.csv)
 ADVERSARIAL = $(PROTOCOLS:%=$(R)/adversarial_training_%.csv)
 
-.PHONY: all setup data base attacks preprocessing adversarial certify mia evaluation test test-record quick quick-record quick-scripts kill-check bench readme clean-quick clean-results
+# The full run as jobs (dvc.yaml): `make jobs` runs the stale ones one at a time, committing
+# each; `make status` tells each job's state from committed files alone.
+.PHONY: jobs status dvc all setup data base attacks preprocessing adversarial certify mia evaluation test test-record quick quick-record quick-scripts kill-check bench readme clean-quick clean-results
 
 all: setup base attacks preprocessing adversarial certify mia evaluation readme
 
 setup: data
 	@$(PYTHON) -c "import tensorflow, keras, scipy, sklearn, matplotlib" 2>/dev/null || \
 	  $(PYTHON) -m pip install -r requirements.txt
+
+# DVC runs the pipeline: installed here when missing, as setup installs TensorFlow
+dvc:
+	@$(PYTHON) -c "import dvc" 2>/dev/null || $(PYTHON) -m pip install -r requirements-pipeline.txt
+
+jobs: setup dvc
+	$(PYTHON) tools/jobs.py run
+
+status: dvc
+	@$(PYTHON) tools/jobs.py status
 
 # Debian's package where we can install it; elsewhere Keras downloads the data.
 data:
@@ -62,7 +74,7 @@ $(R)/evaluation_%.csv:
 # the suite installs what it needs first: the runtime, the data and the dev requirements;
 # it runs on two workers (pytest-xdist), each quick chain's tests on one
 test: setup
-	@$(PYTHON) -c "import pytest, xdist, art" 2>/dev/null || $(PYTHON) -m pip install -r requirements-dev.txt
+	@$(PYTHON) -c "import pytest, xdist, art, dvc" 2>/dev/null || $(PYTHON) -m pip install -r requirements-dev.txt
 	$(PYTHON) -m pytest -q -n 2 --dist loadgroup tests
 
 # `make test` timed into benchmarks/results/run_times.* (the README quotes it), with how

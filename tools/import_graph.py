@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "fashion_defenses"
 SCRIPTS = ("model", "attacks", "input_preprocessing", "runtime_adversarial_training", "certified_robustness",
-           "membership_inference", "evaluation")
+           "membership_inference", "evaluation", "train")
 
 
 def module_name(path, root=ROOT):
@@ -25,11 +25,17 @@ def module_name(path, root=ROOT):
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path, known):
+def imports_of(path, known, lazy=True):
     """(imported module, names taken from it) for every import of a known module, at any
-    depth of the file (a script imports the package inside main)."""
+    depth of the file (a script imports the package inside main). lazy=False leaves out
+    those of a module's __getattr__, which run only when someone asks the module for a
+    name it does not have (the package's `evaluate` for a user)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    if not lazy:
+        tree.body = [node for node in tree.body if not (isinstance(node, ast.FunctionDef)
+                                                         and node.name == "__getattr__")]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(a.name, ()) for a in node.names if a.name in known]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -55,6 +61,26 @@ def graph(root=ROOT):
             if not edges[name][parent]:
                 del edges[name][parent]
     return edges
+
+
+def source_files(script, root=ROOT):
+    """Every project file that running `python <script>.py` can execute: the script, the
+    package modules it imports at any depth, and the __init__.py of each package on the
+    way (Python runs those too, all but their __getattr__: no module of ours asks a
+    package for a name it imports lazily). Paths relative to root, sorted."""
+    modules = {module_name(p, root): p for p in sorted((root / PACKAGE).rglob("*.py"))}
+    known = set(modules) | {script}
+    paths = {**modules, script: root / f"{script}.py"}
+    seen, todo = set(), [script]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in modules]
+        todo += [target for target, _ in imports_of(paths[name], known, lazy=False)]
+    return sorted(str(paths[name].relative_to(root)) for name in seen)
 
 
 def floors(edges):

@@ -212,7 +212,7 @@ class Snapshots(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 in self.recipe.snapshots:
-            shorter = dataclasses.replace(self.recipe, epochs=epoch + 1, snapshots=())
+            shorter = self.recipe.snapshot(epoch + 1)
             save_run(self.ctx, self.monitor.classifier, shorter, self.monitor, self.extra,
                      snapshot_of=self.recipe.name(self.ctx.protocol.architecture))
 

@@ -17,11 +17,22 @@ class Defense:
     label: str
     kind: str
     name: str                 # the trained model
-    train: object             # () -> anything: trains and caches the model as its technique's stage does
+    train: object             # (retrain=False) -> anything: trains and caches the model as its technique's stage does
     recipe: object = None     # (ctx, data) -> anything: the same training for another run context and data
     filter: str = ""          # a filter in front of the trained model at prediction time only
     sigma: float = 0.0        # > 0: the smoothed classifier around this noise-trained model
     paper_row: str = ""       # the study's Table 4 configuration it reproduces
+    run: tuple = ()           # the models its training run saves, the one it trains first (default: name alone)
+    starts_from: tuple = ()   # saved models that run fine-tunes
+
+    @property
+    def training_name(self):
+        """The model its training run trains (a snapshot's: the longer run's)."""
+        return self.produces[0]
+
+    @property
+    def produces(self):
+        return self.run or (self.name,)
 
     @property
     def key(self):
@@ -59,17 +70,21 @@ def _adversarial_training(ctx, data):
     arch = ctx.protocol.architecture
     if ctx.protocol.name == "paper":
         defenses = []
-        for key, (recipe, filter_name) in recipes.PAPER_ROWS.items():
-            recipe = recipe.for_run(ctx.quick)
+        for key, (row, filter_name) in recipes.PAPER_ROWS.items():
+            recipe, run = row.for_run(ctx.quick), recipes.paper_run(row, ctx.quick)
             label = ("dual + " if filter_name else "") + recipe.label()
             defenses.append(Defense(label, "filter + adversarial training" if filter_name else "adversarial training",
-                                    recipe.name(arch), lambda: at.train_paper(ctx, data), at.train_paper,
-                                    filter=filter_name, paper_row=key))
+                                    recipe.name(arch),
+                                    lambda retrain=False, r=run: at.train_adversarially(ctx, r, data, retrain),
+                                    lambda c, d, row=row: at.train_adversarially(c, recipes.paper_run(row, c.quick), d),
+                                    filter=filter_name, paper_row=key,
+                                    run=tuple(run.snapshot(e).name(arch) for e in (run.epochs, *run.snapshots)),
+                                    starts_from=(arch,)))
         return defenses
     return [Defense(recipe.label(),
                     "filter + adversarial training" if recipe.filter else "adversarial training",
                     recipe.for_run(ctx.quick).name(arch),
-                    lambda r=recipe: at.train_adversarially(ctx, r.for_run(ctx.quick), data),
+                    lambda retrain=False, r=recipe: at.train_adversarially(ctx, r.for_run(ctx.quick), data, retrain),
                     lambda c, d, r=recipe: at.train_adversarially(c, r.for_run(c.quick), d))
             for recipe in recipes.STANDARD_RECIPES]
 
@@ -80,20 +95,21 @@ def catalogue(ctx, data):
     time, as in the study; in the standard protocol the CNN is trained behind it."""
     arch = ctx.protocol.architecture
     paper = ctx.protocol.name == "paper"
-    defenses = [Defense("undefended CNN", "undefended", arch, lambda: get_base_model(ctx, data), get_base_model)]
+    base = lambda retrain=False: get_base_model(ctx, data, retrain)  # noqa: E731
+    defenses = [Defense("undefended CNN", "undefended", arch, base, get_base_model)]
     if paper:
-        defenses.append(Defense("dual filter (at prediction time)", "filter", arch, lambda: get_base_model(ctx, data),
+        defenses.append(Defense("dual filter (at prediction time)", "filter", arch, base,
                                 get_base_model, filter="dual", paper_row="median filter only"))
     else:
         defenses += [Defense(f"{f} filter", "filter", filters.filter_model_name(ctx.protocol, f),
-                             lambda f=f: filters.get_filter_model(ctx, f, data),
+                             lambda retrain=False, f=f: filters.get_filter_model(ctx, f, data, retrain),
                              lambda c, d, f=f: filters.get_filter_model(c, f, d))
                      for f in filters.TRAINED_BEHIND]
     defenses += _adversarial_training(ctx, data)
     if not paper:
         defenses += [Defense(f"smoothing sigma {sigma:g}", "randomized smoothing",
                              certificates.noise_model_name(ctx.protocol, sigma),
-                             lambda s=sigma: smoothing.get_noise_model(ctx, s, data),
+                             lambda retrain=False, s=sigma: smoothing.get_noise_model(ctx, s, data, retrain),
                              lambda c, d, s=sigma: smoothing.get_noise_model(c, s, d), sigma=sigma)
                      for sigma in certificates.SIGMAS]
     if ctx.quick:

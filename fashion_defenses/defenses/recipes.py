@@ -31,6 +31,10 @@ class Recipe:
         tenth = lambda epochs: math.ceil(epochs / 10)  # noqa: E731
         return dataclasses.replace(self, epochs=tenth(self.epochs), snapshots=tuple(map(tenth, self.snapshots)))
 
+    def snapshot(self, epochs):
+        """The recipe of this run's model after `epochs` epochs: the shorter run's."""
+        return dataclasses.replace(self, epochs=epochs, snapshots=())
+
     def label(self):
         """What tables and legends call it: 'dual + PGD AT', 'study AT 25 ep b16'."""
         text = (f"{self.filter} + " if self.filter else "") + METHOD_LABELS[self.method]
@@ -68,6 +72,18 @@ PAPER_ROWS = {  # the study's Table 4 rows: key -> (the fine-tuned CNN's recipe,
     "dual median + AT (25 ep, batch 16), the final pick": (Recipe("study", epochs=25, batch_size=16), "dual"),
     "dual median + AT (25 ep, batch 32)": (Recipe("study", epochs=25, batch_size=32), "dual"),
 }
+
+
+def paper_run(recipe, quick):
+    """The study's fine-tuning run (of PAPER_TRAINING, as a run trains it) that makes
+    a row's recipe: the run itself, or the longer one whose snapshot it is."""
+    row = recipe.for_run(quick)
+    for run in PAPER_TRAINING:
+        run = run.for_run(quick)
+        if row in [run.snapshot(epochs) for epochs in (run.epochs, *run.snapshots)]:
+            return run
+    raise ValueError(f"no run of the study makes {recipe}")
+
 
 STANDARD_RECIPES = [Recipe("fgsm"), Recipe("fgsm-rs"), Recipe("pgd"), Recipe("trades"),
                     Recipe("pgd", filter="dual")]

@@ -1,0 +1,163 @@
+"""The study's run job by job (dvc.yaml): each job's state from committed files alone
+(current, stale or never run), and the stale jobs run one at a time, each committed
+with its outputs, dvc.lock and its record (results/jobs/<job>.json: the job, the
+commit whose code it ran, the machine's s/epoch, its minutes and epochs of compute).
+
+    python tools/jobs.py status                 # make status
+    python tools/jobs.py run [--max-jobs N]     # make jobs: stale jobs, longest-waiting first
+"""
+import argparse
+import csv
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = Path("results/jobs")
+SPEED = Path(".jobs/machine_speed.csv")       # this machine's s/epoch, measured once (untracked)
+
+
+def dvc(*args, capture=True):
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ROOT, text=True,
+                            capture_output=capture)
+    if result.returncode:
+        sys.exit(f"jobs: dvc {' '.join(args)} failed:\n{result.stderr if capture else ''}")
+    return result.stdout
+
+
+def git(*args):
+    return subprocess.run(["git", *args], cwd=ROOT, text=True, capture_output=True, check=True).stdout.strip()
+
+
+def stages():
+    """Every job of dvc.yaml in its order: {name: (deps, outs)} as paths from the root."""
+    from dvc.repo import Repo
+    with Repo(str(ROOT)) as repo:
+        return {s.addressing: ([str(d.def_path) for d in s.deps], [str(o.def_path) for o in s.outs])
+                for s in repo.index.stages}
+
+
+def locked():
+    """The jobs dvc.lock has a record of (they ran at least once)."""
+    import yaml
+    path = ROOT / "dvc.lock"
+    return set((yaml.safe_load(path.read_text()) or {}).get("stages", {})) if path.exists() else set()
+
+
+def states():
+    """{job: 'current' | 'stale' | 'never run'}, by content hashes (dvc status), never by time."""
+    changed = json.loads(dvc("status", "--json") or "{}")
+    ran = locked()
+    return {name: "never run" if name not in ran else "stale" if name in changed else "current"
+            for name in stages()}
+
+
+def record(name):
+    path = ROOT / RECORDS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def ready(name, all_stages, state):
+    """A job can run when no job whose output it reads is stale or has never run."""
+    deps = set(all_stages[name][0])
+    return not any(state[other] != "current" and deps & set(outs)
+                   for other, (_, outs) in all_stages.items() if other != name)
+
+
+def next_job(all_stages, state):
+    """The stale job that has waited longest: never run first (in dvc.yaml's order),
+    then the one whose last run is oldest; only jobs whose inputs are current."""
+    waiting = [n for n in all_stages if state[n] != "current" and ready(n, all_stages, state)]
+    ran_at = lambda n: (record(n) or {}).get("finished", "")  # noqa: E731
+    return min(waiting, key=lambda n: (state[n] != "never run", ran_at(n)), default=None)
+
+
+def machine_speed():
+    """This machine's seconds per epoch of the standard CNN (benchmarks/machine_speed.py),
+    measured the first time and kept in .jobs/ for the jobs after."""
+    if not (ROOT / SPEED).exists():
+        subprocess.run([sys.executable, "benchmarks/machine_speed.py", "--repeats", "1", "--results-dir",
+                        str(SPEED.parent)], cwd=ROOT, check=True)
+    with open(ROOT / SPEED, newline="") as f:
+        return float(next(csv.DictReader(f))["seconds_per_epoch"])
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_job(name, outs, speed, commit):
+    """Run one job with dvc repro, write its record, and commit it (outputs, dvc.lock,
+    record) naming the job, its minutes and the machine's speed."""
+    code_commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    print(f"job {name}: started {time.strftime('%H:%M:%S')} at {code_commit[:7]}", flush=True)
+    start = time.time()
+    dvc("repro", "--single-item", name, capture=False)
+    minutes = (time.time() - start) / 60
+    rec = {"job": name, "commit": code_commit, "uncommitted_changes": bool(dirty),
+           "machine_s_per_epoch": speed, "cpu": cpu_name(), "minutes": round(minutes, 1),
+           "epochs": round(minutes * 60 / speed, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    path = RECORDS / f"{name}.json"
+    (ROOT / path).parent.mkdir(parents=True, exist_ok=True)
+    (ROOT / path).write_text(json.dumps(rec, indent=2) + "\n")
+    message = (f"job {name}: {minutes:.1f} min, {rec['epochs']:.0f} epochs of the standard CNN at "
+               f"{speed:g} s/epoch ({rec['cpu']})")
+    print(message, flush=True)
+    if commit:
+        paths = [*outs, "dvc.lock", str(path)]
+        git("add", "--", *paths)
+        git("commit", "-q", "-m", message, "--", *paths)
+
+
+def run(max_jobs, commit):
+    speed = machine_speed()
+    done = 0
+    while max_jobs is None or done < max_jobs:
+        all_stages, state = stages(), states()
+        name = next_job(all_stages, state)
+        if name is None:
+            left = [n for n in all_stages if state[n] != "current"]
+            print("every job is current" if not left else f"{len(left)} jobs wait for inputs that cannot be made")
+            return
+        run_job(name, all_stages[name][1], speed, commit)
+        done += 1
+
+
+def status():
+    all_stages, state = stages(), states()
+    width = max(map(len, all_stages))
+    for name in all_stages:
+        rec = record(name)
+        ran = f"  last run at {rec['commit'][:7]}, {rec['minutes']} min at {rec['machine_s_per_epoch']:g} s/epoch" \
+            if rec else ""
+        print(f"{name:<{width}}  {state[name]:<9}{ran}")
+    counts = {s: sum(v == s for v in state.values()) for s in ("current", "stale", "never run")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="each job's state, from committed files alone")
+    runner = sub.add_parser("run", help="run the stale jobs one at a time, committing each")
+    runner.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs (default: all)")
+    runner.add_argument("--no-commit", action="store_true", help="leave the finished jobs uncommitted")
+    args = parser.parse_args()
+    if args.command == "status":
+        status()
+    else:
+        run(args.max_jobs, not args.no_commit)
+
+
+if __name__ == "__main__":
+    main()
