@@ -17,15 +17,16 @@ from fashion_defenses.models import model_path
 from fashion_defenses.zoo import ZOO, zoo_dir
 
 
-def load_defense(name, protocol="standard", zoo=ZOO):
+def load_defense(name, protocol="standard", zoo=ZOO, quick=False):
     """A published defense by its tables' label ("PGD AT") or model key: the Keras model
     with its filter in front, or for randomized smoothing the smoothed classifier
-    (smoothing.Smooth around the noise-trained CNN; evaluate() takes either)."""
+    (smoothing.Smooth around the noise-trained CNN; evaluate() takes either). quick:
+    from a zoo of --quick trainings (their recipes' names)."""
     if protocol not in PROTOCOLS:
         raise UserError(f"protocol must be one of {', '.join(sorted(PROTOCOLS))}, got {protocol!r}")
     config = PROTOCOLS[protocol]
     folder = zoo_dir(protocol, zoo)
-    ctx = RunContext(config, config.seed, False, None, Path("results"), folder)
+    ctx = RunContext(config, config.seed, quick, None, Path("results"), folder)
     defenses = catalogue(ctx, None)   # no training here: the closures never run
     match = [d for d in defenses if name in (d.label, d.key)]
     if not match:

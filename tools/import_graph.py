@@ -64,22 +64,24 @@ def graph(root=ROOT):
 
 
 def source_files(script, root=ROOT):
-    """Every project file that running `python <script>.py` can execute: the script, the
-    package modules it imports at any depth, and the __init__.py of each package on the
-    way (Python runs those too, all but their __getattr__: no module of ours asks a
-    package for a name it imports lazily). Paths relative to root, sorted."""
-    modules = {module_name(p, root): p for p in sorted((root / PACKAGE).rglob("*.py"))}
-    known = set(modules) | {script}
-    paths = {**modules, script: root / f"{script}.py"}
-    seen, todo = set(), [script]
+    """Every project file that running `python <script>` (a path from root, e.g.
+    train.py or tools/redraw_results.py) can execute: the script, the package modules
+    and the script's sibling modules it imports at any depth, and the __init__.py of
+    each package on the way (Python runs those too, all but their __getattr__: no
+    module of ours asks a package for a name it imports lazily). Sorted paths from root."""
+    script = Path(script)
+    paths = {module_name(p, root): p for p in sorted((root / PACKAGE).rglob("*.py"))}
+    paths.update({p.stem: p for p in sorted((root / script.parent).glob("*.py"))} if script.parent != Path() else {})
+    paths[str(script)] = root / script
+    seen, todo = set(), [str(script)]
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
         parts = name.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in modules]
-        todo += [target for target, _ in imports_of(paths[name], known, lazy=False)]
+        todo += [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in paths]
+        todo += [target for target, _ in imports_of(paths[name], set(paths), lazy=False)]
     return sorted(str(paths[name].relative_to(root)) for name in seen)
 
 

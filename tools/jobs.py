@@ -7,72 +7,91 @@ commit whose code it ran, the machine's s/epoch, its minutes and epochs of compu
     python tools/jobs.py run [--max-jobs N]     # make jobs: stale jobs, longest-waiting first
 """
 import argparse
+import collections
 import csv
 import json
 import platform
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from import_graph import source_files
+
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = Path("results/jobs")
 SPEED = Path(".jobs/machine_speed.csv")       # this machine's s/epoch, measured once (untracked)
 
+Job = collections.namedtuple("Job", "cmd deps outs")
 
-def dvc(*args, capture=True):
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ROOT, text=True,
+
+def dvc(root, *args, capture=True):
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, text=True,
                             capture_output=capture)
     if result.returncode:
         sys.exit(f"jobs: dvc {' '.join(args)} failed:\n{result.stderr if capture else ''}")
     return result.stdout
 
 
-def git(*args):
-    return subprocess.run(["git", *args], cwd=ROOT, text=True, capture_output=True, check=True).stdout.strip()
+def git(root, *args):
+    return subprocess.run(["git", *args], cwd=root, text=True, capture_output=True, check=True).stdout.strip()
 
 
-def stages():
-    """Every job of dvc.yaml in its order: {name: (deps, outs)} as paths from the root."""
+def stages(root=ROOT):
+    """Every job of dvc.yaml in its order: {name: Job(cmd, deps, outs)}, paths from the root."""
     from dvc.repo import Repo
-    with Repo(str(ROOT)) as repo:
-        return {s.addressing: ([str(d.def_path) for d in s.deps], [str(o.def_path) for o in s.outs])
+    with Repo(str(root)) as repo:
+        return {s.name: Job(s.cmd, [str(d.def_path) for d in s.deps], [str(o.def_path) for o in s.outs])
                 for s in repo.index.stages}
 
 
-def locked():
+def locked(root):
     """The jobs dvc.lock has a record of (they ran at least once)."""
     import yaml
-    path = ROOT / "dvc.lock"
+    path = Path(root) / "dvc.lock"
     return set((yaml.safe_load(path.read_text()) or {}).get("stages", {})) if path.exists() else set()
 
 
-def states():
+def states(root=ROOT):
     """{job: 'current' | 'stale' | 'never run'}, by content hashes (dvc status), never by time."""
-    changed = json.loads(dvc("status", "--json") or "{}")
-    ran = locked()
+    changed = json.loads(dvc(root, "status", "--json") or "{}")
+    ran = locked(root)
     return {name: "never run" if name not in ran else "stale" if name in changed else "current"
-            for name in stages()}
+            for name in stages(root)}
 
 
-def record(name):
-    path = ROOT / RECORDS / f"{name}.json"
+def record(root, name):
+    path = Path(root) / RECORDS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
 def ready(name, all_stages, state):
     """A job can run when no job whose output it reads is stale or has never run."""
-    deps = set(all_stages[name][0])
-    return not any(state[other] != "current" and deps & set(outs)
-                   for other, (_, outs) in all_stages.items() if other != name)
+    deps = set(all_stages[name].deps)
+    return not any(state[other] != "current" and deps & set(job.outs)
+                   for other, job in all_stages.items() if other != name)
 
 
-def next_job(all_stages, state):
+def next_job(root, all_stages, state):
     """The stale job that has waited longest: never run first (in dvc.yaml's order),
     then the one whose last run is oldest; only jobs whose inputs are current."""
     waiting = [n for n in all_stages if state[n] != "current" and ready(n, all_stages, state)]
-    ran_at = lambda n: (record(n) or {}).get("finished", "")  # noqa: E731
+    ran_at = lambda n: (record(root, n) or {}).get("finished", "")  # noqa: E731
     return min(waiting, key=lambda n: (state[n] != "never run", ran_at(n)), default=None)
+
+
+def undeclared_dependencies(root=ROOT, project=ROOT):
+    """{job: the project files its command can execute that its deps leave out}, for
+    every `python3 <script>.py` in a job's command (import_graph.source_files): a job
+    whose code changed must read as stale."""
+    missing = {}
+    for name, job in stages(root).items():
+        scripts = [word for word in shlex.split(job.cmd) if word.endswith(".py")]
+        needed = {f for script in scripts for f in source_files(script, project)}
+        if needed - set(job.deps):
+            missing[name] = sorted(needed - set(job.deps))
+    return missing
 
 
 def machine_speed():
@@ -95,41 +114,41 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def run_job(name, outs, speed, commit):
+def run_job(root, name, outs, speed, commit):
     """Run one job with dvc repro, write its record, and commit it (outputs, dvc.lock,
     record) naming the job, its minutes and the machine's speed."""
-    code_commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    code_commit = git(root, "rev-parse", "HEAD")
+    dirty = git(root, "status", "--porcelain", "--untracked-files=no")
     print(f"job {name}: started {time.strftime('%H:%M:%S')} at {code_commit[:7]}", flush=True)
     start = time.time()
-    dvc("repro", "--single-item", name, capture=False)
+    dvc(root, "repro", "--single-item", name, capture=False)
     minutes = (time.time() - start) / 60
     rec = {"job": name, "commit": code_commit, "uncommitted_changes": bool(dirty),
            "machine_s_per_epoch": speed, "cpu": cpu_name(), "minutes": round(minutes, 1),
            "epochs": round(minutes * 60 / speed, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     path = RECORDS / f"{name}.json"
-    (ROOT / path).parent.mkdir(parents=True, exist_ok=True)
-    (ROOT / path).write_text(json.dumps(rec, indent=2) + "\n")
+    (Path(root) / path).parent.mkdir(parents=True, exist_ok=True)
+    (Path(root) / path).write_text(json.dumps(rec, indent=2) + "\n")
     message = (f"job {name}: {minutes:.1f} min, {rec['epochs']:.0f} epochs of the standard CNN at "
                f"{speed:g} s/epoch ({rec['cpu']})")
     print(message, flush=True)
     if commit:
         paths = [*outs, "dvc.lock", str(path)]
-        git("add", "--", *paths)
-        git("commit", "-q", "-m", message, "--", *paths)
+        git(root, "add", "--", *paths)
+        git(root, "commit", "-q", "-m", message, "--", *paths)
 
 
-def run(max_jobs, commit):
-    speed = machine_speed()
+def run(max_jobs, commit, root=ROOT, speed=None):
+    speed = speed or machine_speed()
     done = 0
     while max_jobs is None or done < max_jobs:
-        all_stages, state = stages(), states()
-        name = next_job(all_stages, state)
+        all_stages, state = stages(root), states(root)
+        name = next_job(root, all_stages, state)
         if name is None:
             left = [n for n in all_stages if state[n] != "current"]
             print("every job is current" if not left else f"{len(left)} jobs wait for inputs that cannot be made")
             return
-        run_job(name, all_stages[name][1], speed, commit)
+        run_job(root, name, all_stages[name].outs, speed, commit)
         done += 1
 
 
@@ -137,7 +156,7 @@ def status():
     all_stages, state = stages(), states()
     width = max(map(len, all_stages))
     for name in all_stages:
-        rec = record(name)
+        rec = record(ROOT, name)
         ran = f"  last run at {rec['commit'][:7]}, {rec['minutes']} min at {rec['machine_s_per_epoch']:g} s/epoch" \
             if rec else ""
         print(f"{name:<{width}}  {state[name]:<9}{ran}")

@@ -152,10 +152,13 @@ def evaluate(model, eps=suite.HEADLINE_EPS, *, filter=None, sigma=0.0, name=None
     attack of the suite with AutoAttack at L-inf eps, on the protocol's 1,000 fixed test
     images (500 if randomized; 50 with quick), the sanity checks included. filter: a
     filter put in front of it ("dual", "median3", ...); sigma > 0: the smoothed
-    classifier around it, judged by PREDICT. Transfer attacks come from the protocol's
+    classifier around it, judged by PREDICT (a smoothing.Smooth, as load_defense gives
+    a smoothed defense, brings its own). Transfer attacks come from the protocol's
     undefended CNN when models_dir holds it. Returns an EvaluationResult."""
-    from fashion_defenses.defenses import catalogue, filters
+    from fashion_defenses.defenses import catalogue, filters, smoothing
     from fashion_defenses.framework import keras
+    if isinstance(model, smoothing.Smooth):
+        model, sigma = model.base, model.sigma
     if protocol not in PROTOCOLS:
         raise UserError(f"protocol must be one of {', '.join(sorted(PROTOCOLS))}, got {protocol!r}")
     if not eps > 0:

@@ -1,0 +1,146 @@
+"""The run as jobs (dvc.yaml, tools/jobs.py) and the model zoo: every job depends on
+every file its command can execute; a job's state comes from committed files alone;
+the runner runs stale jobs in order and commits each; train.py publishes a model
+weights-only and load_defense hands it back as the evaluation uses it."""
+import io
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, assert_one_line_error, run_script
+
+sys.path.insert(0, str(ROOT / "tools"))
+import import_graph  # noqa: E402
+import jobs  # noqa: E402
+
+
+def test_every_job_depends_on_every_file_its_command_can_execute():
+    assert jobs.undeclared_dependencies() == {}
+
+
+def test_a_dependency_left_out_of_dvc_yaml_is_named(tmp_path):
+    """The check above can fail: drop one module from the trainings' deps in a copy."""
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    pipeline = (ROOT / "dvc.yaml").read_text()
+    assert "        - fashion_defenses/training.py\n" in pipeline
+    (tmp_path / "dvc.yaml").write_text(pipeline.replace("        - fashion_defenses/training.py\n", "", 1))
+    missing = jobs.undeclared_dependencies(tmp_path, ROOT)
+    assert missing and all(files == ["fashion_defenses/training.py"] for files in missing.values())
+    assert "train-standard@standard_cnn" in missing and "train-paper-at-b16" not in missing   # its own list
+
+
+def test_source_files_follow_imports_at_any_depth_but_not_a_packages_lazy_names(tmp_path):
+    package = tmp_path / "fashion_defenses"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("def __getattr__(name):\n    from fashion_defenses import lazy\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "deep.py").write_text("import fashion_defenses.leaf\n")
+    (package / "leaf.py").write_text("")
+    (package / "lazy.py").write_text("")
+    (package / "unused.py").write_text("")
+    (tmp_path / "script.py").write_text("def main():\n    from fashion_defenses.sub import deep\n")
+    assert import_graph.source_files("script.py", tmp_path) == [
+        "fashion_defenses/__init__.py", "fashion_defenses/leaf.py", "fashion_defenses/sub/__init__.py",
+        "fashion_defenses/sub/deep.py", "script.py"]
+
+
+def git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def toy_pipeline(tmp_path):
+    """A git repository with a two-job pipeline: `first` doubles a number from
+    step.py's input, `second` reads first's output."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.org")
+    git(repo, "config", "user.name", "test")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=repo, check=True)
+    (repo / "step.py").write_text("import sys\nopen(sys.argv[2], 'w').write(str(2 * int(open(sys.argv[1]).read())))\n")
+    (repo / "input.txt").write_text("3")
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "second": {"cmd": "python3 step.py first.txt second.txt", "deps": ["step.py", "first.txt"],
+                   "outs": [{"second.txt": {"cache": False}}]},
+        "first": {"cmd": "python3 step.py input.txt first.txt", "deps": ["step.py", "input.txt"],
+                  "outs": [{"first.txt": {"cache": False}}]}}}))
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "toy pipeline")
+    return repo
+
+
+def test_the_runner_runs_jobs_in_order_commits_each_and_a_clone_reads_them_as_current(toy_pipeline, tmp_path):
+    repo = toy_pipeline
+    assert jobs.states(repo) == {"second": "never run", "first": "never run"}
+    all_stages, state = jobs.stages(repo), jobs.states(repo)
+    assert jobs.next_job(repo, all_stages, state) == "first"     # second waits for first's output
+    jobs.run(None, commit=True, root=repo, speed=10.0)
+    assert (repo / "second.txt").read_text() == "12"
+    log = git(repo, "log", "--format=%s").splitlines()
+    assert log[0].startswith("job second: ") and log[1].startswith("job first: ") and "10 s/epoch" in log[0]
+    assert git(repo, "status", "--porcelain") == ""                   # nothing left uncommitted
+    record = json.loads((repo / "results/jobs/first.json").read_text())
+    assert record["commit"] == git(repo, "rev-parse", "HEAD~2").strip() and record["machine_s_per_epoch"] == 10.0
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    assert jobs.states(clone) == {"second": "current", "first": "current"}
+    (clone / "input.txt").write_text("4")                            # first's input changes: first alone is stale
+    assert jobs.states(clone) == {"second": "current", "first": "stale"}
+    assert jobs.next_job(clone, jobs.stages(clone), jobs.states(clone)) == "first"
+    shutil.rmtree(clone)
+
+
+def test_train_publishes_weights_only_and_load_defense_returns_each_defense_as_evaluated(tmp_path, quick_data):
+    """train.py --quick into a zoo; every quick label loads from it: the filter in
+    front, the smoothed classifier around the noise-trained CNN; evaluate() takes it."""
+    from fashion_defenses import evaluate, load_defense
+    from fashion_defenses.defenses import filters, smoothing
+    from fashion_defenses.framework import keras
+    zoo = tmp_path / "zoo"
+    labels = ("undefended CNN", "dual filter", "PGD AT", "smoothing sigma 0.25")
+    for label in labels:
+        proc = run_script("train.py", "--quick", label, "--models-dir", tmp_path / "models", "--zoo", zoo / "standard")
+        assert proc.returncode == 0, proc.stderr
+    published = sorted(p.name for p in (zoo / "standard").glob("*.keras"))
+    assert published == ["standard_cnn.keras", "standard_cnn_at-pgd_eps0.1_ep1.keras", "standard_cnn_dual.keras",
+                         "standard_cnn_noise0.25.keras"]
+    for path in (zoo / "standard").glob("*.keras"):      # weights only: the cache's file has optimizer state too
+        assert "optimizer" not in saved_weight_groups(path)
+    assert "optimizer" in saved_weight_groups(tmp_path / "models" / "standard_cnn.keras")
+    x = quick_data.x_test[:20]
+    cnn = load_defense("undefended CNN", zoo=zoo, quick=True)
+    trained = keras.models.load_model(tmp_path / "models" / "standard_cnn.keras")
+    np.testing.assert_array_equal(cnn.predict(x, verbose=0), trained.predict(x, verbose=0))
+    dual = load_defense("dual filter", zoo=zoo, quick=True)
+    assert [layer.name for layer in filters.filter_layers(dual)] == ["dual_median"]
+    smooth = load_defense("smoothing sigma 0.25", zoo=zoo, quick=True)
+    assert isinstance(smooth, smoothing.Smooth) and smooth.sigma == 0.25
+    result = evaluate(load_defense("PGD AT", zoo=zoo, quick=True), quick=True)
+    assert result.autoattack.n == 50 and 0 <= result.autoattack.accuracy <= 1
+
+
+def saved_weight_groups(path):
+    """The top-level groups of the weights inside a .keras file."""
+    with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as weights:
+        return list(weights)
+
+
+def test_an_unknown_or_unpublished_defense_is_one_clear_line(tmp_path):
+    from fashion_defenses import load_defense
+    from fashion_defenses.errors import UserError
+    with pytest.raises(UserError, match="no defense 'PGD' in the standard protocol; its defenses: undefended CNN"):
+        load_defense("PGD", zoo=tmp_path)
+    with pytest.raises(UserError, match="is not published yet"):
+        load_defense("PGD AT", zoo=tmp_path)
+    proc = run_script("train.py", "no such model", "--models-dir", tmp_path)
+    assert_one_line_error(proc.returncode, proc.stderr)
+    assert "train.py --list" in proc.stderr
