@@ -13,7 +13,6 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT, assert_one_line_error, run_script
 
 sys.path.insert(0, str(ROOT / "tools"))
