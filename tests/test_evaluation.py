@@ -3,6 +3,8 @@ direct calls, the sanity checks on a gradient-masked model, the study's Table 4
 writer, the per-image files, CLI and the quick run."""
 import csv
 import importlib
+import json
+import shutil
 import sys
 
 import numpy as np
@@ -200,6 +202,28 @@ def test_every_robust_accuracy_can_be_recomputed_from_the_per_image_files(quick_
             flags = robust[(r["attack"], float(r["eps"]))]
             assert flags.mean() == pytest.approx(float(r["acc"])) and len(flags) == int(r["n"])
         assert (robust[("worst case", 0.1)] <= robust[("benign", 0.0)]).all()
+
+
+def test_one_job_per_defense_then_the_report_gives_the_tables_of_one_run(quick_run, tmp_path):
+    """The pipeline's split: --defense writes one defense's record (what one run wrote
+    for it), and --report makes the tables from the records alone, as one run does."""
+    results = tmp_path / "results"
+    shutil.copytree(quick_run.results, results)
+    records = results / "per_image" / "evaluation_standard"
+    before = (records / "standard_cnn_at-pgd_eps0.1_ep1.json").read_text()
+    (records / "standard_cnn_at-pgd_eps0.1_ep1.json").unlink()
+    flags = ("--quick", "--results-dir", results, "--models-dir", quick_run.models)
+    proc = run_script("evaluation.py", *flags, "--defense", "PGD AT")      # the outcome store has every attack
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = json.loads((records / "standard_cnn_at-pgd_eps0.1_ep1.json").read_text())
+    assert {k: v for k, v in after.items() if k != "seconds"} == \
+        {k: v for k, v in json.loads(before).items() if k != "seconds"}
+    for name in ("evaluation_standard.csv", "evaluation_standard_summary.csv"):
+        (results / name).unlink()
+    proc = run_script("evaluation.py", *flags, "--report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("evaluation_standard.csv", "evaluation_standard_summary.csv", "evaluation_standard_checks.csv"):
+        assert (results / name).read_text() == (quick_run.results / name).read_text(), name
 
 
 def test_the_digest_is_made_from_the_results_files(tmp_path):

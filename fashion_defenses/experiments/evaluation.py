@@ -59,41 +59,54 @@ def run_record(ctx, settings, evaluated, seconds, git, defense_seconds):
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
-def evaluate_all(ctx, settings, data, defenses, source):
-    """Every defense through evaluate_target, with transfer attacks crafted on source
-    (the undefended CNN; None: no transfer rows); returns (defense, rows) pairs, the
-    long, summary and checks tables, each defense's seconds, and its per-image flags
-    written to <results>/per_image/evaluation_<protocol>/<defense>.npz."""
+def attack_sources(ctx, settings, data, source):
+    """What every defense is also tried with, crafted on source (the undefended CNN;
+    None: nothing): the transfer examples of the fixed images and, in the paper
+    protocol, the study's own 20 images (drawn with replacement) and theirs."""
+    if source is None:
+        return [], None
     idx = attack_subset(len(data.y_test), settings.n_attack)
+    print(f"crafting transfer attacks on the undefended {ctx.protocol.architecture} ({len(idx)} images)")
+    transfer = transfer_from(source, ctx, settings, data)
+    if ctx.protocol.name != "paper":
+        return transfer, None
+    study_idx = study_sample(len(data.y_test), ctx.seed)
     fgsm_k = suite.fgsm_k_name(ctx.protocol)
-    transfer, study = [], None
-    if source is not None:
-        print(f"crafting transfer attacks on the undefended {ctx.protocol.architecture} ({len(idx)} images)")
-        transfer = transfer_from(source, ctx, settings, data)
-        if ctx.protocol.name == "paper":   # the study's own 20 images, drawn with replacement
-            study_idx = study_sample(len(data.y_test), ctx.seed)
-            study = study_idx, suite.SUITE[fgsm_k].run(source, data.x_test[study_idx], data.y_test[study_idx],
-                                                       STUDY_EPS, ctx.seed)
-    mia_rows = mia_results(ctx.results_dir, ctx.protocol.name)
-    evaluated, long_rows, summary, check_rows, seconds = [], [], [], [], {}
-    progress = Progress(len(defenses), "evaluation", "defenses", every=0)
-    for defense, model in defenses:
-        t0 = time.time()
-        print(f"evaluating {defense.label} ({defense.key})")
-        result = evaluate_target(ctx, settings, data, defense, model, transfer, study=study)
-        rows, checks = result.rows(), [(c.name, c.passed, c.detail) for c in result.checks]
-        result.save(per_image_path(ctx, defense))
-        evaluated.append((defense, rows))
-        defense_rows, check_row = table_rows(ctx, defense.kind, defense.label, result, defense.key)
-        long_rows += defense_rows
-        check_rows.append(check_row)
-        summary.append(summary_row(defense, rows, checks, mia_rows, settings, ctx.results_dir))
-        failed = [c for c, p, _ in checks if not p]
-        seconds[defense.key] = round(time.time() - t0, 1)
-        print(f"  attacked through {result.attacked_through}; sanity: "
-              f"{'FLAGGED ' + '; '.join(failed) if failed else 'ok'} ({seconds[defense.key]:.0f} s)")
-        progress.update(len(evaluated))
-    return evaluated, long_rows, summary, check_rows, seconds
+    return transfer, (study_idx, suite.SUITE[fgsm_k].run(source, data.x_test[study_idx], data.y_test[study_idx],
+                                                         STUDY_EPS, ctx.seed))
+
+
+def evaluate_one(ctx, settings, data, defense, model, sources):
+    """One defense through evaluate_target; its per-image flags and its record (every
+    row, check and how it was attacked and judged) written beside each other in
+    <results>/per_image/evaluation_<protocol>/, the report's input."""
+    t0 = time.time()
+    print(f"evaluating {defense.label} ({defense.key})")
+    transfer, study = sources
+    result = evaluate_target(ctx, settings, data, defense, model, transfer, study=study)
+    path = per_image_path(ctx, defense)
+    result.save(path)
+    seconds = round(time.time() - t0, 1)
+    record = {"label": defense.label, "key": defense.key, "kind": defense.kind, "rows": result.rows(),
+              "checks": [[c.name, c.passed, c.detail] for c in result.checks],
+              "attacked_through": result.attacked_through, "judged_by": result.judged_by, "seconds": seconds}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=1, default=str) + "\n")
+    failed = [c.name for c in result.checks if not c.passed]
+    print(f"  attacked through {result.attacked_through}; sanity: "
+          f"{'FLAGGED ' + '; '.join(failed) if failed else 'ok'} ({seconds:.0f} s)")
+    return record
+
+
+def evaluated_records(ctx, defenses):
+    """(defense, record) of each defense whose evaluation is on disk, in catalogue order."""
+    found = []
+    for defense in defenses:
+        path = per_image_path(ctx, defense).with_suffix(".json")
+        if path.exists():
+            found.append((defense, json.loads(path.read_text())))
+        else:
+            print(f"  no evaluation of {defense.label} yet ({path}): not in the tables")
+    return found
 
 
 def per_image_path(ctx, defense):
@@ -151,15 +164,27 @@ def evaluate_user_model(ctx, path, sigma, filter_name):
 
 def table_rows(ctx, kind, label, result, key=None):
     """An EvaluationResult as rows of the long table and one row of the checks table."""
-    common = {"protocol": ctx.protocol.name, "defense": label, "kind": kind, "model": key or result.name}
-    long_rows = [{**common, **r, "attacked_through": result.attacked_through, "judged_by": result.judged_by}
-                 for r in result.rows()]
-    return long_rows, {**common, **{c.name: f"{'pass' if c.passed else 'FAIL'} ({c.detail})" for c in result.checks}}
+    return record_rows(ctx, {"label": label, "kind": kind, "key": key or result.name, "rows": result.rows(),
+                             "checks": [[c.name, c.passed, c.detail] for c in result.checks],
+                             "attacked_through": result.attacked_through, "judged_by": result.judged_by})
 
 
-def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma=0.0, filter_name=""):
+def record_rows(ctx, record):
+    """A defense's evaluation record as rows of the long table and one row of the checks table."""
+    common = {"protocol": ctx.protocol.name, "defense": record["label"], "kind": record["kind"],
+              "model": record["key"]}
+    long_rows = [{**common, **r, "attacked_through": record["attacked_through"], "judged_by": record["judged_by"]}
+                 for r in record["rows"]]
+    checks = {name: f"{'pass' if passed else 'FAIL'} ({detail})" for name, passed, detail in record["checks"]}
+    return long_rows, {**common, **checks}
+
+
+def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma=0.0, filter_name="", only=None,
+                   report=False):
     """Evaluate every defense of the protocol (those named in wanted; or the model file
-    user_model); write the tables, plots and run record."""
+    user_model) and write the tables, plots and run record. only: that defense alone,
+    its per-defense files and no tables (a job of the pipeline); report: no attack, the
+    tables of every defense whose per-defense files are written (the pipeline's report)."""
     protocol = ctx.protocol
     settings = SETTINGS["quick" if ctx.quick else protocol.name]
     if user_model:   # evaluate() loads the data and the transfer source itself
@@ -168,24 +193,49 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
     start, git = time.time(), git_state()
     data = load_data(protocol, ctx.data_dir, ctx.quick)
     every = catalogue(ctx, data)
-    defenses = load_defenses(ctx.models_dir, pick_defenses(every, wanted) if wanted else every, train_missing)
+    if report:
+        write_report(ctx, settings, data, evaluated_records(ctx, every), "", start, git)
+        return
+    chosen = pick_defenses(every, [only] if only else wanted) if only or wanted else every
+    defenses = load_defenses(ctx.models_dir, chosen, train_missing)
     source = load_defenses(ctx.models_dir, every[:1])
     if not source:
         raise UserError(f"no undefended {protocol.architecture} in {ctx.models_dir}: run model.py "
                         f"--protocol {protocol.name} first, or this script with --train-missing")
-    evaluated, long_rows, summary, check_rows, seconds = evaluate_all(ctx, settings, data, defenses, source[0][1])
-    out = ctx.results_dir / (f"evaluation_{protocol.name}" + ("_subset" if wanted else ""))
+    sources = attack_sources(ctx, settings, data, source[0][1])
+    progress = Progress(len(defenses), "evaluation", "defenses", every=0)
+    records = []
+    for defense, model in defenses:
+        records.append((defense, evaluate_one(ctx, settings, data, defense, model, sources)))
+        progress.update(len(records))
+    if not only:
+        write_report(ctx, settings, data, records, "_subset" if wanted else "", start, git)
+
+
+def write_report(ctx, settings, data, records, suffix, start, git):
+    """The protocol's tables (long, checks, summary; the study's Table 4 beside ours in
+    the paper protocol), figures, summary.md, findings and run record, from (defense,
+    evaluation record) pairs."""
+    protocol = ctx.protocol
+    mia_rows = mia_results(ctx.results_dir, protocol.name)
+    long_rows, check_rows, summary, evaluated = [], [], [], []
+    for defense, record in records:
+        defense_rows, check_row = record_rows(ctx, record)
+        long_rows += defense_rows
+        check_rows.append(check_row)
+        summary.append(summary_row(defense, record["rows"], record["checks"], mia_rows, settings, ctx.results_dir))
+        evaluated.append((defense, record["rows"]))
+    out = ctx.results_dir / f"evaluation_{protocol.name}{suffix}"
     tag = f"{protocol.name} protocol, seed {ctx.seed}"
     write_table(long_rows, out, title=f"Uniform evaluation, {tag}: every measurement (exact 95% intervals)")
     write_table(check_rows, f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019), {tag}",
-                    markdown_body=checks_markdown(check_rows))
+                markdown_body=checks_markdown(check_rows))
     write_table(summary, f"{out}_summary",
                 title=f"Every defense at a glance, {tag}: accuracy % [95% interval]; clean on "
                       f"{len(data.y_test)} test images, attacks on {settings.n_attack} fixed test images "
                       f"({settings.n_attack_randomized} of them for randomized defenses; smoothed classifiers "
                       f"judged by PREDICT, n {settings.n_vote:,}, alpha {certificates.PREDICT_ALPHA:g}; settings "
                       f"of each in {out.name}.csv); MIA from membership_inference.py")
-    mia_rows = mia_results(ctx.results_dir, protocol.name)
     if protocol.name == "paper":
         table4 = paper_table(evaluated, mia_rows, ctx.results_dir, settings)
         write_table(table4, f"{out}_table4", note=table4_note(table4),
@@ -194,7 +244,8 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
     draw_figures(evaluated, settings.eps_grid, mia_rows, protocol.name, out)
     write_summary(ctx.results_dir)
     write_digest(ctx.results_dir)
-    record = run_record(ctx, settings, evaluated, time.time() - start, git, seconds)
-    atomic_write_text(f"{out}_run.json", json.dumps(record, indent=2, default=str) + "\n")
+    seconds = {record["key"]: record["seconds"] for _, record in records}
+    run = run_record(ctx, settings, evaluated, time.time() - start, git, seconds)
+    atomic_write_text(f"{out}_run.json", json.dumps(run, indent=2, default=str) + "\n")
     print(f"wrote {out}.csv, {out}_summary.md, {out}_checks.md, plots, {ctx.results_dir / 'summary.md'} "
           f"({time.time() - start:.0f} s)")
