@@ -87,6 +87,7 @@ def test_the_runner_runs_jobs_in_order_commits_each_and_a_clone_reads_them_as_cu
     log = git(repo, "log", "--format=%s").splitlines()
     assert log[0].startswith("job second: ") and log[1].startswith("job first: ") and "10 s/epoch" in log[0]
     assert git(repo, "status", "--porcelain") == ""                   # nothing left uncommitted
+    assert "2 jobs: 2 current, 0 stale, 0 never run" in (repo / "results/jobs.md").read_text()
     record = json.loads((repo / "results/jobs/first.json").read_text())
     assert record["commit"] == git(repo, "rev-parse", "HEAD~2").strip() and record["machine_s_per_epoch"] == 10.0
     clone = tmp_path / "clone"

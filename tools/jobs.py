@@ -5,6 +5,7 @@ commit whose code it ran, the machine's s/epoch, its minutes and epochs of compu
 
     python tools/jobs.py status                 # make status
     python tools/jobs.py run [--max-jobs N]     # make jobs: stale jobs, longest-waiting first
+    python tools/jobs.py table                  # results/jobs.{csv,md}: every job's compute, and the sum
 """
 import argparse
 import collections
@@ -23,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RECORDS = Path("results/jobs")
 SPEED = Path(".jobs/machine_speed.csv")       # this machine's s/epoch, measured once (untracked)
 
-Job = collections.namedtuple("Job", "cmd deps outs")
+Job = collections.namedtuple("Job", "cmd deps outs estimate")
+LAST_RUN = (4.89, 9.6)      # the full run at 02eeec4: hours, and its machine's s/epoch (results/run_times.md)
 
 
 def dvc(root, *args, capture=True):
@@ -42,8 +44,8 @@ def stages(root=ROOT):
     """Every job of dvc.yaml in its order: {name: Job(cmd, deps, outs)}, paths from the root."""
     from dvc.repo import Repo
     with Repo(str(root)) as repo:
-        return {s.name: Job(s.cmd, [str(d.def_path) for d in s.deps], [str(o.def_path) for o in s.outs])
-                for s in repo.index.stages}
+        return {s.name: Job(s.cmd, [str(d.def_path) for d in s.deps], [str(o.def_path) for o in s.outs],
+                            (s.meta or {}).get("estimate_epochs")) for s in repo.index.stages}
 
 
 def locked(root):
@@ -115,8 +117,8 @@ def cpu_name():
 
 
 def run_job(root, name, outs, speed, commit):
-    """Run one job with dvc repro, write its record, and commit it (outputs, dvc.lock,
-    record) naming the job, its minutes and the machine's speed."""
+    """Run one job with dvc repro, write its record and the job table, and commit them
+    with its outputs and dvc.lock, naming the job, its minutes and the machine's speed."""
     code_commit = git(root, "rev-parse", "HEAD")
     dirty = git(root, "status", "--porcelain", "--untracked-files=no")
     print(f"job {name}: started {time.strftime('%H:%M:%S')} at {code_commit[:7]}", flush=True)
@@ -132,8 +134,9 @@ def run_job(root, name, outs, speed, commit):
     message = (f"job {name}: {minutes:.1f} min, {rec['epochs']:.0f} epochs of the standard CNN at "
                f"{speed:g} s/epoch ({rec['cpu']})")
     print(message, flush=True)
+    table(root)
     if commit:
-        paths = [*outs, "dvc.lock", str(path)]
+        paths = [*outs, "dvc.lock", str(path), "results/jobs.csv", "results/jobs.md"]
         git(root, "add", "--", *paths)
         git(root, "commit", "-q", "-m", message, "--", *paths)
 
@@ -164,6 +167,40 @@ def status():
     print(", ".join(f"{n} {s}" for s, n in counts.items()))
 
 
+def table(root=ROOT):
+    """results/jobs.{csv,md}: every job with its state and compute, in epochs of the
+    standard CNN (minutes x 60 / its machine's s/epoch) and minutes; a job that has not
+    run with its estimate, marked; the sum against the last full run; the zoo's bytes."""
+    all_stages, state = stages(root), states(root)
+    rows, total, estimated = [], 0.0, 0.0
+    for name, job in all_stages.items():
+        rec = record(root, name) if state[name] != "never run" else None
+        if rec:
+            total += rec["epochs"]
+        elif job.estimate:
+            estimated += job.estimate
+        rows.append({"job": name, "state": state[name], "epochs": rec["epochs"] if rec else "",
+                     "estimate_epochs": "" if rec else job.estimate or "none yet",
+                     "minutes": rec["minutes"] if rec else "", "machine_s_per_epoch": rec["machine_s_per_epoch"]
+                     if rec else "", "cpu": rec["cpu"] if rec else "", "commit": rec["commit"][:7] if rec else "",
+                     "finished": rec["finished"] if rec else ""})
+    zoo = {p.parent.name: 0 for p in (Path(root) / "zoo").glob("*/*.keras")}
+    for path in (Path(root) / "zoo").glob("*/*.keras"):
+        zoo[path.parent.name] += path.stat().st_size
+    hours, speed = LAST_RUN
+    counts = collections.Counter(state.values())
+    note = (f"{len(rows)} jobs: {counts['current']} current, {counts['stale']} stale, {counts['never run']} never run. "
+            f"Run so far: {total:,.0f} epochs of the standard CNN; estimated for the jobs not run: "
+            f"{estimated:,.0f} (jobs without an estimate left out); the last full run (02eeec4) took {hours} h at "
+            f"{speed} s/epoch, {hours * 3600 / speed:,.0f} epochs. Model zoo: " +
+            (", ".join(f"{p} {b / 2 ** 20:.1f} MiB" for p, b in sorted(zoo.items())) or "empty") + ".")
+    sys.path.insert(0, str(ROOT))
+    from fashion_defenses.reporting import write_table
+    write_table(rows, Path(root) / "results" / "jobs", title="The run's jobs (dvc.yaml): state and compute of "
+                "each (tools/jobs.py table)", note=note)
+    print(note)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,9 +208,12 @@ def main():
     runner = sub.add_parser("run", help="run the stale jobs one at a time, committing each")
     runner.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs (default: all)")
     runner.add_argument("--no-commit", action="store_true", help="leave the finished jobs uncommitted")
+    sub.add_parser("table", help="write results/jobs.{csv,md}: every job's compute and the sum")
     args = parser.parse_args()
     if args.command == "status":
         status()
+    elif args.command == "table":
+        table()
     else:
         run(args.max_jobs, not args.no_commit)
 
