@@ -3,7 +3,7 @@
 with its outputs, dvc.lock and its record (results/jobs/<job>.json: the job, the
 commit whose code it ran, the machine's s/epoch, its minutes and epochs of compute).
 
-    python tools/jobs.py status                 # make status
+    python tools/jobs.py status [--ready]       # make status; --ready: the jobs that can run now
     python tools/jobs.py run [--max-jobs N]     # make jobs: stale jobs, longest-waiting first
     python tools/jobs.py table                  # results/jobs.{csv,md}: every job's compute, and the sum
 """
@@ -155,8 +155,11 @@ def run(max_jobs, commit, root=ROOT, speed=None):
         done += 1
 
 
-def status():
+def status(ready_only=False):
     all_stages, state = stages(), states()
+    if ready_only:   # one per line: the jobs that can run now, e.g. for a Slurm array
+        print("\n".join(n for n in all_stages if state[n] != "current" and ready(n, all_stages, state)))
+        return
     width = max(map(len, all_stages))
     for name in all_stages:
         rec = record(ROOT, name)
@@ -204,14 +207,15 @@ def table(root=ROOT):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="each job's state, from committed files alone")
+    lister = sub.add_parser("status", help="each job's state, from committed files alone")
+    lister.add_argument("--ready", action="store_true", help="only the names of the jobs that can run now")
     runner = sub.add_parser("run", help="run the stale jobs one at a time, committing each")
     runner.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs (default: all)")
     runner.add_argument("--no-commit", action="store_true", help="leave the finished jobs uncommitted")
     sub.add_parser("table", help="write results/jobs.{csv,md}: every job's compute and the sum")
     args = parser.parse_args()
     if args.command == "status":
-        status()
+        status(args.ready)
     elif args.command == "table":
         table()
     else:
