@@ -1,10 +1,10 @@
 """Membership inference against every defense of a protocol, the way the LiRA and RMIA
-papers run it: several models of each defense's recipe, all of the target's size,
-each in turn the target of the others; RMIA, LiRA, the loss attack and the study's
+papers run it: complementary pairs of models of each defense's recipe, all of the
+target's size, each in turn the target of the other pairs; RMIA, LiRA, the loss attack and the study's
 rule, with each target's leakage against the undefended CNN's and the verdict that
 holds on every target (fashion_defenses.experiments.membership_inference).
 
-    python membership_inference.py [--protocol standard|paper] [--models 3] [--match-all]
+    python membership_inference.py [--protocol standard|paper] [--models 4] [--match-all]
                                    [--adversarial-queries] [--quick]
 """
 from fashion_defenses.cli import common_parser, parse_args, positive_int, run_main
@@ -13,9 +13,10 @@ from fashion_defenses.cli import common_parser, parse_args, positive_int, run_ma
 def build_parser():
     parser = common_parser("Membership inference against every defense of a protocol whose model is cached, "
                            "each target calibrated on other models of its own recipe and size.")
-    parser.add_argument("--models", type=positive_int, default=3,
-                        help="models per recipe, the defense's own included, each in turn the target of the others "
-                             "(1: the defense's own only, attacks that need no references)")
+    parser.add_argument("--models", type=positive_int, default=4,
+                        help="models per recipe, the defense's own included, in complementary pairs (an even number, "
+                             "4 or more), each in turn the target of the other pairs (1: the defense's own only, "
+                             "attacks that need no references)")
     parser.add_argument("--match-all", action="store_true",
                         help="train the extra models for every defense, the paper protocol's adversarial training too")
     parser.add_argument("--members", type=positive_int, default=None,

@@ -92,39 +92,39 @@ def context(tmp_path):
     return RunContext(PROTOCOLS["standard"], seed=0, quick=True, models_dir=tmp_path, results_dir=tmp_path)
 
 
-def experiment(ctx, data, n, models=3):
+def experiment(ctx, data, n, models=4):
     return mi.Experiment(ctx, data, mi.design_for(data, n, models, ctx.seed), False, False)
 
 
-def test_every_model_is_the_targets_size_and_the_halves_are_independent(quick_data):
-    design = mi.design_for(quick_data, 200, 3, seed=0)
+def test_every_model_is_the_targets_size_and_every_example_has_one_in_and_one_out_reference(quick_data):
+    """Complementary pairs: for every target, each controlled image has exactly one IN
+    and one OUT reference, drawn independently of the target's membership; no target
+    is calibrated on its own pair."""
+    design = mi.design_for(quick_data, 200, 4, seed=0)
     x_c, y_c = mi.controlled_images(quick_data, design)
     np.testing.assert_array_equal(x_c[design.eval_positions[:200]], quick_data.x_train[:200])   # the study's sets
     np.testing.assert_array_equal(x_c[design.eval_positions[200:]], quick_data.x_test[:200])
-    for r in range(1, 3):
+    for r in range(1, 4):
         d = mi.model_data(quick_data, design, r)
         assert len(d.y_train) == len(quick_data.y_train) == len(set(d.train_index))
         np.testing.assert_array_equal(d.x_val, quick_data.x_val)      # validation: in no model's training data
     np.testing.assert_array_equal(design.inside[0], np.r_[np.ones(design.m, bool), np.zeros(design.m, bool)])
-    audited = design.inside[:, design.audited_positions]
-    # independent halves: an example is IN and OUT among the models unless both extra
-    # models drew it as the defense's own has it (1 in 4), and IN one and OUT the other
-    # of a target's two references half the time
-    mixed = audited.any(axis=0) & (~audited).any(axis=0)
-    assert abs(mixed.mean() - 3 / 4) < 0.04
-    for t in range(3):
-        refs = design.inside[design.references(t)][:, design.audited_positions]
-        assert abs((refs[0] != refs[1]).mean() - 1 / 2) < 0.05
-    for t in range(3):
+    np.testing.assert_array_equal(design.inside[1], ~design.inside[0])    # the defense's own model's complement
+    np.testing.assert_array_equal(design.inside[3], ~design.inside[2])
+    assert abs(design.inside[2, :design.m].mean() - 0.5) < 0.05            # a random half, not model 0's
+    for t in range(4):
+        refs = design.references(t)
+        assert t // 2 not in {r // 2 for r in refs} and len(refs) == 2       # never its own pair
+        assert (design.inside[refs].sum(axis=0) == 1).all()                  # one IN, one OUT, every example
+        member = design.inside[t]
+        assert abs(design.inside[refs[0]][member].mean() - design.inside[refs[0]][~member].mean()) < 0.06
         assert not design.inside[t, design.population_positions(t)].any()
         assert not set(design.population_positions(t)) & set(design.audited_positions)
-    # the extra models' halves are independent of the defense's own model: which
-    # references trained on an example says nothing of whether target 0 did
-    members = design.inside[0, design.audited_positions]
-    for r in (1, 2):
-        assert abs(audited[r][members].mean() - audited[r][~members].mean()) < 0.06
     # the same halves for every recipe (they depend on the seed alone)
-    np.testing.assert_array_equal(md.membership_design(2000, 1000, 200, 3, 0).inside, design.inside)
+    np.testing.assert_array_equal(md.membership_design(2000, 1000, 200, 4, 0).inside, design.inside)
+    for models in (2, 3, 5):
+        with pytest.raises(ValueError, match="complementary pairs"):
+            md.membership_design(2000, 1000, 200, models, 0)
 
 
 def test_two_sets_of_nonmembers_give_chance_auc(tmp_path, small_model, quick_data):
@@ -137,8 +137,8 @@ def test_two_sets_of_nonmembers_give_chance_auc(tmp_path, small_model, quick_dat
     defense = Defense("undefended CNN", "undefended", "cnn", train=None, recipe=recipe)
     rows = mi.attack_defense(experiment(ctx, unseen, 100), defense, small_model)
     seeds = {json.loads(p.read_text())["seed"] for p in tmp_path.glob("references/*/cnn.json")}
-    assert len(seeds) == 2, "each reference model must start from its own initialisation"
-    assert {r["attack"] for r in rows} == set(mr.ATTACKS) and {r["target"] for r in rows} == {0, 1, 2}
+    assert len(seeds) == 3, "each reference model must start from its own initialisation"
+    assert {r["attack"] for r in rows} == set(mr.ATTACKS) and {r["target"] for r in rows} == {0, 1, 2, 3}
     for r in rows:
         if r["target"] == 0:   # the others did train on their members
             assert abs(r["auc"] - 0.5) < 0.12, r
@@ -166,7 +166,7 @@ def test_every_attack_catches_a_memorising_model(tmp_path, quick_data):
     target = load_model(ctx.models_dir, "memo")[0]
     defense = Defense("memorising CNN", "undefended", "memo", train=None, recipe=memorise)
     all_rows = mi.attack_defense(experiment(ctx, data, 100), defense, target)
-    for t in range(3):
+    for t in range(4):
         rows = {r["attack"]: r for r in all_rows if r["target"] == t}
         for attack in ("loss", "lira", "lira-online", "rmia", "rmia-offline"):
             assert rows[attack]["auc"] > 0.8, rows[attack]   # 0.89 to 0.99 measured
@@ -195,8 +195,8 @@ def test_membership_inference_quick_end_to_end(quick_run):
         rows = list(csv.DictReader(f))
     assert {r["attack"] for r in rows} == set(mr.ATTACKS)
     assert {r["references"] for r in rows if r["attack"] in mr.REFERENCE_ATTACKS} == \
-        {md.membership_design(2000, 1000, 200, 3, 0).describe(2000)}
-    assert all(int(r["targets"]) == 3 for r in rows)
+        {md.membership_design(2000, 1000, 200, 4, 0).describe(2000)}
+    assert all(int(r["targets"]) == 4 for r in rows)
     assert {r["model"] for r in rows} == {"standard_cnn", "standard_cnn_dual", "standard_cnn_at-pgd_eps0.1_ep1",
                                           "standard_cnn_noise0.25"}
     for r in rows:  # every metric can be recomputed from the saved scores
@@ -208,12 +208,13 @@ def test_membership_inference_quick_end_to_end(quick_run):
         leakage = list(csv.DictReader(f))
     defended = ("standard_cnn_dual", "standard_cnn_at-pgd_eps0.1_ep1", "standard_cnn_noise0.25")
     assert {(r["model"], r["attack"], r["target"]) for r in leakage} == \
-        {(m, a, t) for m in defended for a in mr.LEAKAGE_ATTACKS for t in "012"}
+        {(m, a, t) for m in defended for a in mr.LEAKAGE_ATTACKS for t in ("0", "1", "2", "3", "pooled")}
     for r in leakage:
         assert float(r["d_auc_low"]) <= float(r["d_auc"]) <= float(r["d_auc_high"])
     with open(quick_run.results / "membership_inference_standard_verdict.csv") as f:
         verdicts = list(csv.DictReader(f))
-    assert len(verdicts) == 3 * len(mr.LEAKAGE_ATTACKS) and {r["verdict"] for r in verdicts} <= set(mr.VERDICTS)
+    assert len(verdicts) == 3 * len(mr.LEAKAGE_ATTACKS)
+    assert {r["verdict_auc"] for r in verdicts} | {r["verdict_tpr"] for r in verdicts} <= set(mr.VERDICTS)
     with open(quick_run.results / "membership_inference_standard_targets.csv") as f:
         per_target = list(csv.DictReader(f))
     for r in per_target:   # each target's figures from its own score file
@@ -239,7 +240,7 @@ def test_the_paper_protocols_adversarial_training_is_not_matched_by_default(quic
     say so and show no reference figure, unless --match-all; the threshold attacks still
     attack its own model. Every standard defense is matched."""
     ctx = RunContext(PROTOCOLS["paper"], seed=0, quick=True, models_dir=tmp_path, results_dir=tmp_path)
-    design = mi.design_for(quick_data, 100, 3, 0)
+    design = mi.design_for(quick_data, 100, 4, 0)
     at_row = Defense("study AT 3 ep b16", "adversarial training", "m", train=None)
     matched, why = mi.Experiment(ctx, quick_data, design, False, False).matched(at_row)
     assert not matched and "not matched" in why and "--match-all" in why
@@ -255,19 +256,24 @@ def test_the_paper_protocols_adversarial_training_is_not_matched_by_default(quic
         assert mi.Experiment(standard, quick_data, design, False, False).matched(defense)[0]
 
 
-def verdict_rows(differences):
-    """Leakage rows of one defense under RMIA, one per target: (d_auc, low, high)."""
+def verdict_rows(differences, tpr=None):
+    """Leakage rows of one defense under RMIA, one per target: (d, low, high) in AUC
+    and in TPR at 1% FPR (the same as in AUC unless given)."""
     return [{"defense": "X AT", "model": "x", "attack": "rmia", "target": t, "queries": "clean", "d_auc": d,
-             "d_auc_low": lo, "d_auc_high": hi} for t, (d, lo, hi) in enumerate(differences)]
+             "d_auc_low": lo, "d_auc_high": hi, **dict(zip(("d_tpr", "d_tpr_low", "d_tpr_high"), tpr_row))}
+            for t, ((d, lo, hi), tpr_row) in enumerate(zip(differences, tpr or differences))]
 
 
 def test_a_verdict_needs_every_target():
     less = [(-0.04, -0.06, -0.02), (-0.03, -0.05, -0.01), (-0.05, -0.07, -0.03)]
-    assert mr.verdict_table(verdict_rows(less))[0]["verdict"] == "leaks less"
+    assert mr.verdict_table(verdict_rows(less))[0]["verdict_auc"] == "leaks less"
     one_target_turns = less[:2] + [(-0.01, -0.03, 0.01)]
-    assert mr.verdict_table(verdict_rows(one_target_turns))[0]["verdict"] == "no verdict: not on every target"
+    assert mr.verdict_table(verdict_rows(one_target_turns))[0]["verdict_auc"] == "no verdict: not on every target"
     more = [(0.03, 0.01, 0.05)] * 3
-    assert mr.verdict_table(verdict_rows(more))[0]["verdict"] == "leaks more"
+    assert mr.verdict_table(verdict_rows(more))[0]["verdict_auc"] == "leaks more"
+    # each metric has its own verdict: less by AUC, while the TPR at 1% FPR is no lower
+    row = mr.verdict_table(verdict_rows(less, tpr=[(0.01, -0.01, 0.03)] * 3))[0]
+    assert (row["verdict_auc"], row["verdict_tpr"]) == ("leaks less", "no verdict: not on every target")
     row = mr.verdict_table(verdict_rows(less))[0]
     assert row["d_auc_mean"] == pytest.approx(-0.04) and row["d_auc_sd"] == pytest.approx(0.01)
     assert row["targets"] == 3 and row["d_auc_per_target"].count("[") == 3
@@ -281,9 +287,9 @@ def test_the_privacy_sentence_follows_the_verdicts():
         return mr.verdict_table(rows)
     less = [(-0.04, -0.06, -0.02)] * 3
     none = [(0.0, -0.02, 0.02)] * 3
-    sentence = mr.verdict_sentence(table(less, none))
-    assert "less for X AT (-0.040 on average; not the loss attack)" in sentence
+    sentence = mr.verdict_sentence(table(less, none), metric="auc")
+    assert sentence.startswith("by AUC, ") and "less for X AT (-0.040 on average; not the loss attack)" in sentence
     assert "no defense leaks more" in sentence
-    assert "also the loss attack" in mr.verdict_sentence(table(less, less))
+    assert "less for X AT (-4.00 pp on average; also the loss attack)" in mr.verdict_sentence(table(less, less))
     turned = mr.verdict_sentence(table(less[:2] + [(-0.01, -0.03, 0.01)], none))
     assert "no defense leaks less on every target" in turned and "X AT" not in turned

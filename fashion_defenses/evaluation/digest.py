@@ -24,21 +24,22 @@ def leakage_findings(results_dir):
     low, high = min(float(r["auc"]) for r in rows), max(float(r["auc"]) for r in rows)
     most = max(rows, key=lambda r: float(r["tpr_at_1%_fpr"]))
     targets = max(int(r["targets"]) for r in rows)
-    out = [f"RMIA, each target calibrated on the other models of its recipe ({targets} per recipe, each trained on "
-           f"as many images as the defense's own), finds AUCs between {low:.3f} and {high:.3f} on the defenses' "
-           f"own models; at 1% FPR it finds at most {most['tp_at_1%_fpr']} of {int(most['n_members']):,} members "
-           f"({most['defense']})."]
+    out = [f"RMIA, each target calibrated on the models of its recipe outside its own complementary pair "
+           f"({targets} per recipe, each trained on as many images as the defense's own), finds AUCs between "
+           f"{low:.3f} and {high:.3f} on the defenses' own models; at 1% FPR it finds at most "
+           f"{most['tp_at_1%_fpr']} of {int(most['n_members']):,} members ({most['defense']})."]
     rule = ("a defense leaks less (more) than the undefended CNN only where the paired 95% interval of the "
-            "difference in AUC lies below (above) 0 on every one of its targets")
+            "difference lies below (above) 0 on every one of its targets")
     clean = read_rows(f"{mr.table_stem(results_dir, 'standard')}_verdict.csv")
     if clean:
-        out.append(f"Counted as {rule}: {mr.verdict_sentence(clean)}.")
+        out.append(f"Counted as {rule}, RMIA finds, {mr.verdict_sentence(clean)}; "
+                   f"{mr.verdict_sentence(clean, metric='auc')}.")
     adversarial = read_rows(f"{mr.table_stem(results_dir, 'standard', adversarial_queries=True)}_verdict.csv")
     if adversarial:
         queries = adversarial[0]["queries"].split(" (")[0]   # the attack and budget, not its step settings
         out.append("Song et al. (2019) found that adversarial training raises leakage, most when the attacker queries "
                    f"adversarial examples; with such queries ({queries}, the loss attack): "
-                   f"{mr.verdict_sentence(adversarial, 'loss')}.")
+                   f"{mr.verdict_sentence(adversarial, 'loss')}; {mr.verdict_sentence(adversarial, 'loss', 'auc')}.")
     return out
 
 

@@ -1,6 +1,6 @@
 """The membership-inference stage (what membership_inference.py runs), the way the
-LiRA and RMIA papers run it: several models of each defense's recipe, all of the
-target's size, each in turn the target of the others (privacy/design.py). Attacks: RMIA
+LiRA and RMIA papers run it: complementary pairs of models of each defense's recipe,
+all of the target's size, each in turn the target of the other pairs (privacy/design.py). Attacks: RMIA
 online and offline (Zarifzadeh et al. 2024; offline a tuned as privacy_meter tunes it),
 LiRA offline and online (Carlini et al. 2022), the loss attack (Yeom et al. 2018; its
 ROC is that of Song et al.'s confidence attack) and the study's 0.9999 rule. Writes AUC
@@ -104,8 +104,9 @@ def attack_scores(design, logits, y, target, with_references=True):
     """Every attack's score of the audited examples (higher = more likely a member) with
     model `target` of the recipe as the target and the others as its references.
     logits: each model's logits on the controlled images, y their labels. Offline
-    RMIA's a is tuned on the first reference, attacked with the rest (privacy_meter's
-    rule); with a single reference it keeps privacy_meter's default."""
+    RMIA's a is tuned on the first reference, attacked with the references of the other
+    pairs (privacy_meter's rule); with a single reference pair it keeps privacy_meter's
+    default."""
     audited = design.audited_positions
     target_logits = logits[target][audited]
     scores = {"study": np.exp(ma.log_softmax(target_logits).max(axis=1)),
@@ -118,9 +119,10 @@ def attack_scores(design, logits, y, target, with_references=True):
     target_scaled = ma.scaled_confidence(target_logits, y[audited])
     scores["lira"] = ma.lira_offline(target_scaled, scaled, inside)
     scores["lira-online"] = ma.lira_online(target_scaled, scaled, inside)
-    a, how = ma.RMIA_OFFLINE_A, {"offline_a": ma.RMIA_OFFLINE_A, "offline_a_tuned_on": "default (one reference)"}
-    if len(refs) > 1:
-        paired, others = refs[0], refs[1:]
+    a, how = ma.RMIA_OFFLINE_A, {"offline_a": ma.RMIA_OFFLINE_A,
+                                 "offline_a_tuned_on": "default (no reference pair besides the tuning model's)"}
+    paired, others = refs[0], [r for r in refs if r // 2 != refs[0] // 2]   # never its own complement
+    if others:
         x_lp, ref_lp, ref_in, z_lp, z_ref_lp, z_in = rmia_signals(design, logits, y, paired, others,
                                                                   design.population_positions(paired))
         a, aucs = ma.tune_offline_a(x_lp, design.inside[paired, audited], ref_lp, ref_in, z_lp, z_ref_lp, z_in)
@@ -251,14 +253,18 @@ def write_tables(ctx, experiment, rows):
     if leakage:
         write_table(leakage, f"{stem}_leakage", title=f"Leakage of each defense minus the undefended CNN's, "
                     f"{protocol} protocol, {queries}, target by target on the same examples",
-                    note="The defense's figure minus the undefended CNN's (positive: it leaks more). Intervals: 95% "
+                    note="The defense's figure minus the undefended CNN's (positive: it leaks more); target 'pooled': "
+                    "every target's scores in one ROC. Intervals: 95% "
                     f"percentiles of a paired bootstrap ({leakage[0]['resamples']} draws; members and non-members "
                     "resampled separately, the same draw for both models).")
         verdicts = mr.verdict_table(leakage)
         write_table(verdicts, f"{stem}_verdict", title=f"Does a defense leak more or less than the undefended "
-                    f"CNN? {protocol} protocol, {queries}, AUC difference per target [paired 95% interval]",
-                    note="Verdict: 'leaks less' (more) only where every target's interval lies below (above) 0; "
-                    "d_auc_sd: the standard deviation of the differences over targets (training-run variation).")
+                    f"CNN? {protocol} protocol, {queries}: the difference in AUC and in TPR at "
+                    f"{100 * mr.LOW_FPRS[-1]:g}% FPR per target [paired 95% interval], and pooled over targets",
+                    note="verdict_auc, verdict_tpr: 'leaks less' (more) by that metric only where every target's "
+                    "interval lies below (above) 0; d_*_sd: the standard deviation of the differences over targets "
+                    "(training-run variation); d_*_pooled: every target's scores in one ROC, as privacy_meter pools "
+                    "them; TPR differences in percentage points (pp).")
     attack = mr.HEADLINE_ATTACK if design.models > 1 and not adversarial else "loss"
     mr.plot_roc(ctx.results_dir, rows, attack, f"Membership inference ({attack}), {protocol} protocol, {queries}",
                 f"{stem}_roc.png", adversarial)

@@ -1,17 +1,22 @@
 """Which model of a recipe trains on which image, for membership inference run the way
 the LiRA and RMIA papers run it (no TensorFlow here):
 
-- K models per recipe, every one the target's size: model 0 is the defense's own model
-  (the protocol's training split); models 1..K-1 are trained by the same recipe.
+- Complementary pairs of models per recipe, every model the target's size: model 0 is
+  the defense's own (the protocol's training split) and model 1 its complement; each
+  further pair trains on a random half of the controlled images and on the other half.
 - The controlled images: the first m training images (members of model 0) and the
   first m test images (non-members of model 0), m = min(training, test images). Every
-  other model trains on the rest of the training split, which all models share, plus
-  a random half of the controlled images drawn independently for each model (the same
-  halves for every recipe, so two recipes' targets have the same members). Validation
-  images are in no model's training data; they only monitor training, as for model 0.
-- Each model serves in turn as the target, the others as its references (leave one
-  out). Because the halves are independent, which references trained on an example
-  says nothing about whether the target did.
+  model trains on the rest of the training split, which all models share, plus its
+  half of the controlled images (model 1: the test images; the random halves are
+  drawn independently of model 0's and are the same for every recipe, so two recipes'
+  targets have the same members). Validation images are in no model's training data;
+  they only monitor training, as for model 0.
+- Each model serves in turn as the target; its references are the models of the other
+  pairs (as privacy_meter leaves the target's own pair out). So every controlled image
+  has exactly as many IN as OUT references, and which ones trained on it says nothing
+  of whether the target did (LiRA's and RMIA's code give every example IN and OUT
+  models; independent random halves left a quarter of the examples without an IN, and
+  a quarter without an OUT reference).
 - Audited examples: an evaluation set (the study's: the first n training and first n
   test images) and a disjoint calibration set (the next n of each), on which decision
   thresholds are fitted. The other controlled images are the population samples z
@@ -58,28 +63,35 @@ class MembershipDesign:
         return rest[~self.inside[target, rest]]
 
     def references(self, target):
-        return [r for r in range(self.models) if r != target]
+        """The models of every other pair: the target's own complement is no reference."""
+        return [r for r in range(self.models) if r // 2 != target // 2]
 
     def training_positions(self, r):
         return np.flatnonzero(self.inside[r])
 
     def describe(self, n_train):
-        return (f"{self.models} models of the recipe, each on {n_train:,} images (the target's size), each in turn "
-                f"the target of the others; {self.m:,} + {self.m:,} controlled images, of which each model beyond the "
-                f"defense's own trains on a random half")
+        return (f"{self.models} models of the recipe in complementary pairs, each on {n_train:,} images (the "
+                f"target's size), each in turn the target, the other pairs its references; {self.m:,} + {self.m:,} "
+                f"controlled images: the defense's own model trains on the first half, its complement on the second, "
+                f"every other pair on a random half and the rest")
 
 
 def membership_design(n_train, n_test, n, models, seed):
     """The design for a split of n_train training and n_test test images, n members and
-    n non-members per audited set, `models` models per recipe (seeded by `seed`)."""
+    n non-members per audited set, `models` models per recipe: 1 (the defense's own,
+    threshold attacks only) or complementary pairs, 2 or more of them (halves seeded
+    by `seed`)."""
     m = min(n_train, n_test)
-    if models < 1:
-        raise ValueError("at least one model per recipe (the defense's own)")
+    if models != 1 and (models < 4 or models % 2):
+        raise ValueError("one model per recipe (the defense's own), or an even number of at least 4: complementary "
+                         "pairs, each target's references the other pairs")
     if 2 * n >= m:
         raise ValueError(f"{n} members per set need more than {2 * n} controlled images of each side (the rest are "
                          f"population samples); this split has {m}")
     inside = np.zeros((models, 2 * m), bool)
     inside[0, :m] = True
-    for r in range(1, models):
-        inside[r, np.random.default_rng([seed, r]).permutation(2 * m)[:m]] = True
+    for pair in range(models // 2):
+        if pair:
+            inside[2 * pair, np.random.default_rng([seed, pair]).permutation(2 * m)[:m]] = True
+        inside[2 * pair + 1] = ~inside[2 * pair]
     return MembershipDesign(m, n, inside)

@@ -188,11 +188,12 @@ def markdown_rows(rows):
 def leakage_table(results_dir, rows, adversarial=False, resamples=1000, seed=0):
     """Each defense's leakage minus the undefended CNN's, target by target on the same
     examples (target r of a recipe and target r of the undefended CNN have the same
-    members): the difference in AUC and in TPR at 1% FPR with paired-bootstrap 95%
-    intervals."""
+    members), and pooled over the targets as privacy_meter pools them (every target's
+    scores in one ROC; target "pooled"): the difference in AUC and in TPR at 1% FPR
+    with paired-bootstrap 95% intervals."""
     measured = {(r["model"], r["attack"], r["target"]): r for r in rows if r.get("auc") not in (None, "")}
     baseline = next((r["model"] for r in rows if r["defense"] == "undefended CNN"), None)
-    table = []
+    table, pools = [], {}
     for (model, attack, target), r in measured.items():
         if model == baseline or attack not in LEAKAGE_ATTACKS or (baseline, attack, target) not in measured:
             continue
@@ -201,8 +202,14 @@ def leakage_table(results_dir, rows, adversarial=False, resamples=1000, seed=0):
         if not np.array_equal(a["is_member"], b["is_member"]):
             raise ValueError(f"target {target} of {model} and of {baseline} have different members")
         d = ma.paired_difference(a["score"], b["score"], a["is_member"], LOW_FPRS[-1], resamples, seed)
-        table.append({"defense": r["defense"], "model": model, "attack": attack, "target": target,
-                      "queries": r["queries"], **d})
+        common = {"defense": r["defense"], "model": model, "attack": attack, "queries": r["queries"]}
+        table.append({**common, "target": target, **d})
+        pools.setdefault((model, attack), (common, []))[1].append((a["score"], b["score"], a["is_member"]))
+    for common, scores in pools.values():
+        if len(scores) > 1:
+            a, b, is_member = (np.concatenate(parts) for parts in zip(*scores))
+            table.append({**common, "target": "pooled",
+                          **ma.paired_difference(a, b, is_member, LOW_FPRS[-1], resamples, seed)})
     return table
 
 
@@ -217,23 +224,41 @@ def verdict(lows, highs):
     return VERDICTS[2]
 
 
+METRICS = {"auc": "AUC", "tpr": f"TPR at {100 * LOW_FPRS[-1]:g}% FPR"}   # the verdict table's, by column prefix
+
+
+def difference_text(metric, d, low=None, high=None):
+    """A difference in AUC (+0.012) or in TPR, in percentage points (+1.2 pp)."""
+    scale, unit, digits = (1, "", 3) if metric == "auc" else (100, " pp", 2)
+    text = f"{scale * float(d):+.{digits}f}{unit}"
+    return text if low is None else f"{text} [{scale * float(low):+.{digits}f}, {scale * float(high):+.{digits}f}]"
+
+
 def verdict_table(leakage):
-    """One row per (defense, attack): each target's AUC difference with its interval,
-    their mean and standard deviation over targets, and the verdict."""
+    """One row per (defense, attack), for each metric (AUC; TPR at 1% FPR): each
+    target's difference with its interval, their mean and standard deviation over
+    targets, the pooled difference, and the verdict, which rests on every target."""
     groups = {}
     for r in leakage:
         groups.setdefault((r["model"], r["attack"]), []).append(r)
     out = []
     for (model, attack), group in groups.items():
-        group = sorted(group, key=lambda r: r["target"])
-        d = [float(r["d_auc"]) for r in group]
-        out.append({"defense": group[0]["defense"], "model": model, "attack": attack,
-                    "queries": group[0]["queries"], "targets": len(group),
-                    "d_auc_per_target": " / ".join(f"{float(r['d_auc']):+.3f} [{float(r['d_auc_low']):+.3f}, "
-                                                   f"{float(r['d_auc_high']):+.3f}]" for r in group),
-                    "d_auc_mean": float(np.mean(d)), "d_auc_sd": float(np.std(d, ddof=1)) if len(d) > 1 else "",
-                    "verdict": verdict([float(r["d_auc_low"]) for r in group],
-                                       [float(r["d_auc_high"]) for r in group])})
+        pooled = next((r for r in group if r["target"] == "pooled"), None)
+        group = sorted((r for r in group if r["target"] != "pooled"), key=lambda r: int(r["target"]))
+        row = {"defense": group[0]["defense"], "model": model, "attack": attack, "queries": group[0]["queries"],
+               "targets": len(group)}
+        for metric in METRICS:
+            d = [float(r[f"d_{metric}"]) for r in group]
+            row.update({f"d_{metric}_per_target": " / ".join(
+                            difference_text(metric, r[f"d_{metric}"], r[f"d_{metric}_low"], r[f"d_{metric}_high"])
+                            for r in group),
+                        f"d_{metric}_mean": float(np.mean(d)), f"d_{metric}_sd": float(np.std(d, ddof=1))
+                        if len(d) > 1 else "",
+                        f"d_{metric}_pooled": difference_text(metric, pooled[f"d_{metric}"], pooled[f"d_{metric}_low"],
+                                                              pooled[f"d_{metric}_high"]) if pooled else "",
+                        f"verdict_{metric}": verdict([float(r[f"d_{metric}_low"]) for r in group],
+                                                     [float(r[f"d_{metric}_high"]) for r in group])})
+        out.append(row)
     return out
 
 
@@ -267,10 +292,10 @@ ATTACK_NAMES = {"loss": "the loss attack", "lira-online": "LiRA", "rmia": "RMIA"
                 "rmia-offline": "offline RMIA"}
 
 
-def verdict_sentence(verdicts, attack=HEADLINE_ATTACK):
-    """The finding from the verdict table: which defenses leak less or more than the
-    undefended CNN by `attack` on every target, with their mean difference, and which
-    other attacks see the same."""
+def verdict_sentence(verdicts, attack=HEADLINE_ATTACK, metric="tpr"):
+    """The finding from the verdict table for one metric (METRICS): which defenses leak
+    less or more than the undefended CNN by `attack` on every target, with their mean
+    difference, and which other attacks see the same by that metric."""
     by_defense = {}
     for r in verdicts:
         by_defense.setdefault(r["defense"], {})[r["attack"]] = r
@@ -278,14 +303,14 @@ def verdict_sentence(verdicts, attack=HEADLINE_ATTACK):
     for label, word in ((VERDICTS[1], "more"), (VERDICTS[0], "less")):
         named = []
         for defense, rows in by_defense.items():
-            if attack not in rows or rows[attack]["verdict"] != label:
+            if attack not in rows or rows[attack][f"verdict_{metric}"] != label:
                 continue
             others = [a for a in rows if a != attack]
-            agree = [ATTACK_NAMES[a] for a in others if rows[a]["verdict"] == label]
-            disagree = [ATTACK_NAMES[a] for a in others if rows[a]["verdict"] != label]
+            agree = [ATTACK_NAMES[a] for a in others if rows[a][f"verdict_{metric}"] == label]
+            disagree = [ATTACK_NAMES[a] for a in others if rows[a][f"verdict_{metric}"] != label]
             seen = "; ".join(x for x in (f"also {', '.join(agree)}" if agree else "",
                                          f"not {', '.join(disagree)}" if disagree else "") if x)
-            named.append(f"{defense} ({float(rows[attack]['d_auc_mean']):+.3f} on average"
+            named.append(f"{defense} ({difference_text(metric, rows[attack][f'd_{metric}_mean'])} on average"
                          + (f"; {seen}" if seen else "") + ")")
         parts.append(f"{word} for {', '.join(named)}" if named else f"no defense leaks {word} on every target")
-    return "; ".join(parts)
+    return f"by {METRICS[metric]}, " + "; ".join(parts)
