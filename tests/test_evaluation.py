@@ -316,6 +316,27 @@ def test_a_users_probability_model_is_evaluated_as_logits(small_model, tmp_path,
     images, robust = api.load_per_image(tmp_path / "r" / "your_models" / "evaluation_mine_per_image.npz")
     assert len(images) == 50 and ("AutoAttack", 0.1) in robust
     assert {"AutoAttack", "worst case"} <= {r["attack"] for r in rows}
+    with open(tmp_path / "r" / "your_models" / "evaluation_mine_leaderboard.csv", newline="") as f:
+        board = list(csv.DictReader(f))   # no published records in this results folder: its own row alone
+    assert [r["defense"] for r in board] == ["mine.keras (probabilities)"] and board[0]["kind"] == "your model"
+    assert (tmp_path / "r" / "your_models" / "evaluation_mine_pareto.png").stat().st_size > 5000
+
+
+def test_a_users_model_is_placed_among_the_published_defenses(quick_run):
+    """Its summary row among those of every defense with a record in the results, the
+    most robust first (worst case at L-inf 0.1)."""
+    records = quick_run.results / "per_image" / "evaluation_standard"
+    pgd = json.loads((records / "standard_cnn_at-pgd_eps0.1_ep1.json").read_text())
+    mine = api.EvaluationResult("mine", 0.1, "autodiff", "its prediction",
+                                tuple(api.Measurement.from_row(r) for r in pgd["rows"]), (), np.arange(0), {})
+    board = mine.leaderboard(quick_run.results)
+    # the full run's names: the quick run's PGD AT (1 epoch) is not the published PGD AT
+    assert sorted(r["defense"] for r in board) == ["dual filter", "mine", "smoothing sigma 0.25", "undefended CNN"]
+    worst = [float(r["worst case @0.1"].split()[0]) for r in board]
+    assert worst == sorted(worst, reverse=True)
+    mine_row = next(r for r in board if r["defense"] == "mine")
+    assert mine_row["kind"] == "your model" and mine_row["worst case @0.1"] == \
+        report.pct(report.find(pgd["rows"], "worst case", 0.1, report.fixed_images(pgd["rows"])))
 
 
 def test_a_smoothed_classifier_is_judged_by_predict_on_the_randomized_subset(small_model, quick_data, fixed_set):
@@ -350,27 +371,31 @@ def test_the_checks_read_as_failing_lines_only():
 
 
 def test_the_leakage_findings_follow_the_verdicts_over_targets(tmp_path):
-    """A defense whose AUC difference lies above 0 on every target leaks more, one below
-    0 on every target less, one whose interval holds 0 on a target neither; adversarial
-    queries get Song et al.'s sentence."""
+    """A defense whose difference lies above 0 on every target leaks more, one below 0
+    on every target less, one whose interval holds 0 on a target neither, by each metric
+    apart: the same numbers turn the TPR sentence and the AUC sentence differently;
+    adversarial queries get Song et al.'s sentence."""
     mia_row = {"defense": "pgd AT", "model": "m", "attack": "rmia", "auc": "0.52", "tpr_at_1%_fpr": "0.02",
                "tp_at_1%_fpr": "40", "n_members": "2000", "targets": "3"}
     write_table([mia_row], tmp_path / "membership_inference_standard")
 
-    def verdicts(*rows, queries="clean"):
-        leakage = [{"defense": d, "model": d, "attack": a, "target": t, "queries": queries, "d_auc": v,
-                    "d_auc_low": lo, "d_auc_high": hi} for d, a, t, v, lo, hi in rows]
-        return mr.verdict_table(leakage), leakage
-    every = lambda d, a, v, lo, hi: [(d, a, t, v, lo, hi) for t in range(3)]  # noqa: E731
-    clean, _ = verdicts(*every("pgd AT", "rmia", 0.03, 0.01, 0.05), *every("dual filter", "rmia", -0.03, -0.05, -0.01),
-                        *every("trades AT", "rmia", -0.03, -0.05, -0.01)[:2],
-                        ("trades AT", "rmia", 2, 0.0, -0.02, 0.02),
-                        *every("pgd AT", "loss", 0.2, 0.1, 0.3))
+    def verdicts(*rows, queries="clean"):   # rows: defense, attack, target, AUC's and TPR's (d, low, high)
+        return mr.verdict_table([{"defense": d, "model": d, "attack": a, "target": t, "queries": queries,
+                                  **dict(zip(("d_auc", "d_auc_low", "d_auc_high"), auc)),
+                                  **dict(zip(("d_tpr", "d_tpr_low", "d_tpr_high"), tpr))}
+                                 for d, a, t, auc, tpr in rows])
+    every = lambda d, a, auc, tpr: [(d, a, t, auc, tpr) for t in range(3)]  # noqa: E731
+    up, down, zero = (0.03, 0.01, 0.05), (-0.03, -0.05, -0.01), (0.0, -0.02, 0.02)
+    clean = verdicts(*every("pgd AT", "rmia", up, up), *every("dual filter", "rmia", down, zero),
+                     *every("trades AT", "rmia", down, down)[:2], ("trades AT", "rmia", 2, zero, down),
+                     *every("pgd AT", "loss", (0.2, 0.1, 0.3), up))
     write_table(clean, tmp_path / "membership_inference_standard_verdict")
-    adversarial, _ = verdicts(*every("pgd AT", "loss", 0.0, -0.02, 0.02), queries="PGD-10")
+    adversarial = verdicts(*every("pgd AT", "loss", zero, zero), queries="PGD-10")
     write_table(adversarial, tmp_path / "membership_inference_standard_adversarial_queries_verdict")
     first, clean, adversarial = digest.leakage_findings(tmp_path)
     assert "3 per recipe" in first
-    assert "more for pgd AT (+0.030 on average; also the loss attack); less for dual filter (-0.030" in clean
-    assert "trades" not in clean   # one target's interval holds 0
-    assert "Song et al." in adversarial and "(PGD-10, the loss attack): no defense leaks more" in adversarial
+    assert ("by TPR at 1% FPR, more for pgd AT (+3.00 pp on average; also the loss attack); less for trades AT "
+            "(-3.00 pp on average); by AUC, more for pgd AT (+0.030 on average; also the loss attack); less for "
+            "dual filter (-0.030 on average)") in clean
+    assert "Song et al." in adversarial and \
+        "(PGD-10, the loss attack): by TPR at 1% FPR, no defense leaks more" in adversarial

@@ -18,7 +18,14 @@ from fashion_defenses.data import PROTOCOLS, attack_subset, load_data
 from fashion_defenses.errors import UserError
 from fashion_defenses.evaluation import core
 from fashion_defenses.evaluation.checks import sanity_checks
-from fashion_defenses.evaluation.report import autoattack_row, find, fixed_images
+from fashion_defenses.evaluation.report import (
+    autoattack_row,
+    find,
+    fixed_images,
+    leaderboard,
+    mia_results,
+    published_records,
+)
 from fashion_defenses.reporting import atomic_write
 
 
@@ -74,6 +81,7 @@ class EvaluationResult:
     checks: tuple
     images: np.ndarray
     robust: dict
+    protocol: str = "standard"
 
     @property
     def clean(self):
@@ -106,6 +114,23 @@ class EvaluationResult:
     def rows(self):
         """The measurements as the tables hold them."""
         return [m.row() for m in self.measurements]
+
+    def among_published(self, results_dir="results"):
+        """(defense, rows, checks) of every defense whose evaluation results_dir holds
+        (the run's committed records), then this result's as "your model"."""
+        from fashion_defenses.defenses import catalogue
+        config = PROTOCOLS[self.protocol]
+        ctx = RunContext(config, config.seed, False, None, Path(results_dir), Path("models"))
+        published = published_records(results_dir, self.protocol, catalogue.catalogue(ctx, None))
+        mine = catalogue.Defense(self.name, "your model", self.name, train=None)
+        return [(d, r["rows"], r["checks"]) for d, r in published] + \
+            [(mine, self.rows(), [(c.name, c.passed, c.detail) for c in self.checks])]
+
+    def leaderboard(self, results_dir="results"):
+        """The headline's summary row of this result among those of the published
+        defenses, the most robust first."""
+        return leaderboard(self.among_published(results_dir), mia_results(results_dir, self.protocol),
+                           core.SETTINGS[self.protocol], results_dir)
 
 
 def _measurement(row):
@@ -143,7 +168,7 @@ def evaluate_target(ctx, settings, data, defense, model, transfer=(), eps=suite.
     checks = sanity_checks(measured.rows, settings, target.missing_adaptive_views(), fgsm_k, eps)
     return EvaluationResult(defense.label, eps, target.describe(), target.judged_by,
                             tuple(Measurement.from_row(r) for r in measured.rows),
-                            tuple(Check(*c) for c in checks), measured.images, measured.robust)
+                            tuple(Check(*c) for c in checks), measured.images, measured.robust, ctx.protocol.name)
 
 
 def evaluate(model, eps=suite.HEADLINE_EPS, *, filter=None, sigma=0.0, name=None, protocol="standard",

@@ -8,7 +8,7 @@ from fashion_defenses.privacy import report as mr
 from fashion_defenses.reporting import eps_text, error_bars, pyplot, save_figure
 
 KIND_MARKERS = {"undefended": "o", "filter": "s", "adversarial training": "^",
-                "filter + adversarial training": "P", "randomized smoothing": "D"}
+                "filter + adversarial training": "P", "randomized smoothing": "D", "your model": "*"}
 
 
 def defense_styles(evaluated):

@@ -4,6 +4,7 @@ study's Table 4 beside ours and results/summary.md, and the lookups of a defense
 (membership inference, certification) through their own path functions."""
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,31 @@ def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
                 "sanity": "ok" if all(p for _, p, _ in checks) else
                           "FLAGGED: " + "; ".join(c for c, p, _ in checks if not p)})
     return row
+
+
+def record_path(results_dir, protocol_name, key):
+    """Where an evaluation job writes a defense's record (beside its per-image flags)."""
+    return Path(results_dir) / "per_image" / f"evaluation_{protocol_name}" / f"{key.replace('+', '_')}.json"
+
+
+def published_records(results_dir, protocol_name, defenses):
+    """(defense, its evaluation record) of each defense whose record is on disk, in order."""
+    found = []
+    for defense in defenses:
+        path = record_path(results_dir, protocol_name, defense.key)
+        if path.exists():
+            found.append((defense, json.loads(path.read_text())))
+        else:
+            print(f"  no evaluation of {defense.label} yet ({path}): not in the tables")
+    return found
+
+
+def leaderboard(entries, mia_rows, settings, results_dir):
+    """The summary rows of (defense, rows, checks) entries, the most robust first (worst
+    case at the headline eps; its interval's centre decides, as the table shows it)."""
+    rows = [summary_row(defense, r, checks, mia_rows, settings, results_dir) for defense, r, checks in entries]
+    robust = lambda row: float(row[f"worst case @{HEADLINE_EPS:g}"].split()[0] or -1)  # noqa: E731
+    return sorted(rows, key=robust, reverse=True)
 
 
 TABLE4_MEASURES = (  # (our measure, the study's column, which rows of ours)

@@ -21,8 +21,16 @@ from fashion_defenses.evaluation.api import evaluate, evaluate_target, transfer_
 from fashion_defenses.evaluation.checks import checks_markdown
 from fashion_defenses.evaluation.core import SETTINGS
 from fashion_defenses.evaluation.digest import write_digest
-from fashion_defenses.evaluation.figures import draw_figures
-from fashion_defenses.evaluation.report import mia_results, paper_table, summary_row, table4_note, write_summary
+from fashion_defenses.evaluation.figures import draw_figures, plot_pareto
+from fashion_defenses.evaluation.report import (
+    mia_results,
+    paper_table,
+    published_records,
+    record_path,
+    summary_row,
+    table4_note,
+    write_summary,
+)
 from fashion_defenses.framework import keras, library_versions
 from fashion_defenses.models import model_path
 from fashion_defenses.reporting import Progress, atomic_write_text, write_table
@@ -97,21 +105,9 @@ def evaluate_one(ctx, settings, data, defense, model, sources):
     return record
 
 
-def evaluated_records(ctx, defenses):
-    """(defense, record) of each defense whose evaluation is on disk, in catalogue order."""
-    found = []
-    for defense in defenses:
-        path = per_image_path(ctx, defense).with_suffix(".json")
-        if path.exists():
-            found.append((defense, json.loads(path.read_text())))
-        else:
-            print(f"  no evaluation of {defense.label} yet ({path}): not in the tables")
-    return found
-
-
 def per_image_path(ctx, defense):
-    """Where a defense's per-image flags go (see EvaluationResult.save)."""
-    return ctx.results_dir / "per_image" / f"evaluation_{ctx.protocol.name}" / f"{defense.key.replace('+', '_')}.npz"
+    """Where a defense's per-image flags go (see EvaluationResult.save); its record beside them."""
+    return record_path(ctx.results_dir, ctx.protocol.name, defense.key).with_suffix(".npz")
 
 
 def pick_defenses(defenses, wanted):
@@ -159,7 +155,13 @@ def evaluate_user_model(ctx, path, sigma, filter_name):
     write_table([check_row], f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019) of {path}",
                 markdown_body=checks_markdown([check_row]))
     result.save(f"{out}_per_image.npz")
-    print(f"wrote {out}.csv, {out}.md, {out}_checks.md, {out}_per_image.npz")
+    entries = result.among_published(ctx.results_dir)
+    write_table(result.leaderboard(ctx.results_dir), f"{out}_leaderboard",
+                title=f"{label} among the {len(entries) - 1} published defenses of the {ctx.protocol.name} protocol "
+                      f"(their records in {ctx.results_dir}), the most robust first: accuracy % [95% interval]")
+    plot_pareto([(d, rows) for d, rows, _ in entries], f"Clean vs robust accuracy, {ctx.protocol.name} protocol: "
+                f"{label} (star) among the published defenses", f"{out}_pareto.png")
+    print(f"wrote {out}.csv, {out}.md, {out}_checks.md, {out}_per_image.npz, {out}_leaderboard.md, {out}_pareto.png")
 
 
 def table_rows(ctx, kind, label, result, key=None):
@@ -194,7 +196,7 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
     data = load_data(protocol, ctx.data_dir, ctx.quick)
     every = catalogue(ctx, data)
     if report:
-        write_report(ctx, settings, data, evaluated_records(ctx, every), "", start, git)
+        write_report(ctx, settings, data, published_records(ctx.results_dir, protocol.name, every), "", start, git)
         return
     chosen = pick_defenses(every, [only] if only else wanted) if only or wanted else every
     defenses = load_defenses(ctx.models_dir, chosen, train_missing)
