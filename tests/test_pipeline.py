@@ -96,6 +96,7 @@ def test_the_runner_runs_jobs_in_order_commits_each_and_a_clone_reads_them_as_cu
     (clone / "input.txt").write_text("4")                            # first's input changes: first alone is stale
     assert jobs.states(clone) == {"second": "current", "first": "stale"}
     assert jobs.next_job(clone, jobs.stages(clone), jobs.states(clone)) == "first"
+    assert jobs.awaiting(jobs.stages(clone), jobs.states(clone)) == {"first", "second"}   # second reads first's
     shutil.rmtree(clone)
 
 

@@ -75,6 +75,19 @@ def ready(name, all_stages, state):
                    for other, job in all_stages.items() if other != name)
 
 
+def awaiting(all_stages, state):
+    """The jobs whose outputs do not yet answer to today's code and inputs: every job not
+    current, and every job downstream of one (it read outputs that will change)."""
+    waiting = {n for n in all_stages if state[n] != "current"}
+    grew = True
+    while grew:
+        made = {out for n in waiting for out in all_stages[n].outs}
+        more = {n for n, job in all_stages.items() if n not in waiting and made & set(job.deps)}
+        waiting |= more
+        grew = bool(more)
+    return waiting
+
+
 def next_job(root, all_stages, state):
     """The stale job that has waited longest: never run first (in dvc.yaml's order),
     then the one whose last run is oldest; only jobs whose inputs are current."""
@@ -168,6 +181,11 @@ def status(ready_only=False):
         print(f"{name:<{width}}  {state[name]:<9}{ran}")
     counts = {s: sum(v == s for v in state.values()) for s in ("current", "stale", "never run")}
     print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    published = sorted(out for n in awaiting(all_stages, state) for out in all_stages[n].outs
+                       if out.startswith("results/") and not out.startswith("results/per_image/"))
+    if published:
+        print(f"published tables and figures from jobs not current or downstream of one ({len(published)}): "
+              + ", ".join(published))
 
 
 def table(root=ROOT):
