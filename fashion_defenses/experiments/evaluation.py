@@ -110,12 +110,12 @@ def per_image_path(ctx, defense):
     return record_path(ctx.results_dir, ctx.protocol.name, defense.key).with_suffix(".npz")
 
 
-def pick_defenses(defenses, wanted):
+def pick_defenses(defenses, wanted, flag="--defenses"):
     """The catalogue's defenses named in wanted (labels or model keys), in its order."""
     names = {d.label for d in defenses} | {d.key for d in defenses}
     unknown = [w for w in wanted if w not in names]
     if unknown:
-        raise UserError(f"--defenses: unknown {', '.join(map(repr, unknown))}; the protocol's defenses are: "
+        raise UserError(f"{flag}: unknown {', '.join(map(repr, unknown))}; the protocol's defenses are: "
                         + ", ".join(d.label for d in defenses))
     return [d for d in defenses if d.label in wanted or d.key in wanted]
 
@@ -198,7 +198,8 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
     if report:
         write_report(ctx, settings, data, published_records(ctx.results_dir, protocol.name, every), "", start, git)
         return
-    chosen = pick_defenses(every, [only] if only else wanted) if only or wanted else every
+    chosen = (pick_defenses(every, [only], "--defense") if only else pick_defenses(every, wanted) if wanted
+              else every)
     defenses = load_defenses(ctx.models_dir, chosen, train_missing)
     source = load_defenses(ctx.models_dir, every[:1])
     if not source:
