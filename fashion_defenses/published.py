@@ -38,8 +38,3 @@ def load_defense(name, protocol="standard", zoo=ZOO, quick=False):
         raise UserError(f"{model_path(folder, defense.name)} is not published yet: its training job has not run")
     return smoothing.Smooth(model, defense.sigma) if defense.sigma else model
 
-
-def zoo_bytes(zoo=ZOO):
-    """Bytes of every published model file, by protocol."""
-    return {folder.name: sum(p.stat().st_size for p in folder.glob("*.keras"))
-            for folder in sorted(Path(zoo).iterdir()) if folder.is_dir()}
