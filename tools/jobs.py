@@ -41,7 +41,7 @@ def git(root, *args):
 
 
 def stages(root=ROOT):
-    """Every job of dvc.yaml in its order: {name: Job(cmd, deps, outs)}, paths from the root."""
+    """Every job of dvc.yaml in its order: {name: Job(cmd, deps, outs, estimate in epochs)}, paths from the root."""
     from dvc.repo import Repo
     with Repo(str(root)) as repo:
         return {s.name: Job(s.cmd, [str(d.def_path) for d in s.deps], [str(o.def_path) for o in s.outs],
