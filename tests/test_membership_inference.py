@@ -224,7 +224,7 @@ def test_membership_inference_quick_end_to_end(quick_run):
 
 def test_the_paper_protocols_quick_run(paper_quick_run):
     """`make quick` runs it: the undefended CNN and the dual filter in front of it share
-    the two extra models of their recipe."""
+    the three extra models of their recipe (its own model's complement and a second pair)."""
     proc = paper_quick_run.runs["membership_inference.py"]
     assert proc.returncode == 0, proc.stderr
     with open(paper_quick_run.results / "membership_inference_paper.csv") as f:
@@ -232,7 +232,7 @@ def test_the_paper_protocols_quick_run(paper_quick_run):
     assert {r["defense"] for r in rows} == {"undefended CNN", "dual filter (at prediction time)"}
     assert all(r["auc"] != "" for r in rows)
     references = list((paper_quick_run.models / "references").rglob("*.keras"))
-    assert sorted(p.name for p in references) == ["paper_cnn.keras"] * 2
+    assert sorted(p.name for p in references) == ["paper_cnn.keras"] * 3
 
 
 def test_the_paper_protocols_adversarial_training_is_not_matched_by_default(quick_data, tmp_path, small_model):
