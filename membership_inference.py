@@ -6,6 +6,8 @@ holds on every target (fashion_defenses.experiments.membership_inference).
 
     python membership_inference.py [--protocol standard|paper] [--models 4] [--match-all]
                                    [--adversarial-queries] [--quick]
+    python membership_inference.py --from-outputs    # the attacks alone, from the outputs
+                                                     # membership_outputs.py saved, model by model
 """
 from fashion_defenses.cli import common_parser, parse_args, positive_int, run_main
 
@@ -20,10 +22,16 @@ def build_parser():
     parser.add_argument("--match-all", action="store_true",
                         help="train the extra models for every defense, the paper protocol's adversarial training too")
     parser.add_argument("--members", type=positive_int, default=None,
-                        help="members and non-members evaluated (default 2,000, the study's; 200 with --quick)")
+                        help="members and non-members audited per target (default: every controlled image in the "
+                             "standard protocol; the study's 2,000 in the paper's, 200 with --quick)")
     parser.add_argument("--adversarial-queries", action="store_true",
                         help="query with the suite's PGD-10 examples at L-inf 0.1 (Song et al.), the undefended "
                              "and adversarially trained models only, threshold attacks only")
+    parser.add_argument("--from-outputs", action="store_true",
+                        help="attack every defense of the protocol from the outputs membership_outputs.py saved: no "
+                             "model is loaded or trained, a missing or outdated output file is an error")
+    parser.add_argument("--references-dir", default=None,
+                        help="where the recipes' extra models are cached (default: <models-dir>/references)")
     return parser
 
 
@@ -32,8 +40,9 @@ def main():
     args, ctx = parse_args(parser)
     # the package's stages load TensorFlow (5-7 s): only once the flags are known to be good
     from fashion_defenses.experiments import membership_inference as stage
-    n = args.members or (200 if ctx.quick else 2000)
-    stage.run_membership_inference(ctx, n, args.models, args.match_all, args.adversarial_queries)
+    from fashion_defenses.experiments.membership_models import default_members
+    stage.run_membership_inference(ctx, args.members or default_members(ctx), args.models, args.match_all,
+                                   args.adversarial_queries, args.references_dir, args.from_outputs)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ QUICK_CHAIN = ((("model.py",),),
                (("attacks.py", "--images", "50", "--eps", "0.1"), ("input_preprocessing.py", "--filters", "dual"),
                 ("runtime_adversarial_training.py", "--method", "pgd"),
                 ("certified_robustness.py", "--sigmas", "0.25", "--images", "10")),
-               (("membership_inference.py", "--members", "200"),),
+               (("membership_inference.py",),),
                (("evaluation.py", "--train-missing"),))
 
 

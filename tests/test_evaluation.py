@@ -381,7 +381,7 @@ def test_the_leakage_findings_follow_the_verdicts_over_targets(tmp_path):
 
     def verdicts(*rows, queries="clean"):   # rows: defense, attack, target, AUC's and TPR's (d, low, high)
         return mr.verdict_table([{"defense": d, "model": d, "attack": a, "target": t, "queries": queries,
-                                  **dict(zip(("d_auc", "d_auc_low", "d_auc_high"), auc)),
+                                  "nonmembers": 2000, **dict(zip(("d_auc", "d_auc_low", "d_auc_high"), auc)),
                                   **dict(zip(("d_tpr", "d_tpr_low", "d_tpr_high"), tpr))}
                                  for d, a, t, auc, tpr in rows])
     every = lambda d, a, auc, tpr: [(d, a, t, auc, tpr) for t in range(3)]  # noqa: E731

@@ -9,6 +9,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from fashion_defenses.privacy import attacks as ma
+from fashion_defenses.privacy import signals
 
 
 def brute_force_tpr(score, is_member, fpr):
@@ -193,3 +194,63 @@ def test_paired_difference_finds_more_leakage_and_matches_sklearn():
     # the other way round the interval lies below zero
     back = ma.paired_difference(less, leaky, is_member, resamples=300)
     assert back["d_auc_high"] < 0
+
+
+def test_taylor_soft_margin_is_a_softmax_with_a_margin_when_the_series_is_long():
+    """With enough terms the Taylor series is exp itself: the signal is then scipy's
+    softmax of logits / T with the true class's entry lowered by the margin."""
+    from scipy.special import softmax
+    rng = np.random.default_rng(0)
+    logits, y = rng.uniform(-3, 3, (50, 10)), rng.integers(0, 10, 50)
+    config = signals.SoftMarginTaylor(temperature=2.0, margin=0.6, terms=40)
+    z = logits / 2.0
+    z[np.arange(50), y] -= 0.6
+    np.testing.assert_allclose(signals.taylor_soft_margin(logits, y, config), softmax(z, axis=1)[np.arange(50), y],
+                               rtol=1e-9)
+    # the reference's 4 terms, written out for one example
+    row, label = logits[0], y[0]
+    cubic = lambda x: 1 + x + x ** 2 / 2 + x ** 3 / 6  # noqa: E731
+    true = cubic(row[label] / 2 - 0.6)
+    others = sum(cubic(v / 2) for k, v in enumerate(row) if k != label)
+    assert signals.taylor_soft_margin(logits[:1], y[:1])[0] == pytest.approx(true / (true + others), rel=1e-12)
+
+
+def test_augmented_rmia_equals_its_majority_vote_written_out():
+    """x dominates z when, on more than half of the queries, its ratio to the trimmed
+    mean over references exceeds gamma times z's; the score is the share of z."""
+    rng = np.random.default_rng(1)
+    queries, refs, n_x, n_z = 3, 5, 40, 30
+    target, ref = rng.uniform(0.05, 1, (queries, n_x)), rng.uniform(0.05, 1, (refs, queries, n_x))
+    target_z, ref_z = rng.uniform(0.05, 1, (queries, n_z)), rng.uniform(0.05, 1, (refs, queries, n_z))
+    config = ma.RmiaPaperAttack(gamma=1.5, trim=0.2)
+
+    def trimmed(values):   # 20% of 5 references: the lowest and the highest dropped
+        return np.sort(values, axis=0)[1:-1].mean(axis=0)
+
+    ratio_x, ratio_z = target / trimmed(ref), target_z / trimmed(ref_z)
+    expected = [np.mean([sum(ratio_x[k, i] > 1.5 * ratio_z[k, j] for k in range(queries)) >= 2
+                         for j in range(n_z)]) for i in range(n_x)]
+    np.testing.assert_allclose(ma.rmia_augmented(target, ref, target_z, ref_z, config, chunk=7), expected)
+    # one query and no trimming: the single-query rule of privacy_meter's RMIA at that gamma
+    single = ma.rmia_augmented(target[:1], ref[:, :1], target_z[:1], ref_z[:, :1],
+                               ma.RmiaPaperAttack(gamma=1.5, trim=0))
+    ratio = lambda t, r: t[0] / r[:, 0].mean(axis=0)  # noqa: E731
+    np.testing.assert_allclose(single, [(ratio(target, ref)[i] > 1.5 * ratio(target_z, ref_z)).mean()
+                                        for i in range(n_x)])
+
+
+def test_the_bootstraps_weighted_figures_equal_the_figures_of_the_resampled_scores():
+    """A bootstrap draw is counted as weights on the distinct scores, without a sort: it
+    must give what auc_fast and tpr_at_fpr give on the drawn examples themselves."""
+    rng = np.random.default_rng(2)
+    is_member = rng.random(3000) < 0.5
+    score = np.round(rng.normal(size=3000) + 0.7 * is_member, 1)      # many ties
+    for _ in range(5):
+        idx = rng.choice(3000, 3000)
+        values, groups = np.unique(score, return_inverse=True)
+        weight = np.bincount(idx, minlength=3000).astype(float)
+        auc, tpr1, tpr01 = ma._weighted_figures(groups, len(values), is_member, weight, (0.01, 0.001))
+        assert auc == pytest.approx(ma.auc_fast(score[idx], is_member[idx]), abs=1e-12)
+        for fpr, tpr in ((0.01, tpr1), (0.001, tpr01)):
+            tp, members, _, _ = ma.tpr_at_fpr(score[idx], is_member[idx], fpr)
+            assert tpr == pytest.approx(tp / members, abs=1e-12)

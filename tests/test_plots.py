@@ -37,7 +37,7 @@ def test_the_evaluation_plots(tmp_path):
     kinds = ["undefended", "filter", "adversarial training", "randomized smoothing"] * 3   # 12 > 10 colours
     evaluated = [(Defense(f"defense {i}", kind, f"m{i}", train=None), evaluation_rows(i / 20))
                  for i, kind in enumerate(kinds)]
-    mia_rows = {(f"m{i}", mi.HEADLINE_ATTACK): {"auc": 0.52, "auc_ci_low": 0.5, "auc_ci_high": 0.54,
+    mia_rows = {(f"m{i}", "rmia"): {"auc": 0.52, "auc_ci_low": 0.5, "auc_ci_high": 0.54,
                                                 "tpr_at_1%_fpr": 0.012, "tpr_at_1%_fpr_ci_low": 0.008,
                                                 "tpr_at_1%_fpr_ci_high": 0.017} for i in range(12)}
     figures.plot_pareto(evaluated, "pareto", tmp_path / "pareto.png")
@@ -120,10 +120,11 @@ def test_the_technique_plots(tmp_path):
                         "curve", tmp_path / "curve.png", weight_penalty=True)
     rng = np.random.default_rng(0)
     is_member = np.r_[np.ones(50, bool), np.zeros(50, bool)]
-    scores = mi.scores_path(tmp_path, "m", "rmia")
-    scores.parent.mkdir()
+    scores = mi.scores_path(tmp_path, "standard", "m", "rmia")
+    scores.parent.mkdir(parents=True)
     np.savez(scores, score=rng.normal(size=100), is_member=is_member, decision=is_member)
-    mi.plot_roc(tmp_path, [{"defense": "a model", "model": "m", "attack": "rmia", "auc": 0.5, "n_nonmembers": 50}],
+    mi.plot_roc(tmp_path, [{"protocol": "standard", "defense": "a model", "model": "m", "attack": "rmia", "auc": 0.5,
+                            "n_nonmembers": 50}],
                 "rmia", "ROC", tmp_path / "roc.png")
     for name in ("attacks", "filters", "epochs", "clean_vs_robust", "certified", "curve", "roc"):
         assert drawn(tmp_path / f"{name}.png"), name

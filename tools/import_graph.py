@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "fashion_defenses"
 SCRIPTS = ("model", "attacks", "input_preprocessing", "runtime_adversarial_training", "certified_robustness",
-           "membership_inference", "evaluation", "train")
+           "membership_inference", "membership_outputs", "evaluation", "train")
 
 
 def module_name(path, root=ROOT):

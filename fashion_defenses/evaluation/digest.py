@@ -17,14 +17,16 @@ def leakage_findings(results_dir):
     """Sentences on membership leakage from the standard protocol's RMIA rows and its
     verdicts against the undefended CNN over every target (Song et al.'s question: does
     a defense leak more?)."""
-    rows = [r for (_, attack), r in mia_results(results_dir, "standard").items()
-            if attack == mr.HEADLINE_ATTACK and r["auc"] != ""]
+    mia = mia_results(results_dir, "standard")
+    headline = mr.headline_attack(mia.values())
+    rows = [r for (_, attack), r in mia.items() if attack == headline and r["auc"] != ""]
     if not rows:
         return []
     low, high = min(float(r["auc"]) for r in rows), max(float(r["auc"]) for r in rows)
     most = max(rows, key=lambda r: float(r["tpr_at_1%_fpr"]))
     targets = max(int(r["targets"]) for r in rows)
-    out = [f"RMIA, each target calibrated on the models of its recipe outside its own complementary pair "
+    out = [f"{mr.ATTACK_NAMES[headline]}, the stronger of RMIA's two configurations on the undefended CNN by TPR "
+           f"at 1% FPR, each target calibrated on the models of its recipe outside its own complementary pair "
            f"({targets} per recipe, each trained on as many images as the defense's own), finds AUCs between "
            f"{low:.3f} and {high:.3f} on the defenses' own models; at 1% FPR it finds at most "
            f"{most['tp_at_1%_fpr']} of {int(most['n_members']):,} members ({most['defense']})."]
@@ -32,8 +34,8 @@ def leakage_findings(results_dir):
             "difference lies below (above) 0 on every one of its targets")
     clean = read_rows(f"{mr.table_stem(results_dir, 'standard')}_verdict.csv")
     if clean:
-        out.append(f"Counted as {rule}, RMIA finds, {mr.verdict_sentence(clean)}; "
-                   f"{mr.verdict_sentence(clean, metric='auc')}.")
+        out.append(f"Counted as {rule}, RMIA finds, {mr.verdict_sentence(clean, headline)}; "
+                   f"{mr.verdict_sentence(clean, headline, 'auc')}.")
     adversarial = read_rows(f"{mr.table_stem(results_dir, 'standard', adversarial_queries=True)}_verdict.csv")
     if adversarial:
         queries = adversarial[0]["queries"].split(" (")[0]   # the attack and budget, not its step settings
@@ -52,8 +54,9 @@ def headline_rows(results_dir):
     """One row per defense of the standard protocol: clean accuracy, AutoAttack and the
     worst case at L-inf 0.1, the certified L2 accuracy at 0.5 where it applies, and
     RMIA's leakage."""
-    rmia = {model: r for (model, attack), r in mia_results(results_dir, "standard").items()
-            if attack == mr.HEADLINE_ATTACK}
+    mia = mia_results(results_dir, "standard")
+    headline = mr.headline_attack(mia.values())
+    rmia = {model: r for (model, attack), r in mia.items() if attack == headline}
     return [{"defense": r["defense"], "clean": r["clean (test set)"],
              f"AutoAttack, L-inf {HEADLINE_EPS:g}": r.get(f"AutoAttack @{HEADLINE_EPS:g}") or "-",
              f"{suite.SOFT_APGD_LABEL}, L-inf {HEADLINE_EPS:g}":

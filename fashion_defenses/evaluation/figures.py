@@ -79,7 +79,7 @@ def plot_privacy(evaluated, mia_rows, title, path):
     plt = pyplot()
     fig, (ax_auc, ax_tpr) = plt.subplots(1, 2, figsize=(12, 4.5))
     shown = [(style, 100 * find(rows, "worst case", HEADLINE_EPS)["acc"],
-              mia_rows.get((defense.key, mr.HEADLINE_ATTACK)))
+              mia_rows.get((defense.key, mr.headline_attack(mia_rows.values()))))
              for style, (defense, rows) in zip(defense_styles(evaluated), evaluated)]
     shown = [(style, robust, r) for style, robust, r in shown if r and r["auc"] != ""]
     plotted = bool(shown)

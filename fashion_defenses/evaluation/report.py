@@ -54,8 +54,9 @@ def mia_results(results_dir, protocol_name):
 
 
 def study_mia_accuracy(results_dir, model_name):
-    """The study's MIA accuracy with its interval, from the saved decisions."""
-    path = mr.scores_path(results_dir, model_name, "study")
+    """The study's MIA accuracy with its interval (the paper protocol's Table 4), from
+    the saved decisions."""
+    path = mr.scores_path(results_dir, "paper", model_name, "study")
     if not path.exists():
         return None
     saved = np.load(path)
@@ -90,8 +91,9 @@ def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
     for radius in settings.l2_radii:
         row[f"L2 PGD @{radius:g}"] = pct(find(rows, "L2 PGD-20", radius, fixed))
         row[f"certified @{radius:g}"] = certified_at(results_dir, defense, radius)
-    row.update({"MIA loss AUC": fmt(mia_cell("loss", "auc")), "RMIA AUC": fmt(mia_cell(mr.HEADLINE_ATTACK, "auc")),
-                "RMIA TPR@1%FPR": fmt(mia_cell(mr.HEADLINE_ATTACK, "tpr_at_1%_fpr")),
+    rmia = mr.headline_attack(mia_rows.values())
+    row.update({"MIA loss AUC": fmt(mia_cell("loss", "auc")), "RMIA AUC": fmt(mia_cell(rmia, "auc")),
+                "RMIA TPR@1%FPR": fmt(mia_cell(rmia, "tpr_at_1%_fpr")),
                 "study-rule MIA acc": fmt(mia_cell("study", "accuracy")),
                 "n (attacks)": find(rows, "benign", images=fixed)["n"],
                 "sanity": "ok" if all(p for _, p, _ in checks) else

@@ -1,27 +1,46 @@
 """Membership-inference scores and their statistics, in numpy alone (no model here):
 the reference-model attacks (LiRA offline and online, Carlini et al. 2022; RMIA,
-Zarifzadeh et al. 2024), TPR at a fixed FPR read off the full ROC with its count of
+Zarifzadeh et al. 2024, at privacy_meter's defaults and in its paper's
+configuration), TPR at a fixed FPR read off the full ROC with its count of
 false positives and an exact interval, the AUC's interval, and the paired bootstrap
 that compares two models' leakage on the same examples.
 
 Conventions: a score is higher for "more likely a member"; `inside` is a boolean
 matrix (reference model, example) that says which reference trained on which example.
 """
-import numpy as np
-from scipy.stats import norm
+import dataclasses
 
+import numpy as np
+from scipy.stats import norm, trim_mean
+
+from fashion_defenses.privacy import signals
+from fashion_defenses.privacy.signals import log_softmax
 from fashion_defenses.reporting import accuracy_ci
 
 RMIA_OFFLINE_A = 0.3   # p(x) ~ ((1 + a) p_OUT(x) + (1 - a)) / 2: privacy_meter's default; runs tune it (tune_offline_a)
 RMIA_GAMMA = 1.0       # x dominates z when Pr(x|θ)/Pr(x) > gamma · Pr(z|θ)/Pr(z)
 
 
+@dataclasses.dataclass(frozen=True)
+class RmiaPaperAttack:
+    """The RMIA paper's attack settings, as its code sets them for CIFAR-10
+    (privacy_meter research/2023_rmia, rmia_online configs): gamma 2, Pr(x) as a 20%
+    trimmed mean over references, augmented queries combined by majority vote; its
+    signal: signals.SOFT_MARGIN_TAYLOR."""
+    gamma: float = 2.0
+    trim: float = 0.2
+
+    def describe(self, queries):
+        signal = signals.SOFT_MARGIN_TAYLOR
+        return (f"the RMIA paper's configuration: soft-margin Taylor softmax (T {signal.temperature:g}, margin "
+                f"{signal.margin:g}, {signal.terms} terms), gamma {self.gamma:g}, {100 * self.trim:g}% trimmed mean "
+                f"over references, {queries} by majority vote")
+
+
+RMIA_PAPER = RmiaPaperAttack()
+
+
 # ------------------------------------------------------------------ signals
-
-def log_softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    return logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
-
 
 def true_class_log_prob(logits, y):
     """log Pr(y | x, θ): the signal RMIA compares across models."""
@@ -125,6 +144,27 @@ def rmia(target_log_prob, reference_log_probs, inside, population_target_log_pro
     return np.searchsorted(log_ratio_z, log_ratio_x - np.log(gamma), side="left") / len(log_ratio_z)
 
 
+def rmia_augmented(target_signal, reference_signals, population_target_signal, population_reference_signals,
+                   config=RMIA_PAPER, chunk=256):
+    """Online RMIA as the RMIA paper's code runs it with augmented queries. Signals are
+    (queries, examples) for the target, (references, queries, examples) for the
+    references. For query k, Pr(x) is the trimmed mean over references and x dominates
+    z when its ratio exceeds gamma times z's; x dominates z when it does so for more
+    than half of the queries. Score: the fraction of z that x dominates."""
+    ratio = lambda t, refs: t / trim_mean(refs, config.trim, axis=0)  # noqa: E731
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio_x = ratio(np.asarray(target_signal, np.float64), np.asarray(reference_signals, np.float64))
+        ratio_z = ratio(np.asarray(population_target_signal, np.float64),
+                        np.asarray(population_reference_signals, np.float64))
+    queries = len(ratio_x)
+    scores = np.empty(ratio_x.shape[1])
+    for start in range(0, len(scores), chunk):
+        x = ratio_x[:, start:start + chunk, None]
+        votes = (x > config.gamma * ratio_z[:, None, :]).sum(axis=0)   # (examples, population)
+        scores[start:start + chunk] = (2 * votes > queries).mean(axis=1)
+    return scores
+
+
 RMIA_A_GRID = np.round(np.arange(0, 1.01, 0.1), 1)
 
 
@@ -183,22 +223,48 @@ def auc_interval(auc, n_members, n_nonmembers, z=1.959964):
     return max(0.0, auc - half), min(1.0, auc + half)
 
 
-def paired_difference(score_a, score_b, is_member, fpr=0.01, resamples=1000, seed=0):
+def _weighted_figures(groups, n_groups, is_member, weight, fprs):
+    """AUC and TPR at each FPR (tpr_at_fpr's rule) of scores given as the index of each
+    example's distinct value (ascending), each example counted `weight` times: one
+    pass over the distinct scores, so a bootstrap draw costs no sort."""
+    pos = np.bincount(groups[is_member], weight[is_member], minlength=n_groups)
+    neg = np.bincount(groups[~is_member], weight[~is_member], minlength=n_groups)
+    n_pos, n_neg = pos.sum(), neg.sum()
+    auc = (pos * (np.cumsum(neg) - neg + 0.5 * neg)).sum() / (n_pos * n_neg)
+    neg_at_or_above = np.r_[np.cumsum(neg[::-1])[::-1], 0.0]
+    pos_at_or_above = np.r_[np.cumsum(pos[::-1])[::-1], 0.0]
+    tprs = []
+    for fpr in fprs:
+        allowed = np.floor(fpr * n_neg + 1e-9)
+        lowest = np.argmax(neg_at_or_above <= allowed)   # the lowest score one can call "member" from
+        tprs.append(pos_at_or_above[lowest] / n_pos)
+    return (auc, *tprs)
+
+
+def paired_difference(score_a, score_b, is_member, fpr=0.01, resamples=1000, seed=0, low_fpr=None):
     """Leakage of model A minus model B on the same examples: the difference in AUC and
-    in TPR at `fpr`, each with a 95% percentile interval from a paired bootstrap
-    (members and non-members resampled separately; both models see the same draw)."""
+    in TPR at `fpr` (and at `low_fpr`, keys d_tpr01*, when given), each with a 95%
+    percentile interval from a paired bootstrap (members and non-members resampled
+    separately; both models see the same draw)."""
     is_member = np.asarray(is_member, bool)
     members, nonmembers = np.flatnonzero(is_member), np.flatnonzero(~is_member)
     rng = np.random.default_rng(seed)
+    fprs = (fpr,) if low_fpr is None else (fpr, low_fpr)
+    ranked = [np.unique(np.asarray(s, np.float64), return_inverse=True) for s in (score_a, score_b)]
 
-    def differences(idx):
-        m = is_member[idx]
-        tpr = lambda s: tpr_at_fpr(s[idx], m, fpr)[0] / m.sum()  # noqa: E731
-        return auc_fast(score_a[idx], m) - auc_fast(score_b[idx], m), tpr(score_a) - tpr(score_b)
+    def differences(weight):
+        (_, a), (_, b) = ranked[0], ranked[1]
+        fa = _weighted_figures(a.ravel(), len(ranked[0][0]), is_member, weight, fprs)
+        fb = _weighted_figures(b.ravel(), len(ranked[1][0]), is_member, weight, fprs)
+        return tuple(x - y for x, y in zip(fa, fb))
 
-    point = differences(np.arange(len(is_member)))
-    draws = np.array([differences(np.r_[rng.choice(members, len(members)), rng.choice(nonmembers, len(nonmembers))])
+    point = differences(np.ones(len(is_member)))
+    draws = np.array([differences(np.bincount(np.r_[rng.choice(members, len(members)),
+                                                    rng.choice(nonmembers, len(nonmembers))],
+                                              minlength=len(is_member)).astype(np.float64))
                       for _ in range(resamples)])
     low, high = np.percentile(draws, [2.5, 97.5], axis=0)
-    return {"d_auc": point[0], "d_auc_low": low[0], "d_auc_high": high[0],
-            "d_tpr": point[1], "d_tpr_low": low[1], "d_tpr_high": high[1], "resamples": resamples, "seed": seed}
+    out = {"resamples": resamples, "seed": seed}
+    for i, name in enumerate(("auc", "tpr", "tpr01")[:len(point)]):
+        out.update({f"d_{name}": point[i], f"d_{name}_low": low[i], f"d_{name}_high": high[i]})
+    return out

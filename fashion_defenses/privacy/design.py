@@ -17,10 +17,11 @@ the LiRA and RMIA papers run it (no TensorFlow here):
   of whether the target did (LiRA's and RMIA's code give every example IN and OUT
   models; independent random halves left a quarter of the examples without an IN, and
   a quarter without an OUT reference).
-- Audited examples: an evaluation set (the study's: the first n training and first n
-  test images) and a disjoint calibration set (the next n of each), on which decision
-  thresholds are fitted. The other controlled images are the population samples z
-  RMIA compares against: for each target, those it did not train on.
+- Audited examples: the first n training and first n test images (n = m by default:
+  every controlled image; the paper protocol keeps the study's 2,000). Attacks that
+  fit a decision threshold are cross-fitted: the threshold fitted on one of two folds
+  decides the other. RMIA's population samples z are validation images, which no model
+  of any recipe trains on (experiments/membership_inference.py).
 """
 import dataclasses
 
@@ -40,27 +41,15 @@ class MembershipDesign:
         return len(self.inside)
 
     @property
-    def eval_positions(self):
+    def audited_positions(self):
+        """The first n controlled images of each side: members of model 0, then its non-members."""
         return np.r_[0:self.n, self.m:self.m + self.n]
 
     @property
-    def calib_positions(self):
-        return np.r_[self.n:2 * self.n, self.m + self.n:self.m + 2 * self.n]
-
-    @property
-    def audited_positions(self):
-        """Evaluation set, then calibration set."""
-        return np.r_[self.eval_positions, self.calib_positions]
-
-    @property
-    def audited_is_eval(self):
-        """Which of audited_positions belong to the evaluation set."""
-        return np.r_[np.ones(2 * self.n, bool), np.zeros(2 * self.n, bool)]
-
-    def population_positions(self, target):
-        """The controlled images outside the audited sets that the target did not train on."""
-        rest = np.r_[2 * self.n:self.m, self.m + 2 * self.n:2 * self.m]
-        return rest[~self.inside[target, rest]]
+    def audited_fold(self):
+        """Each audited example's fold (0 or 1), alternating, so that each fold holds
+        half of every side; a threshold fitted on one fold decides the other."""
+        return np.arange(2 * self.n) % 2
 
     def references(self, target):
         """The models of every other pair: the target's own complement is no reference."""
@@ -69,25 +58,20 @@ class MembershipDesign:
     def training_positions(self, r):
         return np.flatnonzero(self.inside[r])
 
-    def describe(self, n_train):
-        return (f"{self.models} models of the recipe in complementary pairs, each on {n_train:,} images (the "
-                f"target's size), each in turn the target, the other pairs its references; {self.m:,} + {self.m:,} "
-                f"controlled images: the defense's own model trains on the first half, its complement on the second, "
-                f"every other pair on a random half and the rest")
-
 
 def membership_design(n_train, n_test, n, models, seed):
     """The design for a split of n_train training and n_test test images, n members and
-    n non-members per audited set, `models` models per recipe: 1 (the defense's own,
-    threshold attacks only) or complementary pairs, 2 or more of them (halves seeded
-    by `seed`)."""
+    n non-members of model 0 audited (None: every controlled image), `models` models per
+    recipe: 1 (the defense's own, threshold attacks only) or complementary pairs, 2 or
+    more of them (halves seeded by `seed`)."""
     m = min(n_train, n_test)
+    n = m if n is None else n
     if models != 1 and (models < 4 or models % 2):
         raise ValueError("one model per recipe (the defense's own), or an even number of at least 4: complementary "
                          "pairs, each target's references the other pairs")
-    if 2 * n >= m:
-        raise ValueError(f"{n} members per set need more than {2 * n} controlled images of each side (the rest are "
-                         f"population samples); this split has {m}")
+    if n > m or n < 2:
+        raise ValueError(f"{n} members audited need {n} controlled images of each side, and at least 2 (one per "
+                         f"fold); this split has {m}")
     inside = np.zeros((models, 2 * m), bool)
     inside[0, :m] = True
     for pair in range(models // 2):

@@ -1,5 +1,5 @@
 """Membership inference's figures and tables from per-example scores (no model here):
-decisions (a threshold fitted on calibration data, the study's fixed rule), AUC and TPR
+decisions (a threshold cross-fitted on two folds, the study's fixed rule), AUC and TPR
 at low FPR with their intervals, each target's leakage against the undefended CNN's
 on the same examples, and the verdict over every target of a recipe."""
 from pathlib import Path
@@ -11,20 +11,24 @@ from fashion_defenses.reporting import atomic_write, pyplot, save_figure
 
 STUDY_THRESHOLD = 0.9999
 LOW_FPRS = (0.001, 0.01)
-REFERENCE_ATTACKS = ("lira", "lira-online", "rmia", "rmia-offline")
+REFERENCE_ATTACKS = ("lira", "lira-online", "rmia", "rmia-offline", "rmia-augmented")
 ATTACKS = ("study", "loss") + REFERENCE_ATTACKS
-LEAKAGE_ATTACKS = ("loss", "lira-online", "rmia")
-HEADLINE_ATTACK = "rmia"    # the attack the summary tables, the privacy plot and the README quote
+LEAKAGE_ATTACKS = ("loss", "lira-online", "rmia", "rmia-augmented")
+# RMIA at privacy_meter's defaults and in its paper's configuration (privacy/attacks.py):
+# the summary tables, the privacy plot and the README quote the stronger (headline_attack)
+RMIA_CONFIGURATIONS = ("rmia", "rmia-augmented")
+MIN_FALSE_POSITIVES = 10   # a TPR at an FPR allowing fewer false positives gets no verdict
 VERDICTS = ("leaks less", "leaks more", "no verdict: not on every target")
 
 
 # ------------------------------------------------------------------- files
 
-def scores_path(results_dir, model_name, attack, adversarial_queries=False, target=0):
+def scores_path(results_dir, protocol_name, model_name, attack, adversarial_queries=False, target=0):
     """Where one target's scores under one attack are saved (arrays score, is_member,
     decision); target 0 is the defense's own model."""
-    suffix = ("_adv" if adversarial_queries else "") + (f"_target{target}" if target else "")
-    return Path(results_dir) / "mia" / f"{model_name}_{attack}{suffix}.npz"
+    folder = protocol_name + ("_adversarial_queries" if adversarial_queries else "")
+    suffix = f"_target{target}" if target else ""
+    return Path(results_dir) / "mia" / "scores" / folder / f"{model_name}_{attack}{suffix}.npz"
 
 
 def table_stem(results_dir, protocol_name, adversarial_queries=False):
@@ -34,8 +38,10 @@ def table_stem(results_dir, protocol_name, adversarial_queries=False):
 
 
 def save_scores(path, score, is_member, decision):
-    atomic_write(path, lambda f: np.savez(f, score=np.asarray(score, np.float64), is_member=is_member,
-                                         decision=np.asarray(decision)))
+    """Scores as float32 (the tables are computed from these same rounded scores, so
+    the file reproduces them exactly), compressed: 20,000 per target and attack."""
+    atomic_write(path, lambda f: np.savez_compressed(f, score=np.asarray(score, np.float32), is_member=is_member,
+                                                    decision=np.asarray(decision)))
 
 
 # ---------------------------------------------------------------- figures
@@ -62,10 +68,28 @@ def threshold_decisions(eval_score, calib_score, calib_is_member):
     return np.asarray(eval_score) >= calibrated_threshold(np.asarray(calib_score), np.asarray(calib_is_member, bool))
 
 
-def decisions(attack, score, is_member, is_eval):
+def decisions(attack, score, is_member, fold):
+    """Every audited example's decision: the study's fixed rule, or for a threshold
+    attack cross-fitted (each fold decided by the threshold fitted on the other)."""
     if attack == "study":
-        return study_decisions(score[is_eval])
-    return threshold_decisions(score[is_eval], score[~is_eval], is_member[~is_eval])
+        return study_decisions(score)
+    out = np.zeros(len(score), bool)
+    for f in (0, 1):
+        out[fold == f] = threshold_decisions(score[fold == f], score[fold != f], is_member[fold != f])
+    return out
+
+
+def headline_attack(rows):
+    """The stronger RMIA configuration on the undefended CNN by its TPR at 1% FPR (mean
+    over targets; the AUC breaks ties), from the main table's rows; privacy_meter's
+    defaults when the rows say nothing."""
+    key = f"tpr_at_{fpr_key(LOW_FPRS[-1])}_mean"
+    measured = {r["attack"]: r for r in rows if r.get("defense") == "undefended CNN"
+                and r["attack"] in RMIA_CONFIGURATIONS and r.get(key) not in (None, "")}
+    if not measured:
+        return RMIA_CONFIGURATIONS[0]
+    return max(RMIA_CONFIGURATIONS, key=lambda a: (float(measured[a][key]), float(measured[a]["auc_mean"]))
+               if a in measured else (-1.0, -1.0))
 
 
 def fpr_key(fpr):
@@ -189,27 +213,28 @@ def leakage_table(results_dir, rows, adversarial=False, resamples=1000, seed=0):
     """Each defense's leakage minus the undefended CNN's, target by target on the same
     examples (target r of a recipe and target r of the undefended CNN have the same
     members), and pooled over the targets as privacy_meter pools them (every target's
-    scores in one ROC; target "pooled"): the difference in AUC and in TPR at 1% FPR
-    with paired-bootstrap 95% intervals."""
+    scores in one ROC; target "pooled"): the difference in AUC and in TPR at 1% and
+    0.1% FPR with paired-bootstrap 95% intervals."""
     measured = {(r["model"], r["attack"], r["target"]): r for r in rows if r.get("auc") not in (None, "")}
     baseline = next((r["model"] for r in rows if r["defense"] == "undefended CNN"), None)
     table, pools = [], {}
     for (model, attack, target), r in measured.items():
         if model == baseline or attack not in LEAKAGE_ATTACKS or (baseline, attack, target) not in measured:
             continue
-        a = np.load(scores_path(results_dir, model, attack, adversarial, target))
-        b = np.load(scores_path(results_dir, baseline, attack, adversarial, target))
+        protocol = r["protocol"]
+        a = np.load(scores_path(results_dir, protocol, model, attack, adversarial, target))
+        b = np.load(scores_path(results_dir, protocol, baseline, attack, adversarial, target))
         if not np.array_equal(a["is_member"], b["is_member"]):
             raise ValueError(f"target {target} of {model} and of {baseline} have different members")
-        d = ma.paired_difference(a["score"], b["score"], a["is_member"], LOW_FPRS[-1], resamples, seed)
+        d = ma.paired_difference(a["score"], b["score"], a["is_member"], LOW_FPRS[-1], resamples, seed, LOW_FPRS[0])
         common = {"defense": r["defense"], "model": model, "attack": attack, "queries": r["queries"]}
-        table.append({**common, "target": target, **d})
+        table.append({**common, "target": target, "nonmembers": int((~a["is_member"]).sum()), **d})
         pools.setdefault((model, attack), (common, []))[1].append((a["score"], b["score"], a["is_member"]))
     for common, scores in pools.values():
         if len(scores) > 1:
             a, b, is_member = (np.concatenate(parts) for parts in zip(*scores))
-            table.append({**common, "target": "pooled",
-                          **ma.paired_difference(a, b, is_member, LOW_FPRS[-1], resamples, seed)})
+            table.append({**common, "target": "pooled", "nonmembers": int((~is_member).sum()),
+                          **ma.paired_difference(a, b, is_member, LOW_FPRS[-1], resamples, seed, LOW_FPRS[0])})
     return table
 
 
@@ -224,20 +249,27 @@ def verdict(lows, highs):
     return VERDICTS[2]
 
 
-METRICS = {"auc": "AUC", "tpr": f"TPR at {100 * LOW_FPRS[-1]:g}% FPR"}   # the verdict table's, by column prefix
+# the verdict table's metrics, by column prefix
+METRICS = {"auc": "AUC", "tpr": f"TPR at {100 * LOW_FPRS[-1]:g}% FPR", "tpr01": f"TPR at {100 * LOW_FPRS[0]:g}% FPR"}
+
+
+def false_positives_allowed(nonmembers, fpr=LOW_FPRS[0]):
+    return int(np.floor(fpr * nonmembers + 1e-9))
 
 
 def difference_text(metric, d, low=None, high=None):
     """A difference in AUC (+0.012) or in TPR, in percentage points (+1.2 pp)."""
-    scale, unit, digits = (1, "", 3) if metric == "auc" else (100, " pp", 2)
+    scale, unit, digits = (1, "", 3) if metric == "auc" else (100, " pp", 2)   # tpr, tpr01: in points
     text = f"{scale * float(d):+.{digits}f}{unit}"
     return text if low is None else f"{text} [{scale * float(low):+.{digits}f}, {scale * float(high):+.{digits}f}]"
 
 
 def verdict_table(leakage):
-    """One row per (defense, attack), for each metric (AUC; TPR at 1% FPR): each
-    target's difference with its interval, their mean and standard deviation over
-    targets, the pooled difference, and the verdict, which rests on every target."""
+    """One row per (defense, attack), for each metric (METRICS): each target's
+    difference with its interval, their mean and standard deviation over targets, the
+    pooled difference, and the verdict, which rests on every target. At 0.1% FPR only
+    where a target's non-members allow MIN_FALSE_POSITIVES false positives; the row
+    says how many they allow."""
     groups = {}
     for r in leakage:
         groups.setdefault((r["model"], r["attack"]), []).append(r)
@@ -245,9 +277,15 @@ def verdict_table(leakage):
     for (model, attack), group in groups.items():
         pooled = next((r for r in group if r["target"] == "pooled"), None)
         group = sorted((r for r in group if r["target"] != "pooled"), key=lambda r: int(r["target"]))
+        allowed = min(false_positives_allowed(int(r["nonmembers"])) for r in group)
         row = {"defense": group[0]["defense"], "model": model, "attack": attack, "queries": group[0]["queries"],
-               "targets": len(group)}
+               "targets": len(group), f"false_positives_at_{fpr_key(LOW_FPRS[0])}": allowed}
         for metric in METRICS:
+            if metric == "tpr01" and allowed < MIN_FALSE_POSITIVES:
+                row.update({f"d_{metric}_per_target": "", f"d_{metric}_mean": "", f"d_{metric}_sd": "",
+                            f"d_{metric}_pooled": "", f"verdict_{metric}": f"no verdict: {allowed} false positives "
+                            f"allowed (fewer than {MIN_FALSE_POSITIVES})"})
+                continue
             d = [float(r[f"d_{metric}"]) for r in group]
             row.update({f"d_{metric}_per_target": " / ".join(
                             difference_text(metric, r[f"d_{metric}"], r[f"d_{metric}_low"], r[f"d_{metric}_high"])
@@ -272,7 +310,7 @@ def plot_roc(results_dir, rows, attack, title, path, adversarial=False):
     rows = [r for r in rows if r["attack"] == attack and r.get("auc") not in (None, "") and r.get("target", 0) == 0]
     colors = plt.cm.tab20(np.linspace(0, 1, 20))
     for i, r in enumerate(rows):
-        saved = np.load(scores_path(results_dir, r["model"], attack, adversarial))
+        saved = np.load(scores_path(results_dir, r["protocol"], r["model"], attack, adversarial))
         fpr, tpr, _ = roc_curve(saved["is_member"], saved["score"], drop_intermediate=False)   # every point
         fpr, tpr = fpr[1:], tpr[1:]   # from the highest score on: (0, 0) has no place on log axes
         # tab20's dark shades first, then its light ones: up to 20 distinct colours
@@ -288,11 +326,12 @@ def plot_roc(results_dir, rows, attack, title, path, adversarial=False):
     save_figure(fig, path)
 
 
-ATTACK_NAMES = {"loss": "the loss attack", "lira-online": "LiRA", "rmia": "RMIA", "lira": "offline LiRA",
-                "rmia-offline": "offline RMIA"}
+ATTACK_NAMES = {"loss": "the loss attack", "lira-online": "LiRA", "rmia": "RMIA (privacy_meter's defaults)",
+                "lira": "offline LiRA", "rmia-offline": "offline RMIA",
+                "rmia-augmented": "RMIA (its paper's configuration)"}
 
 
-def verdict_sentence(verdicts, attack=HEADLINE_ATTACK, metric="tpr"):
+def verdict_sentence(verdicts, attack, metric="tpr"):
     """The finding from the verdict table for one metric (METRICS): which defenses leak
     less or more than the undefended CNN by `attack` on every target, with their mean
     difference, and which other attacks see the same by that metric."""
