@@ -233,7 +233,10 @@ def main():
     sub.add_parser("table", help="write results/jobs.{csv,md}: every job's compute and the sum")
     args = parser.parse_args()
     if args.command == "status":
-        status(args.ready)
+        try:
+            status(args.ready)
+        except BrokenPipeError:   # `status | head`: the reader has all it wants
+            sys.stderr.close()
     elif args.command == "table":
         table()
     else:
