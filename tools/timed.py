@@ -227,13 +227,24 @@ def record_killed_attempts(results_dir, models_dir, speed):
         path.unlink()
 
 
-def run_with_heartbeat(argv, attempt_file):
-    """Run the stage; touch attempt_file every HEARTBEAT_S seconds; pass SIGTERM and
-    SIGHUP on to the stage (it stops cleanly, and its exit code is recorded)."""
-    child = subprocess.Popen(argv)
-    forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731
+def run_with_heartbeat(argv, attempt_file, attempt):
+    """Write attempt_file, run the stage, touch the file every HEARTBEAT_S seconds; pass
+    SIGTERM and SIGHUP on to the stage (it stops cleanly, and its exit code is
+    recorded). The handlers are in place before the file appears, so a signal sent as
+    soon as it exists reaches the stage, even one sent before the stage has started."""
+    child, pending = None, []
+
+    def forward(signum, frame):
+        if child is None:
+            pending.append(signum)
+        else:
+            child.send_signal(signum)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
+    attempt_file.write_text(json.dumps(attempt))
+    child = subprocess.Popen(argv)
+    for signum in pending:
+        child.send_signal(signum)
     while True:
         try:
             return child.wait(timeout=HEARTBEAT_S)
@@ -282,8 +293,8 @@ def main(argv):
     attempt_file.parent.mkdir(parents=True, exist_ok=True)
     before = sidecars(models_dir)
     started = time.time()
-    attempt_file.write_text(json.dumps({"started": started, "row": {**row, "models_trained": "", "train_s": ""}}))
-    code = run_with_heartbeat(argv, attempt_file)
+    code = run_with_heartbeat(argv, attempt_file,
+                              {"started": started, "row": {**row, "models_trained": "", "train_s": ""}})
     code = 128 - code if code < 0 else code   # killed by signal N: the shell's 128 + N
     wall = time.time() - started
     names, train_seconds = trained_during(before, sidecars(models_dir))
