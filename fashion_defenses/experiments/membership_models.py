@@ -115,8 +115,9 @@ def model_outputs(model, x, y, noise_sigma=None, seed=0):
     augmentations = AUGMENTATIONS[:1] if noise_sigma else AUGMENTATIONS
     signal = [signals.taylor_soft_margin(logits if a == AUGMENTATIONS[0] else
                                     query_logits(model, augment(x, *a), noise_sigma, seed), y) for a in augmentations]
-    return {"log_p_true": log_probs[rows, y], "log_p_rest": np.logaddexp.reduce(others, axis=-1),
-            "max_prob": np.exp(log_probs.max(axis=1)), "rmia_augmented_signal": np.stack(signal).astype(np.float32)}
+    outputs = {"log_p_true": log_probs[rows, y], "log_p_rest": np.logaddexp.reduce(others, axis=-1),
+               "max_prob": np.exp(log_probs.max(axis=1)), "rmia_augmented_signal": np.stack(signal)}
+    return {k: v.astype(np.float32) for k, v in outputs.items()}   # 2 MB a model at 25,000 images, compressed
 
 
 def outputs_path(results_dir, protocol_name, defense, r):
