@@ -138,11 +138,9 @@ def test_paper_table_puts_each_figure_in_its_cell(tmp_path):
             fake_row("benign", 0.81, images="1000 fixed", n=1000),
             fake_row("FGSM-k transfer", 0.62, images="1000 fixed", n=1000),
             fake_row("FGSM-k", 0.55, images="1000 fixed", n=1000)]
-    (tmp_path / "mia").mkdir()
     is_member = np.r_[np.ones(10, bool), np.zeros(10, bool)]
     decision = np.r_[np.ones(6, bool), np.zeros(14, bool)]          # 16 of 20 right
-    np.savez(tmp_path / "mia" / "paper_cnn+dual_study.npz", score=np.zeros(20), is_member=is_member,
-             decision=decision)
+    mr.save_scores(mr.scores_path(tmp_path, "paper", "paper_cnn+dual", "study"), np.zeros(20), is_member, decision)
     mia_rows = {("paper_cnn+dual", "study"): {"f1": "0.75", "accuracy": "0.8"}}
     table = {r["measure"]: r for r in report.paper_table([(defense, rows)], mia_rows, tmp_path, SETTINGS)}
     study = STUDY_TABLE4[key]

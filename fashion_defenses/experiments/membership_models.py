@@ -25,6 +25,7 @@ POPULATION = 10000          # RMIA's population samples: at most this many valid
 # the augmented queries of RMIA's paper configuration: flipped left-right or not, shifted by
 # at most one pixel (the RMIA code's CIFAR-10 count, 18); the identity first
 AUGMENTATIONS = tuple((flip, dy, dx) for flip in (False, True) for dy in (0, -1, 1) for dx in (0, -1, 1))
+QUICK_AUGMENTATIONS = ((False, 0, 0), (True, 0, 0), (False, 1, 1))   # --quick: a smoke run's three
 
 
 def default_members(ctx):
@@ -101,7 +102,11 @@ def query_logits(model, x, noise_sigma=None, seed=0):
     return np.log(probs / NOISY_QUERIES + 1e-12).astype(np.float32)
 
 
-def model_outputs(model, x, y, noise_sigma=None, seed=0):
+def augmentations(quick):
+    return QUICK_AUGMENTATIONS if quick else AUGMENTATIONS
+
+
+def model_outputs(model, x, y, noise_sigma=None, seed=0, queries=AUGMENTATIONS):
     """What every attack needs of one model on images x with labels y (so the model is
     never needed again): log Pr(y|x), log(1 - Pr(y|x)) and the top softmax probability
     on the clean query, and RMIA's paper-configuration signal on each augmented query
@@ -112,9 +117,9 @@ def model_outputs(model, x, y, noise_sigma=None, seed=0):
     rows = np.arange(len(y))
     others = log_probs.copy()
     others[rows, y] = -np.inf
-    augmentations = AUGMENTATIONS[:1] if noise_sigma else AUGMENTATIONS
-    signal = [signals.taylor_soft_margin(logits if a == AUGMENTATIONS[0] else
-                                    query_logits(model, augment(x, *a), noise_sigma, seed), y) for a in augmentations]
+    queries = queries[:1] if noise_sigma else queries   # the identity first
+    signal = [signals.taylor_soft_margin(logits if a == (False, 0, 0) else
+                                    query_logits(model, augment(x, *a), noise_sigma, seed), y) for a in queries]
     outputs = {"log_p_true": log_probs[rows, y], "log_p_rest": np.logaddexp.reduce(others, axis=-1),
                "max_prob": np.exp(log_probs.max(axis=1)), "rmia_augmented_signal": np.stack(signal)}
     return {k: v.astype(np.float32) for k, v in outputs.items()}   # 2 MB a model at 25,000 images, compressed
@@ -146,7 +151,7 @@ class RecipeModels:
         """What a model's saved outputs depend on besides the model itself."""
         return {"protocol": self.ctx.protocol.name, "quick": self.ctx.quick, "seed": self.ctx.seed, "model": r,
                 "defense": defense.key, "sigma": defense.sigma, "noisy_queries": NOISY_QUERIES if defense.sigma else 0,
-                "design": array_fingerprint(self.design.inside), "augmentations": AUGMENTATIONS,
+                "design": array_fingerprint(self.design.inside), "augmentations": augmentations(self.ctx.quick),
                 "signal": dataclasses.asdict(signals.SOFT_MARGIN_TAYLOR), "population": POPULATION}
 
     def outputs(self, defense, own_model, r):
@@ -168,7 +173,7 @@ class RecipeModels:
         x_c, y_c = controlled_images(self.data, self.design)
         x_z, y_z = population_images(self.data)
         outputs = model_outputs(model, np.concatenate([x_c, x_z]), np.concatenate([y_c, y_z]), defense.sigma,
-                                self.ctx.seed)
+                                self.ctx.seed, augmentations(self.ctx.quick))
         save_outputs(path, outputs, settings, fingerprint)
         return outputs
 
