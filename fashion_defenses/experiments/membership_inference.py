@@ -67,9 +67,9 @@ def attack_scores(design, outputs, target, with_references=True):
     if not with_references or not refs:
         return scores, {}
     scaled = lambda r: on(r, "log_p_true", audited) - on(r, "log_p_rest", audited)  # noqa: E731
-    inside = design.inside[refs][:, audited]
-    scores["lira"] = ma.lira_offline(scaled(target), np.stack([scaled(r) for r in refs]), inside)
-    scores["lira-online"] = ma.lira_online(scaled(target), np.stack([scaled(r) for r in refs]), inside)
+    inside, reference_scaled = design.inside[refs][:, audited], np.stack([scaled(r) for r in refs])
+    scores["lira"] = ma.lira_offline(scaled(target), reference_scaled, inside)
+    scores["lira-online"] = ma.lira_online(scaled(target), reference_scaled, inside)
 
     def rmia_inputs(model, references):
         n_population = outputs[model]["log_p_true"].shape[-1] - controlled
@@ -130,7 +130,8 @@ class Experiment:
         x_c, y_c = mm.controlled_images(self.data, self.design)
         audited = self.design.audited_positions
         x = adversarial_queries(model, x_c[audited], y_c[audited].astype(np.int32), self.ctx.seed)
-        found = mm.model_outputs(model, x, y_c[audited], defense.sigma, self.ctx.seed)
+        found = mm.model_outputs(model, x, y_c[audited], defense.sigma, self.ctx.seed,
+                                 queries=mm.AUGMENTATIONS[:1])   # the threshold attacks need the query itself only
         full = {k: np.zeros(v.shape[:-1] + (len(y_c),), v.dtype) for k, v in found.items()}
         for k, v in found.items():
             full[k][..., audited] = v

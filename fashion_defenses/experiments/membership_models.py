@@ -41,8 +41,8 @@ def design_for(data, n, models, seed):
     n None: every controlled image audited."""
     try:
         return md.membership_design(len(data.y_train), len(data.y_test), n, models, seed)
-    except ValueError as e:
-        raise UserError(f"--members {n}: {e}") from None
+    except ValueError as e:   # its message names what is wrong: the members or the models per recipe
+        raise UserError(str(e)) from None
 
 
 def population_images(data):

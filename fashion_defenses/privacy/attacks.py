@@ -14,7 +14,6 @@ import numpy as np
 from scipy.stats import norm, trim_mean
 
 from fashion_defenses.privacy import signals
-from fashion_defenses.privacy.signals import log_softmax
 from fashion_defenses.reporting import accuracy_ci
 
 RMIA_OFFLINE_A = 0.3   # p(x) ~ ((1 + a) p_OUT(x) + (1 - a)) / 2: privacy_meter's default; runs tune it (tune_offline_a)
@@ -38,23 +37,6 @@ class RmiaPaperAttack:
 
 
 RMIA_PAPER = RmiaPaperAttack()
-
-
-# ------------------------------------------------------------------ signals
-
-def true_class_log_prob(logits, y):
-    """log Pr(y | x, θ): the signal RMIA compares across models."""
-    return log_softmax(logits)[..., np.arange(len(y)), y]
-
-
-def scaled_confidence(logits, y):
-    """log p_y - log(1 - p_y), computed stably: the statistic LiRA models as Gaussian."""
-    log_probs = log_softmax(logits)
-    rows = np.arange(len(y))
-    true = log_probs[..., rows, y]
-    others = log_probs.copy()
-    others[..., rows, y] = -np.inf
-    return true - np.logaddexp.reduce(others, axis=-1)
 
 
 # --------------------------------------------------------------------- LiRA
@@ -250,12 +232,13 @@ def paired_difference(score_a, score_b, is_member, fpr=0.01, resamples=1000, see
     members, nonmembers = np.flatnonzero(is_member), np.flatnonzero(~is_member)
     rng = np.random.default_rng(seed)
     fprs = (fpr,) if low_fpr is None else (fpr, low_fpr)
-    ranked = [np.unique(np.asarray(s, np.float64), return_inverse=True) for s in (score_a, score_b)]
+    # each score as the index of its distinct value: fixed for every draw
+    (values_a, groups_a), (values_b, groups_b) = (np.unique(np.asarray(s, np.float64), return_inverse=True)
+                                                  for s in (score_a, score_b))
 
     def differences(weight):
-        (_, a), (_, b) = ranked[0], ranked[1]
-        fa = _weighted_figures(a.ravel(), len(ranked[0][0]), is_member, weight, fprs)
-        fb = _weighted_figures(b.ravel(), len(ranked[1][0]), is_member, weight, fprs)
+        fa = _weighted_figures(groups_a.ravel(), len(values_a), is_member, weight, fprs)
+        fb = _weighted_figures(groups_b.ravel(), len(values_b), is_member, weight, fprs)
         return tuple(x - y for x, y in zip(fa, fb))
 
     point = differences(np.ones(len(is_member)))
