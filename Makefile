@@ -1,24 +1,16 @@
-# The whole study, stage by stage. A stage's target is its results CSV, written last
-# and atomically, so an interrupted `make all` run again skips the finished stages;
-# inside a stage every trained model is cached in models/ and each training resumes
-# from its last finished epoch. The committed results/ make `make all` a no-op on a fresh
-# clone: `make clean-results all` reproduces them from scratch (models/ are reused).
+# The whole study is the pipeline of dvc.yaml, its one declaration: `make all` runs every
+# job not current, in order, as `dvc repro` does (the committed results/ make it a no-op
+# on a fresh clone); `make jobs` runs them one at a time and commits each with its record;
+# `make status` tells each job's state from committed files alone. Inside a job every
+# trained model resumes from its last finished epoch and every attack outcome is stored,
+# so an interrupted job run again on the same machine continues where it stopped.
 PYTHON ?= python3
-PROTOCOLS = standard paper
 R = results
-# every stage of the full run records its wall time in $(R)/run_times.{csv,md}
-TIMED = $(PYTHON) tools/timed.py --results-dir $(R)
 
-BASE = $(PROTOCOLS:%=$(R)/base_model_%.csv)
-ATTACKS = $(PROTOCOLS:%=$(R)/attacks_%.csv)
-PREPROCESSING = $(PROTOCOLS:%=$(R)/input_preprocessing_%.csv)
-ADVERSARIAL = $(PROTOCOLS:%=$(R)/adversarial_training_%.csv)
+.PHONY: jobs status dvc all setup data test test-record quick quick-record quick-scripts kill-check bench readme clean-quick
 
-# The full run as jobs (dvc.yaml): `make jobs` runs the stale ones one at a time, committing
-# each; `make status` tells each job's state from committed files alone.
-.PHONY: jobs status dvc all setup data base attacks preprocessing adversarial certify mia evaluation test test-record quick quick-record quick-scripts kill-check bench readme clean-quick clean-results
-
-all: setup base attacks preprocessing adversarial certify mia evaluation readme
+all: setup dvc
+	$(PYTHON) -m dvc repro
 
 setup: data
 	@$(PYTHON) -c "import tensorflow, keras, scipy, sklearn, matplotlib" 2>/dev/null || \
@@ -40,36 +32,6 @@ data:
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } || \
 	  echo "Fashion-MNIST: not installed system-wide; Keras will download it on first use"
-
-base: $(BASE)
-attacks: $(ATTACKS)
-preprocessing: $(PREPROCESSING)
-adversarial: $(ADVERSARIAL)
-certify: $(R)/certified_robustness.csv
-mia: $(PROTOCOLS:%=$(R)/membership_inference_%.csv)
-evaluation: $(PROTOCOLS:%=$(R)/evaluation_%.csv)
-
-$(R)/base_model_%.csv:
-	$(TIMED) $(PYTHON) model.py --protocol $*
-$(R)/attacks_%.csv:
-	$(TIMED) $(PYTHON) attacks.py --protocol $*
-$(R)/input_preprocessing_%.csv:
-	$(TIMED) $(PYTHON) input_preprocessing.py --protocol $*
-$(R)/adversarial_training_%.csv:
-	$(TIMED) $(PYTHON) runtime_adversarial_training.py --protocol $*
-# standard protocol only: the study's CNN would need ~55 s per image at n = 100,000
-$(R)/certified_robustness.csv:
-	$(TIMED) $(PYTHON) certified_robustness.py
-# last: it attacks every model the stages before it saved, with two more models of each
-# recipe (trained here, cached in models/references/) that serve in turn as targets:
-# first the undefended and adversarially trained models with Song et al.'s adversarial
-# queries, then every model with clean queries (its table is the stage's target)
-$(R)/membership_inference_%.csv:
-	$(TIMED) $(PYTHON) membership_inference.py --protocol $* --adversarial-queries
-	$(TIMED) $(PYTHON) membership_inference.py --protocol $*
-# the very last: one evaluation of every model the stages saved, with their MIA results
-$(R)/evaluation_%.csv:
-	$(TIMED) $(PYTHON) evaluation.py --protocol $* --train-missing
 
 # the suite installs what it needs first: the runtime, the data and the dev requirements;
 # it runs on two workers (pytest-xdist), each quick chain's tests on one
@@ -111,14 +73,10 @@ bench:
 	$(PYTHON) benchmarks/exact_resume_cost.py
 
 readme:
-	$(PYTHON) tools/timed.py --results-dir $(R) --summary
 	$(PYTHON) tools/redraw_results.py
+	$(PYTHON) tools/publish.py
 	$(PYTHON) tools/update_readme.py README.md
 	$(PYTHON) tools/update_readme.py benchmarks/README.md
 
 clean-quick:
 	rm -rf results_quick models/quick
-
-# everything `make all` writes (`make bench` writes its tables into benchmarks/results/)
-clean-results:
-	rm -rf $(R)

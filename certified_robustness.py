@@ -3,23 +3,10 @@ noise-trained CNNs, a certified L2 radius per image, the empirical L2 attack bes
 the certificate, and the PREDICT-n table (fashion_defenses.experiments.certified_robustness).
 
     python certified_robustness.py [--sigmas 0.12 0.25 0.5] [--quick]          # standard protocol only
-    python certified_robustness.py --sigmas 0.25 --samples 100000 --shard 2/4     # one of 4 machines
-    python certified_robustness.py --sigmas 0.25 --samples 100000 --merge          # join the shards
+    python certified_robustness.py --merge       # the tables from certify.py's files (shards joined)
 """
-import argparse
-
 from fashion_defenses.cli import common_parser, parse_args, positive_float, positive_int, run_main
 from fashion_defenses.defenses.certificates import CERTIFY_ALPHA, SIGMAS
-
-
-def shard_argument(text):
-    try:
-        i, k = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"use i/k, e.g. 2/4, got {text!r}") from None
-    if not 1 <= i <= k:
-        raise argparse.ArgumentTypeError(f"need 1 <= i <= k, got {text}")
-    return i, k
 
 
 def build_parser():
@@ -33,8 +20,9 @@ def build_parser():
     parser.add_argument("--alpha", type=float, default=CERTIFY_ALPHA, help="failure probability of each certificate")
     parser.add_argument("--images", type=positive_int, default=None,
                         help="test images to certify (default 500; 20 with --quick)")
-    parser.add_argument("--shard", type=shard_argument, default=None, help="certify block i of k only (i/k)")
-    parser.add_argument("--merge", action="store_true", help="join the shard logs, then tabulate")
+    parser.add_argument("--merge", action="store_true",
+                        help="compute nothing: join the shard logs of certify.py and make the tables from its files "
+                             "(the pipeline's report)")
     parser.add_argument("--retrain", action="store_true",
                         help="train the noise CNNs again even if cached, and certify them afresh")
     return parser
@@ -55,12 +43,9 @@ def main():
     if not 0 < args.alpha < 1:
         parser.error(f"--alpha must lie in (0, 1), got {args.alpha}")
     n_images, sigmas = args.images or (20 if ctx.quick else 500), args.sigmas or SIGMAS
-    if args.retrain and (args.shard or args.merge):
-        parser.error("--retrain cannot go with --shard or --merge: every shard must certify the same model")
-    if args.shard:
-        stage.certify_shard(ctx, sigmas, n_images, args.shard, args.n0, args.samples, args.alpha)
-    else:
-        stage.run_certification(ctx, sigmas, n_images, args.n0, args.samples, args.alpha, args.merge, args.retrain)
+    if args.retrain and args.merge:
+        parser.error("--retrain cannot go with --merge: the logs certified the models as they were")
+    stage.run_certification(ctx, sigmas, n_images, args.n0, args.samples, args.alpha, args.merge, args.retrain)
 
 
 if __name__ == "__main__":

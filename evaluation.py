@@ -6,7 +6,7 @@ interval; under --protocol paper the study's Table 4 beside ours
 
     python evaluation.py [--protocol standard|paper] [--train-missing] [--quick]
     python evaluation.py --model my_cnn.keras [--filter dual | --sigma 0.25]
-    python evaluation.py --defense "PGD AT"; python evaluation.py --report   # the pipeline's jobs
+    python evaluation.py --report   # the tables from the records of evaluate_defense.py (the pipeline's jobs)
 """
 from fashion_defenses.cli import common_parser, existing_file, lazy_type, parse_args, positive_float, run_main
 from fashion_defenses.errors import UserError
@@ -22,12 +22,9 @@ def build_parser():
     parser.add_argument("--defenses", type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
                         default=None, help="evaluate only these defenses of the catalogue, by label or model key, "
                                            "comma-separated (tables go to evaluation_<protocol>_subset.*)")
-    parser.add_argument("--defense", default=None,
-                        help="evaluate this one defense (label or model key) into its per-defense files in "
-                             "<results>/per_image/evaluation_<protocol>/, no tables: a job of the pipeline")
     parser.add_argument("--report", action="store_true",
-                        help="attack nothing: the tables and figures of every defense whose per-defense files "
-                             "are written (the pipeline's report)")
+                        help="attack nothing: the tables and figures of every defense whose record "
+                             "evaluate_defense.py wrote (the pipeline's report)")
     parser.add_argument("--model", type=existing_file, default=None,
                         help="evaluate this Keras file instead (28x28x1 inputs in [0, 1], 10 logits or probabilities)")
     parser.add_argument("--sigma", type=positive_float, default=0.0,
@@ -46,12 +43,12 @@ def main():
     suite.remember_outcomes(ctx.results_dir / ".outcomes")
     if (args.sigma or args.filter) and not args.model:
         raise UserError("--sigma and --filter apply to --model only")
-    chosen = [flag for flag, given in (("--defense", args.defense), ("--report", args.report),
-                                        ("--defenses", args.defenses), ("--model", args.model)) if given]
+    chosen = [flag for flag, given in (("--report", args.report), ("--defenses", args.defenses),
+                                        ("--model", args.model)) if given]
     if len(chosen) > 1:
         raise UserError(f"{' and '.join(chosen)} exclude each other")
     stage.run_evaluation(ctx, args.train_missing, args.defenses, args.model, args.sigma, args.filter,
-                         only=args.defense, report=args.report)
+                         report=args.report)
 
 
 if __name__ == "__main__":

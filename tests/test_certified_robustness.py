@@ -2,16 +2,17 @@
 Cohen et al.'s statistics against scipy, abstention, the radius cap, resumable logs,
 bad input and an end-to-end run."""
 import csv
+import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, run_script
 from scipy.stats import binomtest, norm
 
 from fashion_defenses.data import PROTOCOLS
 from fashion_defenses.defenses import certificates, smoothing
 from fashion_defenses.errors import UserError
-from fashion_defenses.experiments import certified_robustness as cr
+from fashion_defenses.experiments import certify
 from fashion_defenses.framework import keras, tf
 from fashion_defenses.models import base_classifier, load_model, save_model
 from fashion_defenses.reporting import accuracy_ci
@@ -136,10 +137,18 @@ def test_bad_parameters():
 
 
 @pytest.mark.parametrize("argv", [["--sigmas", "0"], ["--sigmas", "-0.5"], ["--n0", "500", "--samples", "100"],
-                                  ["--alpha", "1.5"], ["--alpha", "0"], ["--shard", "5/4"],
+                                  ["--alpha", "1.5"], ["--alpha", "0"], ["--merge", "--retrain"],
                                   ["--protocol", "paper"]])
 def test_bad_arguments_end_with_one_line(argv, main_in_process):
     assert_one_line_error(*main_in_process("certified_robustness", *argv))
+
+
+@pytest.mark.parametrize("argv", [[], ["--sigma", "0"], ["--sigma", "0.25", "--shard", "5/4"],
+                                  ["--sigma", "0.25", "--shard", "two"],
+                                  ["--sigma", "0.25", "--predict-n", "--empirical"],
+                                  ["--sigma", "0.25", "--protocol", "paper"], ["--sigma", "0.25", "--alpha", "2"]])
+def test_bad_job_arguments_end_with_one_line(argv, main_in_process):
+    assert_one_line_error(*main_in_process("certify", *argv))
 
 
 def test_certified_robustness_quick_end_to_end(quick_run):
@@ -158,8 +167,38 @@ def test_certified_robustness_quick_end_to_end(quick_run):
     assert len(list((quick_run.results / "certify").glob("*.tsv"))) == 1
     with open(quick_run.results / "certified_robustness_predict_n.csv") as f:
         predict_n = list(csv.DictReader(f))
-    assert sorted({int(r["draws"]) for r in predict_n}) == list(cr.PREDICT_NS["quick"])
+    assert sorted({int(r["draws"]) for r in predict_n}) == list(certify.PREDICT_NS["quick"])
     assert {int(r["n"]) for r in predict_n} == {10}        # the images certified
+
+
+def test_the_jobs_then_merge_give_the_tables_of_one_run(quick_run, tmp_path):
+    """The pipeline's split: certify.py's shards, PREDICT-n and empirical files, then
+    certified_robustness.py --merge, make the tables one run makes (but the seconds)."""
+    results = tmp_path / "results"
+    shutil.copytree(quick_run.results, results)
+    for path in [*results.glob("certified_robustness*"), *(results / "certify").glob("*.*")]:
+        path.unlink()
+    flags = ("--quick", "--results-dir", results, "--models-dir", quick_run.models, "--images", "10")
+    for job in (("--shard", "1/2"), ("--shard", "2/2"), ("--predict-n",), ("--empirical",)):
+        proc = run_script("certify.py", *flags, "--sigma", "0.25", *job)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (results / "certified_robustness.csv").exists()
+    assert len(list((results / "certify" / "shards").glob("*.shard?of2.tsv"))) == 2
+    proc = run_script("certified_robustness.py", *flags, "--sigmas", "0.25", "--merge")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    joined = certificates.largest_certify_log(results, "standard_cnn_noise0.25", 0.25)     # what the evaluation reads
+    assert joined.parent == results / "certify" and len(certificates.read_log(joined)) == 10
+    for name in ("certified_robustness_empirical.csv", "certified_robustness_predict_n.csv",
+                 "certified_robustness_predict_n.md"):
+        assert (results / name).read_text() == (quick_run.results / name).read_text(), name
+    mine, theirs = ([{k: v for k, v in r.items() if k != "mean_seconds_per_image"}   # the rest equal to the digit
+                     for r in csv.DictReader(open(folder / "certified_robustness.csv", newline=""))]
+                    for folder in (results, quick_run.results))
+    assert mine == theirs and len(mine) == len(certificates.RADII)
+    (results / "certify" / "predict_n_sigma0.25.json").unlink()
+    proc = run_script("certified_robustness.py", *flags, "--sigmas", "0.25", "--merge")
+    assert_one_line_error(proc.returncode, proc.stderr)
+    assert "certify.py --sigma 0.25 --predict-n" in proc.stderr
 
 
 def test_the_certificate_check_flags_only_a_significant_shortfall():

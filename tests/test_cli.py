@@ -47,7 +47,8 @@ def test_progress_reaches_a_log_file_before_the_script_ends():
 
 
 SCRIPTS = ("model.py", "attacks.py", "input_preprocessing.py", "runtime_adversarial_training.py",
-           "certified_robustness.py", "membership_inference.py", "membership_outputs.py", "evaluation.py", "train.py",
+           "certified_robustness.py", "membership_inference.py", "membership_outputs.py", "evaluation.py",
+           "evaluate_defense.py", "certify.py", "train.py",
            "benchmarks/pgd_vs_art.py", "benchmarks/autoattack_vs_art.py", "benchmarks/median_filter.py",
            "benchmarks/adversarial_training_speed.py", "benchmarks/certify_speed.py")
 

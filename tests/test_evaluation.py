@@ -19,6 +19,8 @@ from fashion_defenses.defenses.catalogue import Defense
 from fashion_defenses.defenses.recipes import Recipe
 from fashion_defenses.evaluation import api, core, digest, report
 from fashion_defenses.evaluation import checks as sanity
+from fashion_defenses.evaluation import result as result_of
+from fashion_defenses.evaluation import rows as rows_of
 from fashion_defenses.experiments import evaluation as ev
 from fashion_defenses.framework import keras, tf
 from fashion_defenses.models import predict_labels
@@ -64,13 +66,13 @@ def test_uniform_evaluation_equals_direct_calls(small_model, quick_data, fixed_s
                                                                                     seed=SEED)) == y)),
     }
     for (attack, eps), stats in expected.items():
-        row = report.find(rows, attack, eps)
+        row = rows_of.find(rows, attack, eps)
         assert row is not None, attack
         for key in ("n", "acc", "ci_low", "ci_high"):
             assert row[key] == pytest.approx(stats[key]), (attack, key)
-    worst = report.find(rows, "worst case", 0.1)["acc"]
+    worst = rows_of.find(rows, "worst case", 0.1)["acc"]
     assert all(worst <= r["acc"] for r in rows if r["eps"] <= 0.1 and r["images"] == "100 fixed")
-    assert report.find(rows, "AutoAttack", 0.1)["acc"] <= report.find(rows, "APGD-CE", 0.1)["acc"]
+    assert rows_of.find(rows, "AutoAttack", 0.1)["acc"] <= rows_of.find(rows, "APGD-CE", 0.1)["acc"]
     assert all(r["settings"] for r in rows if r["eps"] > 0)   # every attack row says how it ran
 
 
@@ -121,7 +123,7 @@ def fake_row(attack, acc, eps=0.0, images="100 fixed", n=100, norm="linf"):
 
 def test_the_eps_check_on_hand_made_rows(healthy_rows):
     rows = [dict(r) for r in healthy_rows]
-    low = report.find(rows, "PGD-20", 0.05, "100 fixed")
+    low = rows_of.find(rows, "PGD-20", 0.05, "100 fixed")
     low.update(acc=0.0, ci_low=0.0, ci_high=0.01)   # accuracy now rises from eps 0.05 to 0.1 beyond noise
     checks = {c: p for c, p, _ in sanity.sanity_checks(rows, SETTINGS)}
     assert not checks["accuracy falls with eps"]
@@ -193,7 +195,7 @@ def test_every_robust_accuracy_can_be_recomputed_from_the_per_image_files(quick_
     files = sorted((quick_run.results / "per_image" / "evaluation_standard").glob("*.npz"))
     assert len(files) == len({r["model"] for r in rows}) == 4
     for path in files:
-        images, robust = api.load_per_image(path)
+        images, robust = result_of.load_per_image(path)
         mine = [r for r in rows if r["model"].replace("+", "_") == path.stem]
         assert len(mine) == len(robust) and all(len(flags) == len(images) for flags in robust.values())
         for r in mine:
@@ -203,15 +205,16 @@ def test_every_robust_accuracy_can_be_recomputed_from_the_per_image_files(quick_
 
 
 def test_one_job_per_defense_then_the_report_gives_the_tables_of_one_run(quick_run, tmp_path):
-    """The pipeline's split: --defense writes one defense's record (what one run wrote
-    for it), and --report makes the tables from the records alone, as one run does."""
+    """The pipeline's split: evaluate_defense.py writes one defense's record (what one
+    run wrote for it), and --report makes the tables from the records alone, as one run
+    does."""
     results = tmp_path / "results"
     shutil.copytree(quick_run.results, results)
     records = results / "per_image" / "evaluation_standard"
     before = (records / "standard_cnn_at-pgd_eps0.1_ep1.json").read_text()
     (records / "standard_cnn_at-pgd_eps0.1_ep1.json").unlink()
     flags = ("--quick", "--results-dir", results, "--models-dir", quick_run.models)
-    proc = run_script("evaluation.py", *flags, "--defense", "PGD AT")      # the outcome store has every attack
+    proc = run_script("evaluate_defense.py", *flags, "PGD AT")      # the outcome store has every attack
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = json.loads((records / "standard_cnn_at-pgd_eps0.1_ep1.json").read_text())
     assert {k: v for k, v in after.items() if k != "seconds"} == \
@@ -288,6 +291,15 @@ def test_bad_model_files_give_one_line(main_in_process, tmp_path):
     assert_one_line_error(code, err)
 
 
+def test_an_evaluation_job_refuses_an_unknown_defense_or_a_missing_model_in_one_line(main_in_process):
+    code, err = main_in_process("evaluate_defense", "--quick", "no such defense")
+    assert_one_line_error(code, err)
+    assert "unknown 'no such defense'" in err and "PGD AT" in err     # the protocol's defenses listed
+    code, err = main_in_process("evaluate_defense", "--quick", "PGD AT")    # an empty models folder
+    assert_one_line_error(code, err)
+    assert "no model of PGD AT" in err and "train.py" in err
+
+
 def test_a_missing_model_file_is_refused_before_tensorflow_loads():
     probe = ("import runpy, sys\nsys.argv = ['evaluation.py', '--model', 'no/such.keras']\ntry:\n"
              "    runpy.run_path('evaluation.py', run_name='__main__')\nexcept SystemExit as e:\n"
@@ -311,7 +323,7 @@ def test_a_users_probability_model_is_evaluated_as_logits(small_model, tmp_path,
     with open(tmp_path / "r" / "your_models" / "evaluation_mine.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["defense"] == "mine.keras (probabilities)"
-    images, robust = api.load_per_image(tmp_path / "r" / "your_models" / "evaluation_mine_per_image.npz")
+    images, robust = result_of.load_per_image(tmp_path / "r" / "your_models" / "evaluation_mine_per_image.npz")
     assert len(images) == 50 and ("AutoAttack", 0.1) in robust
     assert {"AutoAttack", "worst case"} <= {r["attack"] for r in rows}
     with open(tmp_path / "r" / "your_models" / "evaluation_mine_leaderboard.csv", newline="") as f:
@@ -325,36 +337,36 @@ def test_a_users_model_is_placed_among_the_published_defenses(quick_run):
     most robust first (worst case at L-inf 0.1)."""
     records = quick_run.results / "per_image" / "evaluation_standard"
     pgd = json.loads((records / "standard_cnn_at-pgd_eps0.1_ep1.json").read_text())
-    mine = api.EvaluationResult("mine", 0.1, "autodiff", "its prediction",
-                                tuple(api.Measurement.from_row(r) for r in pgd["rows"]), (), np.arange(0), {})
-    board = mine.leaderboard(quick_run.results)
+    mine = result_of.EvaluationResult("mine", 0.1, "autodiff", "its prediction",
+                                tuple(result_of.Measurement.from_row(r) for r in pgd["rows"]), (), np.arange(0), {})
+    board = api.leaderboard(mine, quick_run.results)
     # the full run's names: the quick run's PGD AT (1 epoch) is not the published PGD AT
     assert sorted(r["defense"] for r in board) == ["dual filter", "mine", "smoothing sigma 0.25", "undefended CNN"]
     worst = [float(r["worst case @0.1"].split()[0]) for r in board]
     assert worst == sorted(worst, reverse=True)
     mine_row = next(r for r in board if r["defense"] == "mine")
     assert mine_row["kind"] == "your model" and mine_row["worst case @0.1"] == \
-        report.pct(report.find(pgd["rows"], "worst case", 0.1, report.fixed_images(pgd["rows"])))
+        report.pct(rows_of.find(pgd["rows"], "worst case", 0.1, rows_of.fixed_images(pgd["rows"])))
 
 
 def test_a_smoothed_classifier_is_judged_by_predict_on_the_randomized_subset(small_model, quick_data, fixed_set):
     target = smoothing.smoothed_target(small_model, 0.25, n_vote=10, draws=2, seed=SEED)
     rows = core.evaluate(target, quick_data, fixed_set, transfer_from(small_model, quick_data, fixed_set), SETTINGS,
                          SEED).rows
-    fixed = report.fixed_images(rows)
+    fixed = rows_of.fixed_images(rows)
     assert fixed == "40 fixed"
     assert {r["n"] for r in rows if r["images"] == fixed} == {40}
-    rand = report.autoattack_row(rows, fixed)
+    rand = rows_of.autoattack_row(rows, fixed)
     assert rand["attack"] == "AutoAttack (rand version), judged by PREDICT (n 10, alpha 0.001; abstention wrong)"
-    soft = report.find(rows, "soft-smoothed APGD", 0.1, fixed)
+    soft = rows_of.find(rows, "soft-smoothed APGD", 0.1, fixed)
     assert rand["settings"].startswith("APGD-CE (rand version) through noisy base classifier, EOT-2")
     assert "soft smoothed classifier" in soft["settings"]
-    assert report.find(rows, "AutoAttack", 0.1, fixed) is None      # no standard version on a randomized defense
-    worst = report.find(rows, "worst case", 0.1, fixed)
+    assert rows_of.find(rows, "AutoAttack", 0.1, fixed) is None      # no standard version on a randomized defense
+    worst = rows_of.find(rows, "worst case", 0.1, fixed)
     assert worst["acc"] <= min(rand["acc"], soft["acc"])
     # PREDICT abstains where 10 noisy votes are split: clean accuracy below the vote's
     votes = predict_labels(small_model, quick_data.x_test) == quick_data.y_test
-    assert report.find(rows, "clean")["acc"] < votes.mean()
+    assert rows_of.find(rows, "clean")["acc"] < votes.mean()
 
 
 def test_the_checks_read_as_failing_lines_only():

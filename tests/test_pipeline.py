@@ -20,8 +20,9 @@ import import_graph  # noqa: E402
 import jobs  # noqa: E402
 
 
-def test_every_job_depends_on_every_file_its_command_can_execute():
+def test_every_job_depends_on_every_file_its_command_can_execute_and_no_other_code():
     assert jobs.undeclared_dependencies() == {}
+    assert jobs.superfluous_dependencies() == {}
 
 
 def test_a_dependency_left_out_of_dvc_yaml_is_named(tmp_path):
@@ -33,6 +34,20 @@ def test_a_dependency_left_out_of_dvc_yaml_is_named(tmp_path):
     missing = jobs.undeclared_dependencies(tmp_path, ROOT)
     assert missing and all(files == ["fashion_defenses/training.py"] for files in missing.values())
     assert "train-standard@standard_cnn" in missing and "train-paper-at-b16" not in missing   # its own list
+
+
+def test_code_a_job_never_executes_is_named_among_its_dependencies(tmp_path):
+    """The evaluation jobs must not depend on the tables' code: add the report module to
+    their deps in a copy, and the check names it for each of them and for no other job."""
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    pipeline = (ROOT / "dvc.yaml").read_text()
+    anchor = "        - evaluate_defense.py\n"
+    assert pipeline.count(anchor) == 1
+    extra_line = "        - fashion_defenses/evaluation/report.py\n"
+    (tmp_path / "dvc.yaml").write_text(pipeline.replace(anchor, anchor + extra_line))
+    extra = jobs.superfluous_dependencies(tmp_path, ROOT)
+    assert extra and set(extra) == {name for name in jobs.stages(ROOT) if name.startswith("evaluate@")}
+    assert all(files == ["fashion_defenses/evaluation/report.py"] for files in extra.values())
 
 
 def test_source_files_follow_imports_at_any_depth_but_not_a_packages_lazy_names(tmp_path):
@@ -48,6 +63,41 @@ def test_source_files_follow_imports_at_any_depth_but_not_a_packages_lazy_names(
     assert import_graph.source_files("script.py", tmp_path) == [
         "fashion_defenses/__init__.py", "fashion_defenses/leaf.py", "fashion_defenses/sub/__init__.py",
         "fashion_defenses/sub/deep.py", "script.py"]
+
+
+def test_a_job_reading_a_folder_waits_for_every_job_writing_into_it():
+    """The attacks read results/mia/outputs/<protocol>, where each model's job writes its
+    own subfolder: they wait for every one of those jobs, and so does what reads them."""
+    job = jobs.Job
+    all_stages = {"own": job("", ["zoo/m.keras"], ["results/mia/outputs/standard/m/model0"], None),
+                  "attacks": job("", ["results/mia/outputs/standard"], ["results/mi.csv"], None),
+                  "report": job("", ["results/mi.csv"], ["results/summary.md"], None),
+                  "other": job("", ["results/mia/outputs/standard_x"], ["results/x.csv"], None)}
+    state = {"own": "stale", "attacks": "current", "report": "current", "other": "current"}
+    assert not jobs.ready("attacks", all_stages, state) and jobs.ready("other", all_stages, state)
+    assert jobs.awaiting(all_stages, state) == {"own", "attacks", "report"}
+    state["own"] = "current"
+    assert jobs.ready("attacks", all_stages, state) and jobs.awaiting(all_stages, state) == set()
+
+
+def test_every_file_a_job_reads_from_results_or_the_zoo_is_another_jobs_output():
+    """A dependency no job writes (a typo, a renamed file) would never make its job stale."""
+    all_stages = jobs.stages()
+    outs = [out for job in all_stages.values() for out in job.outs]
+    unmade = {name: [d for d in job.deps if d.startswith(("results/", "zoo/")) and not jobs.reads([d], outs)]
+              for name, job in all_stages.items()}
+    assert {name: deps for name, deps in unmade.items() if deps} == {}
+
+
+def test_the_publish_job_reads_every_table_the_other_jobs_write():
+    """results/README.md and the findings are made from the tables: a job whose table
+    publish does not read would leave them behind it."""
+    all_stages = jobs.stages()
+    tables = {out for name, job in all_stages.items() if name != "publish" for out in job.outs
+              if out.count("/") == 1 and out.startswith("results/") and out.endswith((".md", ".csv"))}
+    assert tables and tables <= set(all_stages["publish"].deps)
+    assert not any(jobs.reads(all_stages["publish"].outs, job.outs) for name, job in all_stages.items()
+                   if name != "publish")
 
 
 def git(cwd, *args):

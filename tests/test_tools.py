@@ -6,6 +6,7 @@ import sys
 from conftest import ROOT, run_script
 
 sys.path.insert(0, str(ROOT / "tools"))
+import publish  # noqa: E402
 import update_readme  # noqa: E402
 
 
@@ -290,3 +291,30 @@ def test_the_kill_check_finds_a_changed_figure_and_ignores_timings(tmp_path):
     assert quick_chain.differences(first, second) == [("mia/m_loss.npz", "arrays score"),
                                                       ("only_here.csv", "missing"), ("t.csv", "1 cells")]
     assert len(quick_chain.CHAIN) == 13 and quick_chain.CHAIN[-1][0] == "evaluation.py"
+
+
+def test_provenance_names_the_commits_and_every_job_not_current(tmp_path):
+    rows = [{"job": "train@a", "state": "current", "commit": "aaaaaaa", "machine_s_per_epoch": "15.5",
+             "finished": "2026-12-07 01:00:00 UTC"},
+            {"job": "train@b", "state": "stale", "commit": "bbbbbbb", "machine_s_per_epoch": "41.7",
+             "finished": "2026-12-07 02:00:00 UTC"},
+            {"job": "evaluate@a", "state": "never run", "commit": "", "machine_s_per_epoch": "", "finished": ""},
+            {"job": "publish", "state": "never run", "commit": "", "machine_s_per_epoch": "", "finished": ""}]
+    with open(tmp_path / "jobs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    text = publish.provenance(tmp_path / "jobs.csv")
+    assert "the 2 jobs" in text and "from aaaaaaa to bbbbbbb" in text and "15.5 to 41.7 s/epoch" in text
+    assert "1 was stale (train (1))" in text and "2 were never run (evaluate (1), publish)" in text
+    assert "every job was current" not in text
+    for row in rows:
+        row.update(state="current", commit=row["commit"] or "ccccccc", machine_s_per_epoch="15.5",
+                   finished=row["finished"] or "2026-12-07 03:00:00 UTC")
+    with open(tmp_path / "jobs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    text = publish.provenance(tmp_path / "jobs.csv")
+    assert "every job was current" in text and "the 4 jobs" in text and "stale" not in text
+

@@ -1,5 +1,5 @@
-"""The repository's imports, drawn from its own source with ast: the seven scripts on
-top, then the package's modules floor by floor (a module stands above everything it
+"""The repository's imports, drawn from its own source with ast: the scripts on top,
+then the package's modules floor by floor (a module stands above everything it
 imports), and the rules the layout keeps checked:
 
 - no script imports another script, and the package imports no script;
@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "fashion_defenses"
 SCRIPTS = ("model", "attacks", "input_preprocessing", "runtime_adversarial_training", "certified_robustness",
-           "membership_inference", "membership_outputs", "evaluation", "train")
+           "membership_inference", "membership_outputs", "evaluation", "evaluate_defense", "certify", "train")
 
 
 def module_name(path, root=ROOT):

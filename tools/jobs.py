@@ -68,10 +68,16 @@ def record(root, name):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def reads(deps, outs):
+    """Whether a job with these deps reads any of these outputs: the same path, or one
+    inside the other (a job may read a folder other jobs write into)."""
+    return any(d == o or o.startswith(d + "/") or d.startswith(o + "/") for d in deps for o in outs)
+
+
 def ready(name, all_stages, state):
     """A job can run when no job whose output it reads is stale or has never run."""
-    deps = set(all_stages[name].deps)
-    return not any(state[other] != "current" and deps & set(job.outs)
+    deps = all_stages[name].deps
+    return not any(state[other] != "current" and reads(deps, job.outs)
                    for other, job in all_stages.items() if other != name)
 
 
@@ -81,8 +87,8 @@ def awaiting(all_stages, state):
     waiting = {n for n in all_stages if state[n] != "current"}
     grew = True
     while grew:
-        made = {out for n in waiting for out in all_stages[n].outs}
-        more = {n for n, job in all_stages.items() if n not in waiting and made & set(job.deps)}
+        made = [out for n in waiting for out in all_stages[n].outs]
+        more = {n for n, job in all_stages.items() if n not in waiting and reads(job.deps, made)}
         waiting |= more
         grew = bool(more)
     return waiting
@@ -96,17 +102,29 @@ def next_job(root, all_stages, state):
     return min(waiting, key=lambda n: (state[n] != "never run", ran_at(n)), default=None)
 
 
-def undeclared_dependencies(root=ROOT, project=ROOT):
-    """{job: the project files its command can execute that its deps leave out}, for
-    every `python3 <script>.py` in a job's command (import_graph.source_files): a job
-    whose code changed must read as stale."""
-    missing = {}
+def code_needed(root=ROOT, project=ROOT):
+    """{job: (the project files its command can execute, the .py files its deps declare)}
+    over every `python3 <script>.py` of a job's command (import_graph.source_files)."""
+    found = {}
     for name, job in stages(root).items():
         scripts = [word for word in shlex.split(job.cmd) if word.endswith(".py")]
-        needed = {f for script in scripts for f in source_files(script, project)}
-        if needed - set(job.deps):
-            missing[name] = sorted(needed - set(job.deps))
-    return missing
+        found[name] = ({f for script in scripts for f in source_files(script, project)},
+                       {d for d in job.deps if d.endswith(".py")})
+    return found
+
+
+def undeclared_dependencies(root=ROOT, project=ROOT):
+    """{job: the project files its command can execute that its deps leave out}: a job
+    whose code changed must read as stale."""
+    return {name: sorted(needed - declared) for name, (needed, declared) in code_needed(root, project).items()
+            if needed - declared}
+
+
+def superfluous_dependencies(root=ROOT, project=ROOT):
+    """{job: the code files its deps declare that its command never executes}: a change
+    to a table's layout (or a test) must throw no job's compute away."""
+    return {name: sorted(declared - needed) for name, (needed, declared) in code_needed(root, project).items()
+            if declared - needed}
 
 
 def machine_speed():

@@ -1,174 +1,25 @@
-"""Evaluate any Keras classifier from Python, as evaluation.py evaluates every defense:
+"""Evaluate any Keras classifier from Python, as evaluation.py evaluates every defense,
+and place it among the published defenses:
 
     from fashion_defenses import evaluate
+    from fashion_defenses.evaluation.api import leaderboard
     result = evaluate(model, eps=0.1)
     print(result.autoattack, result.worst_case, result.passed)
+    leaderboard(result)          # its summary row among those of results/, most robust first
 
-The result is typed (EvaluationResult): every attack's robust accuracy with its exact
-95% interval, the AutoAttack and worst-case figures, the sanity checks, and per image
-of the attacked set which attack at which budget broke it."""
-import dataclasses
+The result is typed (EvaluationResult, evaluation.result): every attack's robust
+accuracy with its exact 95% interval, the AutoAttack and worst-case figures, the sanity
+checks, and per image of the attacked set which attack at which budget broke it."""
 from pathlib import Path
-
-import numpy as np
 
 from fashion_defenses.attacks import suite
 from fashion_defenses.context import RunContext
-from fashion_defenses.data import PROTOCOLS, attack_subset, load_data
+from fashion_defenses.data import PROTOCOLS, load_data
 from fashion_defenses.errors import UserError
-from fashion_defenses.evaluation import core
-from fashion_defenses.evaluation.checks import sanity_checks
-from fashion_defenses.evaluation.report import (
-    autoattack_row,
-    find,
-    fixed_images,
-    leaderboard,
-    mia_results,
-    published_records,
-)
-from fashion_defenses.reporting import atomic_write
+from fashion_defenses.evaluation import core, report
+from fashion_defenses.evaluation.result import EvaluationResult, evaluate_target, transfer_from
 
-
-@dataclasses.dataclass(frozen=True)
-class Measurement:
-    """One row of an evaluation: an attack (or "clean"/"benign") at a budget, on a set
-    of images, with its accuracy and exact 95% Clopper-Pearson interval."""
-    attack: str
-    norm: str
-    eps: float
-    images: str
-    settings: str
-    n: int
-    accuracy: float
-    ci_low: float
-    ci_high: float
-
-    @classmethod
-    def from_row(cls, row):
-        return cls(row["attack"], row["norm"], row["eps"], row["images"], row["settings"], row["n"], row["acc"],
-                   row["ci_low"], row["ci_high"])
-
-    def row(self):
-        """As the tables hold it (accuracy under "acc")."""
-        return {"attack": self.attack, "norm": self.norm, "eps": self.eps, "images": self.images,
-                "settings": self.settings, "n": self.n, "acc": self.accuracy, "ci_low": self.ci_low,
-                "ci_high": self.ci_high}
-
-    def __str__(self):
-        return (f"{self.attack} ({self.norm} {self.eps:g}): {100 * self.accuracy:.1f}% "
-                f"[{100 * self.ci_low:.1f}, {100 * self.ci_high:.1f}] of {self.n}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    """One of Carlini et al.'s sanity checks: passed or not, and what it saw."""
-    name: str
-    passed: bool
-    detail: str
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluationResult:
-    """A defense evaluated. robust[(attack, eps)] is, per image of `images` (test-set
-    indices of the fixed attacked set), whether it was still classified right after
-    that attack at that budget ("benign": before any attack; "worst case": after
-    every attack at a budget <= eps)."""
-    name: str
-    eps: float
-    attacked_through: str
-    judged_by: str
-    measurements: tuple
-    checks: tuple
-    images: np.ndarray
-    robust: dict
-    protocol: str = "standard"
-
-    @property
-    def clean(self):
-        """Accuracy on the whole test set."""
-        return next(m for m in self.measurements if m.attack == "clean")
-
-    @property
-    def autoattack(self):
-        """AutoAttack's standard version at eps (its rand version for a randomized defense)."""
-        return _measurement(autoattack_row(self.rows(), fixed_images(self.rows()), self.eps))
-
-    @property
-    def worst_case(self):
-        """Per image, robust only if no attack of the suite at a budget <= eps broke it."""
-        return _measurement(find(self.rows(), "worst case", self.eps, fixed_images(self.rows())))
-
-    @property
-    def passed(self):
-        return all(check.passed for check in self.checks)
-
-    def broken_by(self, attack, eps):
-        """Test-set indices of the images classified right before any attack that this
-        attack at this budget made the defense misclassify."""
-        return self.images[self.robust[("benign", 0.0)] & ~self.robust[(attack, round(float(eps), 4))]]
-
-    def save(self, path):
-        """The per-image flags as one .npz (the format of results/per_image/)."""
-        save_per_image(path, self.images, self.robust)
-
-    def rows(self):
-        """The measurements as the tables hold them."""
-        return [m.row() for m in self.measurements]
-
-    def among_published(self, results_dir="results"):
-        """(defense, rows, checks) of every defense whose evaluation results_dir holds
-        (the run's committed records), then this result's as "your model"."""
-        from fashion_defenses.defenses import catalogue
-        config = PROTOCOLS[self.protocol]
-        ctx = RunContext(config, config.seed, False, None, Path(results_dir), Path("models"))
-        published = published_records(results_dir, self.protocol, catalogue.catalogue(ctx, None))
-        mine = catalogue.Defense(self.name, "your model", self.name, train=None)
-        return [(d, r["rows"], r["checks"]) for d, r in published] + \
-            [(mine, self.rows(), [(c.name, c.passed, c.detail) for c in self.checks])]
-
-    def leaderboard(self, results_dir="results"):
-        """The headline's summary row of this result among those of the published
-        defenses, the most robust first."""
-        return leaderboard(self.among_published(results_dir), mia_results(results_dir, self.protocol),
-                           core.SETTINGS[self.protocol], results_dir)
-
-
-def _measurement(row):
-    return None if row is None else Measurement.from_row(row)
-
-
-def save_per_image(path, images, robust):
-    """One .npz, written atomically: images (test-set indices), attacks and eps (one
-    entry per row of robust) and robust (a bool matrix, attack x image). Every robust
-    accuracy of the set is a row's mean."""
-    keys = list(robust)
-    arrays = dict(images=np.asarray(images), attacks=np.array([a for a, _ in keys]),
-                  eps=np.array([e for _, e in keys], dtype=float),
-                  robust=np.array([robust[k] for k in keys], dtype=bool).reshape(len(keys), len(images)))
-    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
-
-
-def load_per_image(path):
-    """(images, robust) as save_per_image wrote them: robust[(attack, eps)] per image."""
-    with np.load(path) as saved:
-        return saved["images"], {(str(a), float(e)): row for a, e, row in
-                                 zip(saved["attacks"], saved["eps"], saved["robust"])}
-
-
-def evaluate_target(ctx, settings, data, defense, model, transfer=(), eps=suite.HEADLINE_EPS, study=None):
-    """A catalogue Defense (or a user's) and its model evaluated on the settings' fixed
-    test images; transfer: examples crafted elsewhere for those images (label, eps,
-    x_adv); study: the study's 20 images and their transfer examples (paper protocol).
-    What evaluation.py runs per defense."""
-    target = defense.target(model, settings.n_vote, settings.draws, ctx.seed)
-    idx = attack_subset(len(data.y_test), settings.n_attack)
-    fgsm_k = suite.fgsm_k_name(ctx.protocol)
-    study_idx, study_transfer = study or (None, None)
-    measured = core.evaluate(target, data, idx, transfer, settings, ctx.seed, fgsm_k, study_idx, study_transfer, eps)
-    checks = sanity_checks(measured.rows, settings, target.missing_adaptive_views(), fgsm_k, eps)
-    return EvaluationResult(defense.label, eps, target.describe(), target.judged_by,
-                            tuple(Measurement.from_row(r) for r in measured.rows),
-                            tuple(Check(*c) for c in checks), measured.images, measured.robust, ctx.protocol.name)
+__all__ = ["evaluate", "leaderboard", "among_published", "EvaluationResult"]
 
 
 def evaluate(model, eps=suite.HEADLINE_EPS, *, filter=None, sigma=0.0, name=None, protocol="standard",
@@ -208,9 +59,20 @@ def transfer_for(ctx, settings, data, eps):
     return transfer_from(source[0][1], ctx, settings, data, eps) if source else []
 
 
-def transfer_from(source, ctx, settings, data, eps=suite.HEADLINE_EPS):
-    """The protocol's FGSM-k and PGD-20 at eps, crafted on source for the settings'
-    fixed test images, as (label, eps, x_adv)."""
-    idx = attack_subset(len(data.y_test), settings.n_attack)
-    return suite.transfer_examples(source, data.x_test[idx], data.y_test[idx], (eps,),
-                                   suite.fgsm_k_name(ctx.protocol), ctx.seed)
+def among_published(result, results_dir="results"):
+    """(defense, rows, checks) of every defense whose evaluation results_dir holds (the
+    run's committed records), then the result's own as "your model"."""
+    from fashion_defenses.defenses import catalogue
+    config = PROTOCOLS[result.protocol]
+    ctx = RunContext(config, config.seed, False, None, Path(results_dir), Path("models"))
+    published = report.published_records(results_dir, result.protocol, catalogue.catalogue(ctx, None))
+    mine = catalogue.Defense(result.name, "your model", result.name, train=None)
+    return [(d, r["rows"], r["checks"]) for d, r in published] + \
+        [(mine, result.rows(), [(c.name, c.passed, c.detail) for c in result.checks])]
+
+
+def leaderboard(result, results_dir="results"):
+    """The headline's summary row of an EvaluationResult among those of the published
+    defenses in results_dir, the most robust first."""
+    return report.leaderboard(among_published(result, results_dir), report.mia_results(results_dir, result.protocol),
+                              core.SETTINGS[result.protocol], results_dir)

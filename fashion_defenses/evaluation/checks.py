@@ -2,7 +2,7 @@
 Adversarial Robustness"), each with what its failure means."""
 from fashion_defenses.attacks import suite
 from fashion_defenses.data import STUDY_EPS
-from fashion_defenses.evaluation.report import autoattack_row, find, fixed_images
+from fashion_defenses.evaluation.rows import autoattack_row, find, fixed_images
 
 UNBOUNDED_MAX_ACC = 0.05    # an eps = 1 attack that leaves more than this correct is not working
 

@@ -3,7 +3,7 @@ leakage against robustness, one marker per defense."""
 import numpy as np
 
 from fashion_defenses.attacks.suite import HEADLINE_EPS
-from fashion_defenses.evaluation.report import find, fixed_images
+from fashion_defenses.evaluation.rows import find, fixed_images
 from fashion_defenses.privacy import report as mr
 from fashion_defenses.reporting import eps_text, error_bars, pyplot, save_figure
 

@@ -1,7 +1,7 @@
 """The evaluation's tables, made from its rows: the summary of every defense, the
-study's Table 4 beside ours and results/summary.md, and the lookups of a defense's rows
-(its AutoAttack row, its fixed image set). It reads what the other stages wrote
-(membership inference, certification) through their own path functions."""
+study's Table 4 beside ours and results/summary.md. It reads what the evaluation jobs
+and the other stages wrote (membership inference, certification) through their own
+path functions."""
 import csv
 import dataclasses
 import json
@@ -13,35 +13,10 @@ from fashion_defenses.attacks import suite
 from fashion_defenses.attacks.suite import HEADLINE_EPS
 from fashion_defenses.data import STUDY_TABLE4
 from fashion_defenses.defenses import certificates
+from fashion_defenses.evaluation.result import record_path
+from fashion_defenses.evaluation.rows import autoattack_row, fgsm_k_label, find, fixed_images
 from fashion_defenses.privacy import report as mr
 from fashion_defenses.reporting import accuracy_ci, atomic_write_text, markdown_table, pct
-
-
-def fixed_images(rows):
-    """The 'images' tag of the fixed attack set in a defense's rows."""
-    return next(r["images"] for r in rows if r["attack"] == "benign" and r["images"].endswith("fixed"))
-
-
-def fgsm_k_label(rows):
-    """The suite's FGSM-k these rows ran (the study's loss in the paper protocol)."""
-    return next(r["attack"] for r in rows if r["attack"].startswith("FGSM-k") and "transfer" not in r["attack"])
-
-
-def find(rows, attack, eps=None, images=None):
-    """The row of an attack (at eps, on those images); None if absent."""
-    for r in rows:
-        if r["attack"] == attack and (eps is None or abs(r["eps"] - eps) < 1e-4) and \
-                (images is None or r["images"] == images):
-            return r
-    return None
-
-
-def autoattack_row(rows, images=None, eps=HEADLINE_EPS):
-    """A defense's AutoAttack row at eps: the standard version's, or the rand version's
-    for a randomized defense (whatever judge its label names)."""
-    rand = [r["attack"] for r in rows if r["attack"].startswith(suite.AUTOATTACK_RAND_LABEL)]
-    return find(rows, "AutoAttack", eps, images) or next(
-        (row for row in (find(rows, label, eps, images) for label in rand) if row), None)
 
 
 def mia_results(results_dir, protocol_name):
@@ -99,11 +74,6 @@ def summary_row(defense, rows, checks, mia_rows, settings, results_dir):
                 "sanity": "ok" if all(p for _, p, _ in checks) else
                           "FLAGGED: " + "; ".join(c for c, p, _ in checks if not p)})
     return row
-
-
-def record_path(results_dir, protocol_name, key):
-    """Where an evaluation job writes a defense's record (beside its per-image flags)."""
-    return Path(results_dir) / "per_image" / f"evaluation_{protocol_name}" / f"{key.replace('+', '_')}.json"
 
 
 def published_records(results_dir, protocol_name, defenses):

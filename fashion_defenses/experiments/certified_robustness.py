@@ -1,12 +1,14 @@
 """The certification stage (what certified_robustness.py runs; standard protocol only):
-noise-trained CNNs certified on 500 test images (Cohen et al. 2019), one resumable log
-row per image and shards that machines certify apart, the certified-accuracy table and
-curves, the empirical L2 attack beside each certificate, and the PREDICT-n table that
-chooses the n the evaluation judges smoothed classifiers with."""
+noise-trained CNNs certified on 500 test images (Cohen et al. 2019), the empirical L2
+attack beside each certificate and PREDICT at each n (experiments.certify: the
+pipeline's jobs, shards included), then the certified-accuracy table and curves, the
+empirical table and the PREDICT-n table that chooses the n the evaluation judges
+smoothed classifiers with."""
+import os
+
 import numpy as np
 
 from fashion_defenses.attacks import suite
-from fashion_defenses.data import attack_subset, load_data
 from fashion_defenses.defenses.certificates import (
     ABSTAIN,
     PREDICT_ALPHA,
@@ -20,13 +22,20 @@ from fashion_defenses.defenses.certificates import (
     merge_shards,
     noise_model_name,
     read_log,
-    shard_range,
     smallest_stable_n,
     smoothed_label,
 )
-from fashion_defenses.defenses.smoothing import Smooth, certify_images, empirical_rows, get_noise_model, predict_n_rows
-from fashion_defenses.models import base_classifier, get_base_model
-from fashion_defenses.reporting import accuracy_ci, error_bars, format_acc, pct, pyplot, save_figure, write_table
+from fashion_defenses.errors import UserError
+from fashion_defenses.experiments import certify
+from fashion_defenses.reporting import (
+    accuracy_ci,
+    error_bars,
+    format_acc,
+    pct,
+    pyplot,
+    save_figure,
+    write_table,
+)
 
 
 def curves_title(protocol_name, images):
@@ -54,25 +63,6 @@ def plot_curves(logs, empirical, caps, title, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     save_figure(fig, path)
-
-
-def default_samples(quick, sigma):
-    """CERTIFY's n: 100,000 for sigma 0.25 (Cohen et al.'s), 10,000 for the others."""
-    return 1000 if quick else (100_000 if sigma == 0.25 else 10_000)
-
-
-def certify_shard(ctx, sigmas, n_images, shard, n0, n, alpha):
-    """Certify block i of k of the images (one machine of k); --merge joins them."""
-    data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
-    indices = attack_subset(len(data.y_test), n_images)
-    for sigma in sigmas:
-        n_sigma = n or default_samples(ctx.quick, sigma)
-        base = base_classifier(get_noise_model(ctx, sigma, data)[0])
-        path = certify_log_path(ctx.results_dir, noise_model_name(ctx.protocol, sigma), sigma, n_sigma)
-        shard_path = path.with_name(f"{path.stem}.shard{shard[0]}of{shard[1]}.tsv")
-        certify_images(Smooth(base, sigma), data.x_test, data.y_test, shard_range(indices, shard),
-                       shard_path, n0, n_sigma, alpha, ctx.seed)
-        print(f"wrote {shard_path}; run --merge once every shard is done")
 
 
 def certified_table(ctx, sigma, n0, n, alpha, rows):
@@ -108,41 +98,36 @@ def certified_pivot(table):
     return out
 
 
-def empirical_table(ctx, data, x, y, sigma, certified_rows, cap):
-    """Empirical L2 robustness beside the certificate: the undefended CNN, the
-    noise-trained CNN without smoothing, and the smoothed classifier, which must
-    never fall significantly below its certified accuracy."""
-    empirical = empirical_rows("undefended CNN", get_base_model(ctx, data)[0], x, y, RADII, ctx.seed)
-    noise_base = base_classifier(get_noise_model(ctx, sigma, data)[0])
-    empirical += empirical_rows(f"noise-trained CNN sigma {sigma:g}, no smoothing", noise_base, x, y, RADII, ctx.seed)
-    empirical += empirical_rows(smoothed_label(sigma), noise_base, x, y, RADII, ctx.seed, sigma=sigma)
-    for r in empirical:
+def join_shards(path):
+    """Join the shard logs of path's certificates (certify.py --shard, in <certify>/shards/)
+    into path; returns how many images it holds."""
+    staged = path.parent / "shards" / path.name
+    count = merge_shards(staged)       # the shards beside it, joined into it
+    os.replace(staged, path)
+    return count
+
+
+def empirical_table(sigma, certified_rows, cap, rows):
+    """The empirical L2 attack's rows (certify.py --empirical) beside the certificate:
+    the smoothed classifier must never fall significantly below its certified accuracy."""
+    for r in rows:
         r["certified_acc"], r["violation"] = (certificate_check(r, certified_rows, cap)
                                               if r["model"] == smoothed_label(sigma) else ("", ""))
         if r["violation"]:
             print(f"  WARNING: empirical {format_acc(r)} below certified {100 * r['certified_acc']:.1f}% "
                   f"at radius {r['radius']:g}")
-    return empirical
+    return rows
 
 
-PREDICT_NS = {"standard": (100, 1_000, 10_000), "quick": (20, 100, 1_000)}   # the n that predict_n_table compares
-
-
-def predict_n_table(ctx, data, sigmas, indices):
-    """PREDICT at each n of PREDICT_NS on the certified images, for every sigma, and the
+def predict_n_table(ctx, sigmas, images, rows_of):
+    """The PREDICT-n table from each sigma's rows (certify.py --predict-n), and the
     smallest n that the rule of smallest_stable_n accepts (written in the table's note;
     the evaluation judges with PREDICT_N, and a run says so where the two differ)."""
-    ns = PREDICT_NS["quick" if ctx.quick else "standard"]
-    x, y = data.x_test[indices], data.y_test[indices]
     rows, chosen, loose = [], {}, {}
     for sigma in sigmas:
-        print(f"PREDICT at n = {', '.join(map(str, ns))} on {len(y)} images, sigma {sigma:g}")
-        base = base_classifier(get_noise_model(ctx, sigma, data)[0])
-        sigma_rows = predict_n_rows(base, sigma, x, y, ns, ctx.seed)
+        sigma_rows = rows_of[sigma]
         chosen[sigma], loose[sigma] = smallest_stable_n(sigma_rows, PREDICT_SHIFT), smallest_stable_n(sigma_rows)
         rows += sigma_rows
-        for r in sigma_rows:
-            print(f"  n {r['draws']:>6,} {r['measure']}: {format_acc(r)}, abstains {100 * r['abstain_rate']:.1f}%")
     needed = max(chosen.values())
     note = (f"The smallest n whose figures move by at most {100 * PREDICT_SHIFT:g} point at the next larger n: "
             + ", ".join(f"sigma {s:g}: {n:,}" for s, n in chosen.items()) +
@@ -154,39 +139,45 @@ def predict_n_table(ctx, data, sigmas, indices):
     if needed > PREDICT_N and not ctx.quick:
         print(f"WARNING: PREDICT_N ({PREDICT_N:,}) is below the n this measurement chooses ({needed:,})")
     write_table(rows, ctx.results_dir / "certified_robustness_predict_n", note=note,
-                title=f"PREDICT (Cohen et al.; abstention wrong) at each n on the {len(y)} certified test images, "
+                title=f"PREDICT (Cohen et al.; abstention wrong) at each n on the {images} certified test images, "
                       f"clean and under PGD-20 (L-inf {suite.HEADLINE_EPS:g}, {suite.EOT_DRAWS} noise draws per "
                       f"gradient), seed {ctx.seed} (exact 95% intervals)")
 
 
 def run_certification(ctx, sigmas, n_images, n0, n, alpha, merge=False, retrain=False):
-    """Certify (or, with merge, join the shard logs of) every sigma; then the tables,
-    the empirical attack beside the certificate, and the plot."""
-    data = load_data(ctx.protocol, ctx.data_dir, ctx.quick)
-    indices = attack_subset(len(data.y_test), n_images)
+    """Certify every sigma, then measure the empirical attack beside the certificate and
+    PREDICT at each n (experiments.certify, the pipeline's jobs); with merge, none of
+    that: the shard logs are joined and the jobs' files read. Then the tables and plot."""
+    chosen = 0.25 if 0.25 in sigmas else sigmas[0]
+    if not merge:
+        for sigma in sigmas:
+            certify.certify_sigma(ctx, sigma, n_images, n0, n, alpha, retrain=retrain)
+        certify.empirical_sigma(ctx, chosen, n_images)
+        for sigma in sigmas:
+            certify.predict_n_sigma(ctx, sigma, n_images)
+    data, indices = certify.certified_images(ctx, n_images)
     logs, caps, table = {}, {}, []
     for sigma in sigmas:
-        n_sigma = n or default_samples(ctx.quick, sigma)
-        base = base_classifier(get_noise_model(ctx, sigma, data, retrain)[0])
+        n_sigma = n or certify.default_samples(ctx.quick, sigma)
         path = certify_log_path(ctx.results_dir, noise_model_name(ctx.protocol, sigma), sigma, n_sigma)
-        if retrain and path.exists():   # the log certified the old model
-            path.unlink()
         if merge:
-            print(f"merged {merge_shards(path)} images into {path}")
-        else:
-            print(f"certifying {len(indices)} images, sigma {sigma:g}, n0 {n0}, n {n_sigma:,}, alpha {alpha}")
-            certify_images(Smooth(base, sigma), data.x_test, data.y_test, indices, path, n0, n_sigma, alpha, ctx.seed)
+            print(f"joined {join_shards(path)} images into {path}")
         logs[sigma] = [r for r in read_log(path) if int(r["idx"]) in set(indices.tolist())]
+        if len(logs[sigma]) < len(indices):
+            raise UserError(f"{path} certifies {len(logs[sigma])} of the {len(indices)} images: run certify.py "
+                            f"--sigma {sigma:g} on every shard first")
         caps[sigma] = max_certifiable_radius(n_sigma, alpha, sigma)
         table += certified_table(ctx, sigma, n0, n_sigma, alpha, logs[sigma])
-    x, y = data.x_test[indices], data.y_test[indices]
-    chosen = 0.25 if 0.25 in logs else sigmas[0]
-    empirical = empirical_table(ctx, data, x, y, chosen, logs[chosen], caps[chosen])
+    job = f"certify.py --sigma {chosen:g} --empirical"
+    empirical = empirical_table(chosen, logs[chosen], caps[chosen],
+                                certify.read_rows(certify.empirical_path(ctx.results_dir, chosen), job))
     write_table(empirical, ctx.results_dir / "certified_robustness_empirical",
-                title=f"Empirical L2 robustness on the same {len(y)} images (exact 95% intervals)")
+                title=f"Empirical L2 robustness on the same {len(indices)} images (exact 95% intervals)")
     plot_curves(logs, empirical, caps, curves_title(ctx.protocol.name, len(indices)),
                 ctx.results_dir / "certified_accuracy.png")
-    predict_n_table(ctx, data, sigmas, indices)
+    predict_n_table(ctx, sigmas, len(indices), {s: certify.read_rows(certify.predict_n_path(ctx.results_dir, s),
+                                                                     f"certify.py --sigma {s:g} --predict-n")
+                                                for s in sigmas})
     # the stage's make target, so written last: a run killed before it redoes the stage
     write_table(table, ctx.results_dir / "certified_robustness", markdown_rows=certified_pivot(table),
                 title=f"Certified accuracy (%) of the smoothed {ctx.protocol.architecture} at each L2 radius r, "

@@ -1,7 +1,8 @@
 """The evaluation stage (what evaluation.py runs): every defense of the catalogue, or a
-user's model file, through evaluation.api.evaluate_target, the same attacks and checks
-for all; the long, summary and checks tables, the study's Table 4 beside ours (paper
-protocol), the figures, the per-image flags and the run record."""
+user's model file, through evaluation.result.evaluate_target, the same attacks and
+checks for all (one defense: experiments.evaluate_defense, a pipeline job); the long,
+summary and checks tables, the study's Table 4 beside ours (paper protocol), the
+figures, the per-image flags and the run record."""
 import dataclasses
 import json
 import os
@@ -12,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_defenses.attacks import suite
-from fashion_defenses.data import STUDY_EPS, attack_subset, load_data, study_sample
+from fashion_defenses.data import load_data
 from fashion_defenses.defenses import certificates
 from fashion_defenses.defenses.catalogue import catalogue, load_defenses
 from fashion_defenses.errors import UserError
-from fashion_defenses.evaluation.api import evaluate, evaluate_target, transfer_from
+from fashion_defenses.evaluation.api import among_published, evaluate, leaderboard
 from fashion_defenses.evaluation.checks import checks_markdown
 from fashion_defenses.evaluation.core import SETTINGS
 from fashion_defenses.evaluation.digest import write_digest
@@ -26,11 +26,11 @@ from fashion_defenses.evaluation.report import (
     mia_results,
     paper_table,
     published_records,
-    record_path,
     summary_row,
     table4_note,
     write_summary,
 )
+from fashion_defenses.experiments.evaluate_defense import attack_sources, evaluate_one, load_source, pick_defenses
 from fashion_defenses.framework import keras, library_versions
 from fashion_defenses.models import model_path
 from fashion_defenses.reporting import Progress, atomic_write_text, write_table
@@ -65,59 +65,6 @@ def run_record(ctx, settings, evaluated, seconds, git, defense_seconds):
             "evaluation_wall_seconds": round(seconds, 1), "seconds_per_defense": defense_seconds,
             "models": sidecars,
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-
-
-def attack_sources(ctx, settings, data, source):
-    """What every defense is also tried with, crafted on source (the undefended CNN;
-    None: nothing): the transfer examples of the fixed images and, in the paper
-    protocol, the study's own 20 images (drawn with replacement) and theirs."""
-    if source is None:
-        return [], None
-    idx = attack_subset(len(data.y_test), settings.n_attack)
-    print(f"crafting transfer attacks on the undefended {ctx.protocol.architecture} ({len(idx)} images)")
-    transfer = transfer_from(source, ctx, settings, data)
-    if ctx.protocol.name != "paper":
-        return transfer, None
-    study_idx = study_sample(len(data.y_test), ctx.seed)
-    fgsm_k = suite.fgsm_k_name(ctx.protocol)
-    return transfer, (study_idx, suite.SUITE[fgsm_k].run(source, data.x_test[study_idx], data.y_test[study_idx],
-                                                         STUDY_EPS, ctx.seed))
-
-
-def evaluate_one(ctx, settings, data, defense, model, sources):
-    """One defense through evaluate_target; its per-image flags and its record (every
-    row, check and how it was attacked and judged) written beside each other in
-    <results>/per_image/evaluation_<protocol>/, the report's input."""
-    t0 = time.time()
-    print(f"evaluating {defense.label} ({defense.key})")
-    transfer, study = sources
-    result = evaluate_target(ctx, settings, data, defense, model, transfer, study=study)
-    path = per_image_path(ctx, defense)
-    result.save(path)
-    seconds = round(time.time() - t0, 1)
-    record = {"label": defense.label, "key": defense.key, "kind": defense.kind, "rows": result.rows(),
-              "checks": [[c.name, c.passed, c.detail] for c in result.checks],
-              "attacked_through": result.attacked_through, "judged_by": result.judged_by, "seconds": seconds}
-    atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=1, default=str) + "\n")
-    failed = [c.name for c in result.checks if not c.passed]
-    print(f"  attacked through {result.attacked_through}; sanity: "
-          f"{'FLAGGED ' + '; '.join(failed) if failed else 'ok'} ({seconds:.0f} s)")
-    return record
-
-
-def per_image_path(ctx, defense):
-    """Where a defense's per-image flags go (see EvaluationResult.save); its record beside them."""
-    return record_path(ctx.results_dir, ctx.protocol.name, defense.key).with_suffix(".npz")
-
-
-def pick_defenses(defenses, wanted, flag="--defenses"):
-    """The catalogue's defenses named in wanted (labels or model keys), in its order."""
-    names = {d.label for d in defenses} | {d.key for d in defenses}
-    unknown = [w for w in wanted if w not in names]
-    if unknown:
-        raise UserError(f"{flag}: unknown {', '.join(map(repr, unknown))}; the protocol's defenses are: "
-                        + ", ".join(d.label for d in defenses))
-    return [d for d in defenses if d.label in wanted or d.key in wanted]
 
 
 def load_user_model(path):
@@ -155,8 +102,8 @@ def evaluate_user_model(ctx, path, sigma, filter_name):
     write_table([check_row], f"{out}_checks", title=f"Sanity checks (Carlini et al. 2019) of {path}",
                 markdown_body=checks_markdown([check_row]))
     result.save(f"{out}_per_image.npz")
-    entries = result.among_published(ctx.results_dir)
-    write_table(result.leaderboard(ctx.results_dir), f"{out}_leaderboard",
+    entries = among_published(result, ctx.results_dir)
+    write_table(leaderboard(result, ctx.results_dir), f"{out}_leaderboard",
                 title=f"{label} among the {len(entries) - 1} published defenses of the {ctx.protocol.name} protocol "
                       f"(their records in {ctx.results_dir}), the most robust first: accuracy % [95% interval]")
     plot_pareto([(d, rows) for d, rows, _ in entries], f"Clean vs robust accuracy, {ctx.protocol.name} protocol: "
@@ -181,12 +128,10 @@ def record_rows(ctx, record):
     return long_rows, {**common, **checks}
 
 
-def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma=0.0, filter_name="", only=None,
-                   report=False):
+def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma=0.0, filter_name="", report=False):
     """Evaluate every defense of the protocol (those named in wanted; or the model file
-    user_model) and write the tables, plots and run record. only: that defense alone,
-    its per-defense files and no tables (a job of the pipeline); report: no attack, the
-    tables of every defense whose per-defense files are written (the pipeline's report)."""
+    user_model) and write the tables, plots and run record. report: no attack, the
+    tables of every defense whose record is written (the pipeline's report)."""
     protocol = ctx.protocol
     settings = SETTINGS["quick" if ctx.quick else protocol.name]
     if user_model:   # evaluate() loads the data and the transfer source itself
@@ -195,30 +140,25 @@ def run_evaluation(ctx, train_missing=False, wanted=None, user_model=None, sigma
     start, git = time.time(), git_state()
     data = load_data(protocol, ctx.data_dir, ctx.quick)
     every = catalogue(ctx, data)
-    if report:
-        write_report(ctx, settings, data, published_records(ctx.results_dir, protocol.name, every), "", start, git)
+    if report:   # the pipeline's report job: the digest across stages is the publish job's (tools/publish.py)
+        write_report(ctx, settings, data, published_records(ctx.results_dir, protocol.name, every), "", start, git,
+                     digest=False)
         return
-    chosen = (pick_defenses(every, [only], "--defense") if only else pick_defenses(every, wanted) if wanted
-              else every)
+    chosen = pick_defenses(every, wanted) if wanted else every
     defenses = load_defenses(ctx.models_dir, chosen, train_missing)
-    source = load_defenses(ctx.models_dir, every[:1])
-    if not source:
-        raise UserError(f"no undefended {protocol.architecture} in {ctx.models_dir}: run model.py "
-                        f"--protocol {protocol.name} first, or this script with --train-missing")
-    sources = attack_sources(ctx, settings, data, source[0][1])
+    sources = attack_sources(ctx, settings, data, load_source(ctx, every))
     progress = Progress(len(defenses), "evaluation", "defenses", every=0)
     records = []
     for defense, model in defenses:
         records.append((defense, evaluate_one(ctx, settings, data, defense, model, sources)))
         progress.update(len(records))
-    if not only:
-        write_report(ctx, settings, data, records, "_subset" if wanted else "", start, git)
+    write_report(ctx, settings, data, records, "_subset" if wanted else "", start, git)
 
 
-def write_report(ctx, settings, data, records, suffix, start, git):
+def write_report(ctx, settings, data, records, suffix, start, git, digest=True):
     """The protocol's tables (long, checks, summary; the study's Table 4 beside ours in
-    the paper protocol), figures, summary.md, findings and run record, from (defense,
-    evaluation record) pairs."""
+    the paper protocol), figures and run record, from (defense, evaluation record)
+    pairs; with digest, summary.md and the findings too."""
     protocol = ctx.protocol
     mia_rows = mia_results(ctx.results_dir, protocol.name)
     long_rows, check_rows, summary, evaluated = [], [], [], []
@@ -245,8 +185,9 @@ def write_report(ctx, settings, data, records, suffix, start, git):
                     title=f"The study's Table 4 (its 20 images) beside ours, {tag}; ours in % with exact 95% "
                           "intervals")
     draw_figures(evaluated, settings.eps_grid, mia_rows, protocol.name, out)
-    write_summary(ctx.results_dir)
-    write_digest(ctx.results_dir)
+    if digest:
+        write_summary(ctx.results_dir)
+        write_digest(ctx.results_dir)
     seconds = {record["key"]: record["seconds"] for _, record in records}
     run = run_record(ctx, settings, evaluated, time.time() - start, git, seconds)
     atomic_write_text(f"{out}_run.json", json.dumps(run, indent=2, default=str) + "\n")
