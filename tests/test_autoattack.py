@@ -155,6 +155,7 @@ def test_no_weaker_than_ibm_art(small_model, attack_set):
                                         loss_object=keras.losses.CategoricalCrossentropy(from_logits=True))
     y_onehot = np.eye(10, dtype=np.float32)[y]
     eps, clean = 0.05, robust(small_model, x, y)["acc"]
+    np.random.seed(0)   # ART draws its random starts and Square's squares from NumPy's global generator
     art_apgd = {loss: AutoProjectedGradientDescent(classifier, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=100,
                                                    nb_random_init=1, loss_type=art_loss, verbose=False)
                 for loss, art_loss in (("ce", "cross_entropy"), ("dlr", "difference_logits_ratio"))}
