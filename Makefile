@@ -37,13 +37,16 @@ data:
 # it runs on two workers (pytest-xdist), each quick chain's tests on one
 test: setup
 	@$(PYTHON) -c "import pytest, xdist, art, dvc" 2>/dev/null || $(PYTHON) -m pip install -r requirements-dev.txt
-	$(PYTHON) -m pytest -q -n 2 --dist loadgroup tests
+	$(PYTHON) -m pytest -q -n 2 --dist loadgroup $(PYTEST_FLAGS) tests
 
 # `make test` timed into benchmarks/results/run_times.* (the README quotes it), with how
-# fast the machine is measured just before (benchmarks/machine_speed.py)
+# fast the machine is measured just before (benchmarks/machine_speed.py), and its ten
+# slowest tests in benchmarks/results/slowest_tests.md
 test-record: setup
 	$(PYTHON) benchmarks/machine_speed.py
-	$(PYTHON) tools/timed.py --results-dir benchmarks/results $(MAKE) --no-print-directory test
+	$(PYTHON) tools/timed.py --results-dir benchmarks/results $(MAKE) --no-print-directory test \
+	  PYTEST_FLAGS=--junitxml=benchmarks/results/suite.xml
+	$(PYTHON) benchmarks/slowest_tests.py benchmarks/results/suite.xml
 
 # Every script's smoke run, into results_quick/ (never over results/), its wall time in
 # results_quick/run_times.* (untracked); `make quick-record` times it into

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from fashion_defenses.cli import run_main  # noqa: E402
 from fashion_defenses.data import PROTOCOLS, attack_subset, load_data  # noqa: E402
 from fashion_defenses.errors import UserError  # noqa: E402
-from fashion_defenses.framework import keras  # noqa: E402
+from fashion_defenses.framework import keras, tf  # noqa: E402
 from fashion_defenses.models import build_standard_cnn, compile_model  # noqa: E402
 
 
@@ -35,6 +35,15 @@ def quick_data():
         return load_data(PROTOCOLS["standard"], quick=True)
     except UserError as e:
         pytest.fail(f"Fashion-MNIST not installed ({e}): `make data` installs it", pytrace=False)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class MaskGradient(keras.layers.Layer):
+    """Identity on the forward pass, zero gradient: a gradient-masked 'defense' (what
+    Square and the sanity checks must see through)."""
+
+    def call(self, x):
+        return tf.stop_gradient(x)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
 from art.estimators.classification import TensorFlowV2Classifier
+from conftest import MaskGradient
 from scipy.optimize import linprog
 
 from fashion_defenses.attacks import autoattack, suite
@@ -180,17 +181,9 @@ def test_dlr_breaks_a_saturated_softmax_that_cross_entropy_cannot(small_model, a
     assert apgd_t["ci_high"] < pgd["ci_low"], (pgd, apgd_t)
 
 
-@keras.saving.register_keras_serializable(package="tests")
-class NoGradient(keras.layers.Layer):
-    """Identity on the forward pass, zero gradient: a gradient-masked 'defense'."""
-
-    def call(self, x):
-        return tf.stop_gradient(x)
-
-
 def test_square_breaks_a_masked_gradient_that_apgd_cannot(small_model, attack_set):
     x, y = attack_set[0][:100], attack_set[1][:100]
-    masked = keras.Sequential([keras.Input((28, 28, 1)), NoGradient(), small_model])
+    masked = keras.Sequential([keras.Input((28, 28, 1)), MaskGradient(), small_model])
     apgd = robust(masked, autoattack.apgd(masked, x, y, eps=0.1, iterations=20), y)
     square = robust(masked, autoattack.square(masked, x, y, eps=0.1, queries=500), y)
     assert square["ci_high"] < apgd["ci_low"], (apgd, square)

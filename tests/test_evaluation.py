@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_script
+from conftest import MaskGradient, assert_one_line_error, run_script
 
 from fashion_defenses.attacks import autoattack, suite
 from fashion_defenses.attacks import gradient as gradient_attacks
@@ -74,14 +74,6 @@ def test_uniform_evaluation_equals_direct_calls(small_model, quick_data, fixed_s
     assert all(worst <= r["acc"] for r in rows if r["eps"] <= 0.1 and r["images"] == "100 fixed")
     assert rows_of.find(rows, "AutoAttack", 0.1)["acc"] <= rows_of.find(rows, "APGD-CE", 0.1)["acc"]
     assert all(r["settings"] for r in rows if r["eps"] > 0)   # every attack row says how it ran
-
-
-@keras.saving.register_keras_serializable(package="tests")
-class MaskGradient(keras.layers.Layer):
-    """Identity on the forward pass, zero gradient: a gradient-masked 'defense'."""
-
-    def call(self, x):
-        return tf.stop_gradient(x)
 
 
 def checks_of(model, source, data, idx, target=None):

@@ -235,6 +235,29 @@ def test_membership_inference_quick_end_to_end(quick_run):
         assert float(r["auc"]) == pytest.approx(roc_auc_score(saved["is_member"], saved["score"]), abs=1e-4)
 
 
+def test_adversarial_queries_attack_the_undefended_and_adversarially_trained_models(quick_run, tmp_path):
+    """Song et al.'s question, the README's sentence on it: PGD-10 queries of every
+    audited image, on the undefended CNN and each adversarially trained model only,
+    threshold attacks only; each score file behind its row, a verdict per defense."""
+    results = tmp_path / "results"
+    proc = run_script("membership_inference.py", "--quick", "--adversarial-queries", "--results-dir", results,
+                      "--models-dir", quick_run.models)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stem = mr.table_stem(results, "standard", adversarial_queries=True)
+    with open(f"{stem}.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["model"] for r in rows} == {"standard_cnn", "standard_cnn_at-pgd_eps0.1_ep1"}   # no filter, no noise
+    assert {r["attack"] for r in rows} == {"study", "loss"}
+    for r in rows:
+        saved = np.load(mr.scores_path(results, "standard", r["model"], r["attack"], True))
+        assert float(r["auc"]) == pytest.approx(roc_auc_score(saved["is_member"], saved["score"]), abs=1e-4)
+        assert saved["is_member"].sum() == 1000 and len(saved["score"]) == 2000
+    with open(f"{stem}_verdict.csv") as f:
+        verdicts = list(csv.DictReader(f))
+    assert [(r["model"], r["attack"]) for r in verdicts] == [("standard_cnn_at-pgd_eps0.1_ep1", "loss")]
+    assert "PGD-10" in verdicts[0]["queries"]
+
+
 def test_attacks_from_saved_outputs_alone_give_the_same_tables(quick_run, main_in_process, tmp_path):
     """The pipeline's way: one model's outputs written by its own job (membership_outputs.py) equal
     the all-in-one run's; the attacks from the saved outputs alone (--from-outputs, no

@@ -155,6 +155,7 @@ def test_train_publishes_weights_only_and_load_defense_returns_each_defense_as_e
     front, the smoothed classifier around the noise-trained CNN; evaluate() takes it."""
     from fashion_defenses import evaluate, load_defense
     from fashion_defenses.defenses import filters, smoothing
+    from fashion_defenses.evaluation.result import load_per_image
     from fashion_defenses.framework import keras
     zoo = tmp_path / "zoo"
     labels = ("undefended CNN", "dual filter", "PGD AT", "smoothing sigma 0.25")
@@ -177,6 +178,20 @@ def test_train_publishes_weights_only_and_load_defense_returns_each_defense_as_e
     assert isinstance(smooth, smoothing.Smooth) and smooth.sigma == 0.25
     result = evaluate(load_defense("PGD AT", zoo=zoo, quick=True), quick=True)
     assert result.autoattack.n == 50 and 0 <= result.autoattack.accuracy <= 1
+    # the result's per-image view: what AutoAttack broke is what was right before it and is not after
+    benign, after = result.robust[("benign", 0.0)], result.robust[("AutoAttack", 0.1)]
+    assert list(result.broken_by("AutoAttack", 0.1)) == list(result.images[benign & ~after])
+    assert len(result.broken_by("AutoAttack", 0.1)) == benign.sum() - round(result.autoattack.accuracy * 50)
+    assert result.passed == all(check.passed for check in result.checks) and result.checks
+    result.save(tmp_path / "pgd.npz")
+    images, robust = load_per_image(tmp_path / "pgd.npz")
+    assert list(images) == list(result.images) and robust.keys() == result.robust.keys()
+    assert all((robust[k] == result.robust[k]).all() for k in robust)
+    # a filter put in front by name, and the smoothed classifier load_defense gives: judged as the catalogue's
+    filtered = evaluate(cnn, filter="dual", quick=True)
+    assert filtered.attacked_through != result.attacked_through and "BPDA" in filtered.attacked_through
+    smoothed = evaluate(smooth, quick=True)
+    assert "PREDICT" in smoothed.judged_by and smoothed.autoattack.attack.startswith("AutoAttack (rand version)")
 
 
 def saved_weight_groups(path):

@@ -318,3 +318,16 @@ def test_provenance_names_the_commits_and_every_job_not_current(tmp_path):
     text = publish.provenance(tmp_path / "jobs.csv")
     assert "every job was current" in text and "the 4 jobs" in text and "stale" not in text
 
+
+def test_the_slowest_tests_come_from_the_junit_report_slowest_first(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import slowest_tests
+    (tmp_path / "suite.xml").write_text(
+        '<?xml version="1.0"?><testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_a" name="test_x" time="12.5"/>'
+        '<testcase classname="tests.test_b" name="test_y[2]" time="100.25"/>'
+        '<testcase classname="tests.test_c" name="test_z" time="0.1"/></testsuite></testsuites>')
+    tests, total, count = slowest_tests.slowest(tmp_path / "suite.xml", 2)
+    assert tests == [("tests.test_b::test_y[2]", 100.25), ("tests.test_a::test_x", 12.5)]
+    assert (total, count) == (112.85, 3)
+
