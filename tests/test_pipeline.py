@@ -150,6 +150,25 @@ def test_the_runner_runs_jobs_in_order_commits_each_and_a_clone_reads_them_as_cu
     shutil.rmtree(clone)
 
 
+def test_a_failed_job_is_skipped_until_its_inputs_change_and_the_others_go_on(toy_pipeline):
+    repo = toy_pipeline
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+    pipeline["stages"] = {"broken": {"cmd": "python3 step.py later.txt broken.txt", "deps": ["step.py", "later.txt"],
+                                     "outs": [{"broken.txt": {"cache": False}}]}, **pipeline["stages"]}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    git(repo, "commit", "-q", "-am", "a job whose input is not there yet")
+    assert jobs.run(None, commit=True, root=repo, speed=10.0) is False        # broken fails, first and second run
+    assert (repo / "second.txt").read_text() == "12" and "broken" in json.loads((repo / jobs.FAILED).read_text())
+    commits = git(repo, "rev-list", "--count", "HEAD")
+    assert jobs.run(None, commit=True, root=repo, speed=10.0) is True          # not tried again: nothing to run
+    assert git(repo, "rev-list", "--count", "HEAD") == commits
+    (repo / "later.txt").write_text("5")                                        # its input arrives
+    git(repo, "add", "later.txt")
+    git(repo, "commit", "-q", "-m", "the input")
+    assert jobs.run(None, commit=True, root=repo, speed=10.0) is True
+    assert (repo / "broken.txt").read_text() == "10" and jobs.states(repo)["broken"] == "current"
+
+
 def test_train_publishes_weights_only_and_load_defense_returns_each_defense_as_evaluated(tmp_path, quick_data):
     """train.py --quick into a zoo; every quick label loads from it: the filter in
     front, the smoothed classifier around the noise-trained CNN; evaluate() takes it."""

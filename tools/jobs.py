@@ -10,6 +10,7 @@ commit whose code it ran, the machine's s/epoch, its minutes and epochs of compu
 import argparse
 import collections
 import csv
+import hashlib
 import json
 import platform
 import shlex
@@ -23,6 +24,7 @@ from import_graph import source_files
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = Path("results/jobs")
 SPEED = Path(".jobs/machine_speed.csv")       # this machine's s/epoch, measured once (untracked)
+FAILED = Path(".jobs/failed.json")            # {job: its inputs when it failed} on this machine (untracked)
 
 Job = collections.namedtuple("Job", "cmd deps outs estimate")
 LAST_RUN = (4.89, 9.6)      # the full run at 02eeec4: hours, and its machine's s/epoch (results/run_times.md)
@@ -94,10 +96,10 @@ def awaiting(all_stages, state):
     return waiting
 
 
-def next_job(root, all_stages, state):
+def next_job(root, all_stages, state, skip=()):
     """The stale job that has waited longest: never run first (in dvc.yaml's order),
-    then the one whose last run is oldest; only jobs whose inputs are current."""
-    waiting = [n for n in all_stages if state[n] != "current" and ready(n, all_stages, state)]
+    then the one whose last run is oldest; only jobs whose inputs are current, none of skip."""
+    waiting = [n for n in all_stages if state[n] != "current" and ready(n, all_stages, state) and n not in skip]
     ran_at = lambda n: (record(root, n) or {}).get("finished", "")  # noqa: E731
     return min(waiting, key=lambda n: (state[n] != "never run", ran_at(n)), default=None)
 
@@ -154,7 +156,8 @@ def run_job(root, name, outs, speed, commit):
     dirty = git(root, "status", "--porcelain", "--untracked-files=no")
     print(f"job {name}: started {time.strftime('%H:%M:%S')} at {code_commit[:7]}", flush=True)
     start = time.time()
-    dvc(root, "repro", "--single-item", name, capture=False)
+    if subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", name], cwd=root).returncode:
+        return False
     minutes = (time.time() - start) / 60
     rec = {"job": name, "commit": code_commit, "uncommitted_changes": bool(dirty),
            "machine_s_per_epoch": speed, "cpu": cpu_name(), "minutes": round(minutes, 1),
@@ -170,20 +173,40 @@ def run_job(root, name, outs, speed, commit):
         paths = [*outs, "dvc.lock", str(path), "results/jobs.csv", "results/jobs.md"]
         git(root, "add", "--", *paths)
         git(root, "commit", "-q", "-m", message, "--", *paths)
+    return True
+
+
+def job_inputs(root, job):
+    """A fingerprint of a job's command and the committed content of every file it reads."""
+    listing = git(root, "ls-files", "-s", "--", *job.deps)
+    return hashlib.sha256(f"{job.cmd}\n{listing}".encode()).hexdigest()[:16]
 
 
 def run(max_jobs, commit, root=ROOT, speed=None):
+    """Run the stale jobs one at a time. A job that fails is named, and skipped on this
+    machine until its command or a file it reads changes (.jobs/failed.json), while the
+    others go on. Returns whether every job it ran succeeded."""
     speed = speed or machine_speed()
-    done = 0
+    failed_path = Path(root) / FAILED
+    failed = json.loads(failed_path.read_text()) if failed_path.exists() else {}
+    done, ok = 0, True
     while max_jobs is None or done < max_jobs:
         all_stages, state = stages(root), states(root)
-        name = next_job(root, all_stages, state)
+        skip = {job for job, inputs in failed.items()
+                if job in all_stages and inputs == job_inputs(root, all_stages[job])}
+        name = next_job(root, all_stages, state, skip)
         if name is None:
             left = [n for n in all_stages if state[n] != "current"]
-            print("every job is current" if not left else f"{len(left)} jobs wait for inputs that cannot be made")
-            return
-        run_job(root, name, all_stages[name].outs, speed, commit)
+            print("every job is current" if not left else f"{len(left)} jobs wait for inputs that cannot be made"
+                  + (f", or failed with the inputs they have: {', '.join(sorted(skip))}" if skip else ""))
+            return ok
+        if not run_job(root, name, all_stages[name].outs, speed, commit):
+            failed[name], ok = job_inputs(root, all_stages[name]), False
+            failed_path.parent.mkdir(parents=True, exist_ok=True)
+            failed_path.write_text(json.dumps(failed, indent=1) + "\n")
+            print(f"job {name}: FAILED; skipped on this machine until its command or inputs change", flush=True)
         done += 1
+    return ok
 
 
 def status(ready_only=False):
@@ -257,8 +280,8 @@ def main():
             sys.stderr.close()
     elif args.command == "table":
         table()
-    else:
-        run(args.max_jobs, not args.no_commit)
+    elif not run(args.max_jobs, not args.no_commit):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
