@@ -10,8 +10,8 @@ shards and makes the tables (fashion_defenses.experiments.certify).
 """
 import argparse
 
-from fashion_defenses.cli import check_flags_early, common_parser, parse_args, positive_float, positive_int, run_main
-from fashion_defenses.defenses.certificates import CERTIFY_ALPHA
+from fashion_defenses.certify_flags import add_certify_flags, checked_images
+from fashion_defenses.cli import check_flags_early, common_parser, parse_args, positive_float, run_main
 
 
 def shard_argument(text):
@@ -34,13 +34,7 @@ def build_parser():
     what.add_argument("--predict-n", action="store_true", help="PREDICT at each n, clean and under PGD-20")
     what.add_argument("--empirical", action="store_true",
                       help="L2 PGD-20 at each radius on the undefended, noise-trained and smoothed classifiers")
-    parser.add_argument("--samples", type=positive_int, default=None,
-                        help="CERTIFY samples (default: 100,000 for sigma 0.25, 10,000 for the others; "
-                             "1,000 with --quick)")
-    parser.add_argument("--n0", type=positive_int, default=100, help="CERTIFY samples that pick the class")
-    parser.add_argument("--alpha", type=float, default=CERTIFY_ALPHA, help="failure probability of each certificate")
-    parser.add_argument("--images", type=positive_int, default=None,
-                        help="test images certified (default 500; 20 with --quick)")
+    add_certify_flags(parser)
     return parser
 
 
@@ -50,16 +44,10 @@ check_flags_early(__name__, build_parser)
 def main():
     parser = build_parser()
     args, ctx = parse_args(parser)
-    if ctx.protocol.name != "standard":
-        parser.error("certification runs in the standard protocol only")
-    if args.samples is not None and args.n0 > args.samples:
-        parser.error(f"--n0 ({args.n0}) must not exceed --samples ({args.samples})")
-    if not 0 < args.alpha < 1:
-        parser.error(f"--alpha must lie in (0, 1), got {args.alpha}")
+    n_images = checked_images(parser, args, ctx)
     from fashion_defenses.attacks import suite
     from fashion_defenses.experiments import certify as stage
     suite.remember_outcomes(ctx.results_dir / ".outcomes")
-    n_images = args.images or (20 if ctx.quick else 500)
     if args.predict_n:
         stage.predict_n_sigma(ctx, args.sigma, n_images)
     elif args.empirical:
