@@ -77,7 +77,6 @@ bench:
 
 readme:
 	$(PYTHON) tools/redraw_results.py
-	$(PYTHON) tools/publish.py
 	$(PYTHON) tools/update_readme.py README.md
 	$(PYTHON) tools/update_readme.py benchmarks/README.md
 

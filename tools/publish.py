@@ -51,6 +51,16 @@ def by_stage(names):
     return ", ".join(stage if n == 1 and stage in names else f"{stage} ({n})" for stage, n in counts.items())
 
 
+def publish(results_dir):
+    """provenance.md, summary.md and the digest (findings, headline, compact Table 4,
+    README.md) of a results folder, from its tables."""
+    jobs_csv = results_dir / "jobs.csv"
+    atomic_write_text(results_dir / "provenance.md", "# Which jobs made these results\n\n" +
+                      (provenance(jobs_csv) if jobs_csv.exists() else "No job table (results/jobs.csv) yet.\n"))
+    write_summary(results_dir)
+    write_digest(results_dir)
+
+
 def main():
     parser = argparse.ArgumentParser(description="Write the digest of a results folder (summary, findings, "
                                      "headline, compact Table 4, every table, provenance) from its tables.")
@@ -59,12 +69,8 @@ def main():
     results_dir = parser.parse_args().results_dir
     if not results_dir.is_dir():
         sys.exit(f"error: no results folder {results_dir}")
-    jobs_csv = results_dir / "jobs.csv"
-    atomic_write_text(results_dir / "provenance.md", "# Which jobs made these results\n\n" +
-                      (provenance(jobs_csv) if jobs_csv.exists() else "No job table (results/jobs.csv) yet.\n"))
     try:
-        write_summary(results_dir)
-        write_digest(results_dir)
+        publish(results_dir)
     except (KeyError, ValueError, IndexError) as error:   # a table an older run wrote, or one cut short
         sys.exit(f"error: a table in {results_dir} is not as today's code writes it ({type(error).__name__}: "
                  f"{error}); run the job that writes it again (make status names the stale ones)")
