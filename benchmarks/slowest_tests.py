@@ -31,7 +31,10 @@ def main():
     args = parser.parse_args()
     if not args.junit_xml.is_file():
         sys.exit(f"error: no such file {args.junit_xml}")
-    tests, total, count = slowest(args.junit_xml, args.top)
+    try:
+        tests, total, count = slowest(args.junit_xml, args.top)
+    except ElementTree.ParseError as error:
+        sys.exit(f"error: {args.junit_xml} is no JUnit XML report ({error})")
     speed_csv = ROOT / "benchmarks" / "results" / "machine_speed.csv"
     speed = next(csv.DictReader(open(speed_csv)))["seconds_per_epoch"] if speed_csv.exists() else "unknown"
     write_table([{"test": name, "seconds": round(seconds, 1)} for name, seconds in tests],

@@ -138,6 +138,7 @@ def test_bad_parameters():
 
 @pytest.mark.parametrize("argv", [["--sigmas", "0"], ["--sigmas", "-0.5"], ["--n0", "500", "--samples", "100"],
                                   ["--alpha", "1.5"], ["--alpha", "0"], ["--merge", "--retrain"],
+                                  ["--quick", "--merge"],          # no shard certified yet: nothing written
                                   ["--protocol", "paper"]])
 def test_bad_arguments_end_with_one_line(argv, main_in_process):
     assert_one_line_error(*main_in_process("certified_robustness", *argv))

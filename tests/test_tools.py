@@ -330,4 +330,7 @@ def test_the_slowest_tests_come_from_the_junit_report_slowest_first(tmp_path):
     tests, total, count = slowest_tests.slowest(tmp_path / "suite.xml", 2)
     assert tests == [("tests.test_b::test_y[2]", 100.25), ("tests.test_a::test_x", 12.5)]
     assert (total, count) == (112.85, 3)
+    (tmp_path / "cut.xml").write_text('<?xml version="1.0"?><testsuites><testsuite')    # a run killed mid-write
+    proc = run_script("benchmarks/slowest_tests.py", tmp_path / "cut.xml")
+    assert proc.returncode == 1 and "is no JUnit XML report" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -102,6 +102,8 @@ def join_shards(path):
     """Join the shard logs of path's certificates (certify.py --shard, in <certify>/shards/)
     into path; returns how many images it holds."""
     staged = path.parent / "shards" / path.name
+    if not list(staged.parent.glob(f"{path.stem}.shard*of*.tsv")):
+        raise UserError(f"no shard of {path.name} in {staged.parent}: run certify.py on every shard first")
     count = merge_shards(staged)       # the shards beside it, joined into it
     os.replace(staged, path)
     return count
