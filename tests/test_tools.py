@@ -238,7 +238,7 @@ def test_a_timed_make_target_names_the_machine_speed_it_ran_at(tmp_path):
     (tmp_path / "machine_speed.csv").write_text("seconds_per_epoch,images\n35.0,55000\n")
     assert run_script("tools/timed.py", "--results-dir", tmp_path, "--summary").returncode == 0
     text = (tmp_path / "run_times.md").read_text()
-    assert "trained the standard base CNN at 10.8 s per epoch" in text and "35" not in text
+    assert "trained the standard base CNN at 10.8 s per epoch" in text and "35.0" not in text
 
 
 def test_timed_records_nothing_under_make_dry_run(tmp_path, monkeypatch):
