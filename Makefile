@@ -21,7 +21,7 @@ dvc:
 	@$(PYTHON) -c "import dvc" 2>/dev/null || $(PYTHON) -m pip install -r requirements-pipeline.txt
 
 jobs: setup dvc
-	$(PYTHON) tools/jobs.py run
+	$(PYTHON) tools/jobs.py run $(ARGS)
 
 status: dvc
 	@$(PYTHON) tools/jobs.py status

@@ -150,6 +150,16 @@ def test_the_runner_runs_jobs_in_order_commits_each_and_a_clone_reads_them_as_cu
     shutil.rmtree(clone)
 
 
+def test_jobs_left_alone_by_pattern_are_not_run_and_nor_is_what_waits_for_them(toy_pipeline, capsys):
+    """make jobs ARGS="--leave 'first'": a job a change is about to invalidate is not run."""
+    repo = toy_pipeline
+    assert jobs.run(None, commit=True, root=repo, speed=10.0, leave=["fir*"]) is True
+    assert jobs.states(repo) == {"second": "never run", "first": "never run"} and not (repo / "first.txt").exists()
+    assert "left alone (--leave): 1" in capsys.readouterr().out
+    jobs.run(None, commit=True, root=repo, speed=10.0, leave=["sec*"])
+    assert jobs.states(repo) == {"second": "never run", "first": "current"}
+
+
 def test_a_failed_job_is_skipped_until_its_inputs_change_and_the_others_go_on(toy_pipeline):
     repo = toy_pipeline
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())

@@ -10,6 +10,7 @@ commit whose code it ran, the machine's s/epoch, its minutes and epochs of compu
 import argparse
 import collections
 import csv
+import fnmatch
 import hashlib
 import json
 import platform
@@ -182,10 +183,11 @@ def job_inputs(root, job):
     return hashlib.sha256(f"{job.cmd}\n{listing}".encode()).hexdigest()[:16]
 
 
-def run(max_jobs, commit, root=ROOT, speed=None):
-    """Run the stale jobs one at a time. A job that fails is named, and skipped on this
-    machine until its command or a file it reads changes (.jobs/failed.json), while the
-    others go on. Returns whether every job it ran succeeded."""
+def run(max_jobs, commit, root=ROOT, speed=None, leave=()):
+    """Run the stale jobs one at a time, none whose name matches a pattern of leave
+    (fnmatch). A job that fails is named, and skipped on this machine until its command
+    or a file it reads changes (.jobs/failed.json), while the others go on. Returns
+    whether every job it ran succeeded."""
     speed = speed or machine_speed()
     failed_path = Path(root) / FAILED
     failed = json.loads(failed_path.read_text()) if failed_path.exists() else {}
@@ -194,11 +196,13 @@ def run(max_jobs, commit, root=ROOT, speed=None):
         all_stages, state = stages(root), states(root)
         skip = {job for job, inputs in failed.items()
                 if job in all_stages and inputs == job_inputs(root, all_stages[job])}
-        name = next_job(root, all_stages, state, skip)
+        left_alone = {job for job in all_stages if any(fnmatch.fnmatchcase(job, p) for p in leave)}
+        name = next_job(root, all_stages, state, skip | left_alone)
         if name is None:
             left = [n for n in all_stages if state[n] != "current"]
             print("every job is current" if not left else f"{len(left)} jobs wait for inputs that cannot be made"
-                  + (f", or failed with the inputs they have: {', '.join(sorted(skip))}" if skip else ""))
+                  + (f", or failed with the inputs they have: {', '.join(sorted(skip))}" if skip else "")
+                  + (f", or were left alone (--leave): {len(left_alone & set(left))}" if left_alone & set(left) else ""))
             return ok
         if not run_job(root, name, all_stages[name].outs, speed, commit):
             failed[name], ok = job_inputs(root, all_stages[name]), False
@@ -271,6 +275,8 @@ def main():
     runner = sub.add_parser("run", help="run the stale jobs one at a time, committing each")
     runner.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs (default: all)")
     runner.add_argument("--no-commit", action="store_true", help="leave the finished jobs uncommitted")
+    runner.add_argument("--leave", metavar="PATTERN", action="append", default=[],
+                        help="run no job whose name matches this shell pattern, e.g. 'evaluate@*' (repeatable)")
     sub.add_parser("table", help="write results/jobs.{csv,md}: every job's compute and the sum")
     args = parser.parse_args()
     if args.command == "status":
@@ -280,7 +286,7 @@ def main():
             sys.stderr.close()
     elif args.command == "table":
         table()
-    elif not run(args.max_jobs, not args.no_commit):
+    elif not run(args.max_jobs, not args.no_commit, leave=args.leave):
         sys.exit(1)
 
 
