@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_script
+from conftest import HANG_S, assert_one_line_error, run_script
 
 
 @pytest.mark.parametrize("script, argv", [("model", ["--protocol", "nonsense"]),
@@ -38,11 +38,11 @@ def test_progress_reaches_a_log_file_before_the_script_ends():
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        arrived, _, _ = select.select([proc.stdout], [], [], 60)
+        arrived, _, _ = select.select([proc.stdout], [], [], HANG_S)
         assert arrived, "the progress line stayed in the script's buffer"
         assert proc.stdout.readline() == "started\n"
     finally:
-        proc.communicate("\n", timeout=120)
+        proc.communicate("\n", timeout=HANG_S)
     assert proc.returncode == 0
 
 
@@ -65,7 +65,7 @@ def test_help_answers_before_tensorflow_is_imported(script):
             "    assert e.code in (0, None), e.code\n"
             "print('TENSORFLOW LOADED' if 'tensorflow' in sys.modules else 'no tensorflow')\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith("no tensorflow"), proc.stdout[-300:]
     text = " ".join(proc.stdout.split())

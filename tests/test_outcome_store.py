@@ -3,14 +3,16 @@ back, not measured again; anything that could change it (the model's weights, th
 budget, the seed, the images, the attack) misses the store; and an evaluation killed
 mid-way and restarted writes the same tables as one that ran through."""
 import csv
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import HANG_S, ROOT
 
 from fashion_defenses.attacks import outcome_store, suite
 from fashion_defenses.framework import keras
@@ -46,6 +48,31 @@ def test_an_outcome_is_measured_once_and_anything_that_changes_it_misses(store, 
                     lambda: suite.plain_target(other).outcome(pgd, x, y, 0.1, seed=0)):
         with pytest.raises(AssertionError, match="attacked again"):
             changed()
+
+
+def test_an_outcome_measured_by_other_attack_code_misses(store, small_model, attack_set, monkeypatch, tmp_path):
+    """Outcomes are keyed by the attack and defense code too (outcome_store.CODE): after
+    an edit to one of those files, nothing measured before it is read back."""
+    x, y = attack_set[0][:30], attack_set[1][:30]
+    target, pgd = suite.plain_target(small_model), suite.SUITE["PGD-10"]
+    target.outcome(pgd, x, y, 0.1, seed=0)
+    package = Path(outcome_store.__file__).resolve().parent.parent
+    copy = tmp_path / "package"
+    for name in outcome_store.CODE:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(package / name, copy / name)
+    assert outcome_store.code_fingerprint(copy) == outcome_store.code_fingerprint(package)
+    for name in outcome_store.CODE:     # an edit to any of them: another key
+        edited = copy / name
+        before = edited.read_text()
+        edited.write_text(before + "\n# an edit\n")
+        assert outcome_store.code_fingerprint(copy) != outcome_store.code_fingerprint(package), name
+        edited.write_text(before)
+    (copy / "attacks/gradient.py").write_text((package / "attacks/gradient.py").read_text() + "\n# an edit\n")
+    monkeypatch.setattr(suite.OUTCOMES, "_code", outcome_store.code_fingerprint(copy))
+    forbid_attacks(monkeypatch)
+    with pytest.raises(AssertionError, match="attacked again"):
+        target.outcome(pgd, x, y, 0.1, seed=0)
 
 
 def test_without_a_store_nothing_is_remembered(small_model, attack_set, monkeypatch):
@@ -87,16 +114,16 @@ def test_an_evaluation_killed_midway_resumes_to_the_same_tables(quick_run, tmp_p
     resumed = tmp_path / "resumed"
     proc = subprocess.Popen(evaluation_command(resumed, quick_run.models), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
+    deadline = time.time() + HANG_S
     while len(list((resumed / ".outcomes").rglob("*.npy"))) < 3 and time.time() < deadline:
         time.sleep(0.2)
     proc.kill()
-    _, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == -signal.SIGKILL, err
     assert not (resumed / "evaluation_standard_subset.csv").exists()   # nothing half-written
     partial = len(list((resumed / ".outcomes").rglob("*.npy")))
     again = subprocess.run(evaluation_command(resumed, quick_run.models), cwd=ROOT, capture_output=True,
-                           text=True, timeout=900)
+                           text=True, timeout=HANG_S)
     assert again.returncode == 0, again.stderr
     assert 3 <= partial < len(list((resumed / ".outcomes").rglob("*.npy")))
     uninterrupted = [row for row in table(quick_run.results / "evaluation_standard.csv")

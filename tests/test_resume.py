@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import resume_worker as worker  # noqa: E402 (tests/ is on sys.path)
-from conftest import ROOT
+from conftest import HANG_S, ROOT
 
 from fashion_defenses.models import load_model
 
@@ -21,9 +21,10 @@ def test_a_killed_training_resumes_to_the_uninterrupted_weights(kind, tmp_path, 
     # killed mid-epoch (epoch 2, batch 3), then just after a finished epoch (as epoch 3 begins)
     for kill in ((1, 2), (2, -1)):
         run = subprocess.run([sys.executable, str(WORKER), kind, str(folder), *map(str, kill)],
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=HANG_S)
         assert run.returncode == -9, run.stderr[-2000:]     # it died of SIGKILL, at that moment
-    run = subprocess.run([sys.executable, str(WORKER), kind, str(folder)], capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, str(WORKER), kind, str(folder)], capture_output=True, text=True,
+                         timeout=HANG_S)
     assert run.returncode == 0, run.stderr[-2000:]
     names = sorted(p.stem for p in (tmp_path / "uninterrupted").glob("*.keras"))
     assert len(names) == {"study": 3}.get(kind, 1)      # the study's: its base CNN, the run and its snapshot

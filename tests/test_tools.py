@@ -3,7 +3,7 @@ the exit code through and records every run."""
 import csv
 import sys
 
-from conftest import ROOT, run_script
+from conftest import HANG_S, ROOT, run_script
 
 sys.path.insert(0, str(ROOT / "tools"))
 import publish  # noqa: E402
@@ -91,12 +91,11 @@ def test_timed_counts_interrupted_and_killed_attempts_in_the_stage_time(tmp_path
     sleeper = subprocess.Popen([sys.executable, str(ROOT / "tools" / "timed.py"), "--results-dir", str(tmp_path),
                                 sys.executable, "-c", "import time; time.sleep(30)"], cwd=ROOT)
     attempts = tmp_path / ".timed"
-    for _ in range(600):   # the attempt file appears once timed.py forwards signals to the stage
-        if attempts.is_dir() and list(attempts.glob("*.json")):
-            break
-        time.sleep(0.1)
+    deadline = time.time() + HANG_S
+    while not (attempts.is_dir() and list(attempts.glob("*.json"))) and time.time() < deadline:
+        time.sleep(0.1)    # the attempt file appears once timed.py forwards signals to the stage
     sleeper.send_signal(signal.SIGTERM)
-    assert sleeper.wait(timeout=20) == 128 + signal.SIGTERM
+    assert sleeper.wait(timeout=HANG_S) == 128 + signal.SIGTERM
     assert not list(attempts.glob("*.json"))
     killed = attempts / "1-1.json"
     row = {"command": "python -c pass", "commit": "abc", "cpus": 2, "gpu": "none", "host": "h",
