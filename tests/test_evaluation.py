@@ -219,6 +219,39 @@ def test_one_job_per_defense_then_the_report_gives_the_tables_of_one_run(quick_r
         assert (results / name).read_text() == (quick_run.results / name).read_text(), name
 
 
+def test_a_smoothed_classifiers_clean_rows_as_a_job_of_their_own_give_the_same_record(quick_run, tmp_path):
+    """dvc.yaml's evaluate-clean then evaluate-smoothed: the clean rows measured apart
+    (--only-clean) and read back (--clean-rows) make the record the job makes in one
+    go, every figure judged by PREDICT the same; clean rows of another defense, or
+    measured on another model, are refused in one line."""
+    results = tmp_path / "results"
+    shutil.copytree(quick_run.results, results)
+    flags = ("--quick", "--results-dir", results, "--models-dir", quick_run.models)
+    proc = run_script("evaluate_defense.py", *flags, "smoothing sigma 0.25")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [record] = [p for p in (results / "per_image" / "evaluation_standard").glob("standard_cnn_noise0.25*.json")]
+    in_one_go = json.loads(record.read_text())
+    record.unlink()
+    proc = run_script("evaluate_defense.py", *flags, "--only-clean", "smoothing sigma 0.25")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    clean = record.with_suffix(".clean.json")
+    assert not record.exists() and json.loads(clean.read_text())["rows"] == in_one_go["rows"][:2]
+    assert "clean (test set)" in proc.stdout and "clean (train)" in proc.stdout
+    proc = run_script("evaluate_defense.py", *flags, "--clean-rows", clean, "smoothing sigma 0.25")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    apart = json.loads(record.read_text())
+    assert {k: v for k, v in apart.items() if k != "seconds"} == {k: v for k, v in in_one_go.items() if k != "seconds"}
+    proc = run_script("evaluate_defense.py", *flags, "--clean-rows", clean, "PGD AT")
+    assert_one_line_error(proc.returncode, proc.stderr)
+    assert "not of 'PGD AT'" in proc.stderr
+    saved = json.loads(clean.read_text())
+    saved["measured_on"]["model"] = "another model"
+    clean.write_text(json.dumps(saved))
+    proc = run_script("evaluate_defense.py", *flags, "--clean-rows", clean, "smoothing sigma 0.25")
+    assert_one_line_error(proc.returncode, proc.stderr)
+    assert "measure them again" in proc.stderr
+
+
 def test_the_digest_is_made_from_the_results_files(tmp_path):
     """README's findings, headline and compact Table 4 come from the stages' CSVs, each
     figure copied from the cell it stands for."""

@@ -41,10 +41,9 @@ def test_code_a_job_never_executes_is_named_among_its_dependencies(tmp_path):
     their deps in a copy, and the check names it for each of them and for no other job."""
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     pipeline = (ROOT / "dvc.yaml").read_text()
-    anchor = "        - evaluate_defense.py\n"
-    assert pipeline.count(anchor) == 1
+    anchor = "        - evaluate_defense.py\n"   # first in the evaluate stage's list
     extra_line = "        - fashion_defenses/evaluation/report.py\n"
-    (tmp_path / "dvc.yaml").write_text(pipeline.replace(anchor, anchor + extra_line))
+    (tmp_path / "dvc.yaml").write_text(pipeline.replace(anchor, anchor + extra_line, 1))
     extra = jobs.superfluous_dependencies(tmp_path, ROOT)
     assert extra and set(extra) == {name for name in jobs.stages(ROOT) if name.startswith("evaluate@")}
     assert all(files == ["fashion_defenses/evaluation/report.py"] for files in extra.values())
@@ -151,12 +150,13 @@ def test_the_runner_runs_jobs_in_order_commits_each_and_a_clone_reads_them_as_cu
 
 
 def test_jobs_left_alone_by_pattern_are_not_run_and_nor_is_what_waits_for_them(toy_pipeline, capsys):
-    """make jobs ARGS="--leave 'first'": a job a change is about to invalidate is not run."""
+    """make jobs ARGS="--leave 'fir*'" (a job a change is about to invalidate) runs
+    neither it nor what waits for it; --only 'fir*' runs it alone."""
     repo = toy_pipeline
     assert jobs.run(None, commit=True, root=repo, speed=10.0, leave=["fir*"]) is True
     assert jobs.states(repo) == {"second": "never run", "first": "never run"} and not (repo / "first.txt").exists()
-    assert "left alone (--leave): 1" in capsys.readouterr().out
-    jobs.run(None, commit=True, root=repo, speed=10.0, leave=["sec*"])
+    assert "left alone (--leave, --only): 1" in capsys.readouterr().out
+    jobs.run(None, commit=True, root=repo, speed=10.0, only=["fir*"])
     assert jobs.states(repo) == {"second": "never run", "first": "current"}
 
 

@@ -183,11 +183,12 @@ def job_inputs(root, job):
     return hashlib.sha256(f"{job.cmd}\n{listing}".encode()).hexdigest()[:16]
 
 
-def run(max_jobs, commit, root=ROOT, speed=None, leave=()):
+def run(max_jobs, commit, root=ROOT, speed=None, leave=(), only=None):
     """Run the stale jobs one at a time, none whose name matches a pattern of leave
-    (fnmatch). A job that fails is named, and skipped on this machine until its command
-    or a file it reads changes (.jobs/failed.json), while the others go on. Returns
-    whether every job it ran succeeded."""
+    (fnmatch) and, given only, none that matches no pattern of it. A job that fails is
+    named, and skipped on this machine until its command or a file it reads changes
+    (.jobs/failed.json), while the others go on. Returns whether every job it ran
+    succeeded."""
     speed = speed or machine_speed()
     failed_path = Path(root) / FAILED
     failed = json.loads(failed_path.read_text()) if failed_path.exists() else {}
@@ -196,13 +197,15 @@ def run(max_jobs, commit, root=ROOT, speed=None, leave=()):
         all_stages, state = stages(root), states(root)
         skip = {job for job, inputs in failed.items()
                 if job in all_stages and inputs == job_inputs(root, all_stages[job])}
-        left_alone = {job for job in all_stages if any(fnmatch.fnmatchcase(job, p) for p in leave)}
+        left_alone = {job for job in all_stages if any(fnmatch.fnmatchcase(job, p) for p in leave)
+                      or only and not any(fnmatch.fnmatchcase(job, p) for p in only)}
         name = next_job(root, all_stages, state, skip | left_alone)
         if name is None:
             left = [n for n in all_stages if state[n] != "current"]
+            unrun = left_alone & set(left)
             print("every job is current" if not left else f"{len(left)} jobs wait for inputs that cannot be made"
                   + (f", or failed with the inputs they have: {', '.join(sorted(skip))}" if skip else "")
-                  + (f", or were left alone (--leave): {len(left_alone & set(left))}" if left_alone & set(left) else ""))
+                  + (f", or were left alone (--leave, --only): {len(unrun)}" if unrun else ""))
             return ok
         if not run_job(root, name, all_stages[name].outs, speed, commit):
             failed[name], ok = job_inputs(root, all_stages[name]), False
@@ -277,6 +280,9 @@ def main():
     runner.add_argument("--no-commit", action="store_true", help="leave the finished jobs uncommitted")
     runner.add_argument("--leave", metavar="PATTERN", action="append", default=[],
                         help="run no job whose name matches this shell pattern, e.g. 'evaluate@*' (repeatable)")
+    runner.add_argument("--only", metavar="PATTERN", action="append",
+                        help="run only the jobs whose names match this shell pattern (repeatable); those they wait "
+                             "for must be current")
     sub.add_parser("table", help="write results/jobs.{csv,md}: every job's compute and the sum")
     args = parser.parse_args()
     if args.command == "status":
@@ -286,7 +292,7 @@ def main():
             sys.stderr.close()
     elif args.command == "table":
         table()
-    elif not run(args.max_jobs, not args.no_commit, leave=args.leave):
+    elif not run(args.max_jobs, not args.no_commit, leave=args.leave, only=args.only):
         sys.exit(1)
 
 

@@ -44,35 +44,46 @@ class Measured:
     robust: dict
 
 
+def _row(attack, budget, images, correct, settings_text="", norm="linf"):
+    return {"attack": attack, "norm": norm, "eps": round(float(budget), 4), "images": images,
+            "settings": settings_text, **accuracy_ci(correct)}
+
+
+def clean_rows(target, data, seed):
+    """Clean accuracy on the test set and on the first 10,000 training images, the two
+    rows every evaluation starts with. For a smoothed classifier (PREDICT at n = 1,000
+    on 20,000 images) they are most of the work, which a pipeline job computes apart
+    (evaluate_defense.py --only-clean)."""
+    suite.reseed(("evaluate", model_fingerprint(target.model), target.judged_by, seed))   # a randomized judge
+    n_train = min(len(data.y_train), 10000)
+    return [_row("clean", 0, "test set", target.judge(data.x_test, data.y_test), norm="-"),
+            _row("clean (train)", 0, f"first {n_train} training",
+                 target.judge(data.x_train[:n_train], data.y_train[:n_train]), norm="-")]
+
+
 def evaluate(target, data, idx, transfer, settings, seed, fgsm_k="FGSM-k", study_idx=None, study_transfer=None,
-             eps=suite.HEADLINE_EPS):
+             eps=suite.HEADLINE_EPS, clean=None):
     """Every measurement of one defense: clean accuracy on the test set and on training
-    images, suite.measure on the fixed test images idx with AutoAttack at eps
-    (transfer: examples crafted on the undefended CNN for them; a randomized defense
-    is attacked on the first settings.n_attack_randomized of them), and the study's 20
-    images where given. Returns a Measured."""
+    images (clean_rows; clean: those rows measured before), suite.measure on the fixed
+    test images idx with AutoAttack at eps (transfer: examples crafted on the undefended
+    CNN for them; a randomized defense is attacked on the first
+    settings.n_attack_randomized of them), and the study's 20 images where given. The
+    random streams are seeded apart for the clean rows and for the rest, so that the
+    rows are the same whether the clean ones were measured here or before. Returns a
+    Measured."""
     if target.randomized:
         idx, transfer = suite.randomized_images(idx, transfer, len(data.y_test), settings.n_attack_randomized)
     x, y = data.x_test[idx], data.y_test[idx]
-    rows = []
-    suite.reseed(("evaluate", model_fingerprint(target.model), target.judged_by, seed))   # a randomized judge
-
-    def add(attack, budget, images, correct, settings_text="", norm="linf"):
-        rows.append({"attack": attack, "norm": norm, "eps": round(float(budget), 4), "images": images,
-                     "settings": settings_text, **accuracy_ci(correct)})
-
-    n_train = min(len(data.y_train), 10000)
-    add("clean", 0, "test set", target.judge(data.x_test, data.y_test), norm="-")
-    add("clean (train)", 0, f"first {n_train} training", target.judge(data.x_train[:n_train], data.y_train[:n_train]),
-        norm="-")
+    rows = list(clean) if clean is not None else clean_rows(target, data, seed)
+    suite.reseed(("evaluate attacks", model_fingerprint(target.model), target.judged_by, seed))
     if study_idx is not None:  # the study's own 20 images, drawn with replacement
         xs, ys = data.x_test[study_idx], data.y_test[study_idx]
         attack = suite.SUITE[fgsm_k]
-        add("benign", 0, "study's 20", target.judge(xs, ys), norm="-")
-        add(f"{fgsm_k} transfer", STUDY_EPS, "study's 20", target.judge(study_transfer, ys),
-            "crafted on the undefended CNN")
-        add(fgsm_k, STUDY_EPS, "study's 20", target.outcome(attack, xs, ys, STUDY_EPS, seed),
-            attack.describe())
+        rows.append(_row("benign", 0, "study's 20", target.judge(xs, ys), norm="-"))
+        rows.append(_row(f"{fgsm_k} transfer", STUDY_EPS, "study's 20", target.judge(study_transfer, ys),
+                         "crafted on the undefended CNN"))
+        rows.append(_row(fgsm_k, STUDY_EPS, "study's 20", target.outcome(attack, xs, ys, STUDY_EPS, seed),
+                         attack.describe()))
     plan = suite.Plan(settings.eps_grid, settings.l2_radii, fgsm_k, headline_eps=eps)
     measured, robust = suite.measure(target, x, y, plan, seed, transfer, clean_label="benign")
     rows += [{**r, "images": f"{len(y)} fixed"} for r in measured]

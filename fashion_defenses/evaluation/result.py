@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from fashion_defenses.attacks import suite
+from fashion_defenses.attacks.outcome_store import model_fingerprint
 from fashion_defenses.data import attack_subset
+from fashion_defenses.errors import UserError
 from fashion_defenses.evaluation import core
 from fashion_defenses.evaluation.checks import sanity_checks
 from fashion_defenses.evaluation.rows import autoattack_row, find, fixed_images
@@ -123,20 +125,41 @@ def load_per_image(path):
                                  zip(saved["attacks"], saved["eps"], saved["robust"])}
 
 
-def evaluate_target(ctx, settings, data, defense, model, transfer=(), eps=suite.HEADLINE_EPS, study=None):
+def evaluate_target(ctx, settings, data, defense, model, transfer=(), eps=suite.HEADLINE_EPS, study=None,
+                    clean=None):
     """A catalogue Defense (or a user's) and its model evaluated on the settings' fixed
     test images; transfer: examples crafted elsewhere for those images (label, eps,
-    x_adv); study: the study's 20 images and their transfer examples (paper protocol).
-    What evaluation.py runs per defense."""
+    x_adv); study: the study's 20 images and their transfer examples (paper protocol);
+    clean: what clean_accuracy returned for it before, (rows, identity). What
+    evaluation.py runs per defense."""
     target = defense.target(model, settings.n_vote, settings.draws, ctx.seed)
+    if clean is not None and clean[1] != clean_identity(ctx, target):
+        raise UserError(f"the clean rows given for {defense.label} were measured on {clean[1]}, not on "
+                        f"{clean_identity(ctx, target)}: measure them again")
     idx = attack_subset(len(data.y_test), settings.n_attack)
     fgsm_k = suite.fgsm_k_name(ctx.protocol)
     study_idx, study_transfer = study or (None, None)
-    measured = core.evaluate(target, data, idx, transfer, settings, ctx.seed, fgsm_k, study_idx, study_transfer, eps)
+    measured = core.evaluate(target, data, idx, transfer, settings, ctx.seed, fgsm_k, study_idx, study_transfer, eps,
+                             None if clean is None else clean[0])
     checks = sanity_checks(measured.rows, settings, target.missing_adaptive_views(), fgsm_k, eps)
     return EvaluationResult(defense.label, eps, target.describe(), target.judged_by,
                             tuple(Measurement.from_row(r) for r in measured.rows),
                             tuple(Check(*c) for c in checks), measured.images, measured.robust, ctx.protocol.name)
+
+
+def clean_accuracy(ctx, settings, data, defense, model):
+    """The clean rows of evaluate_target (core.clean_rows) alone, and what they were
+    measured on: the defense as judged (its model's fingerprint, the judge) and the
+    seed, which evaluate_target's own must match for the rows to be its."""
+    target = defense.target(model, settings.n_vote, settings.draws, ctx.seed)
+    return core.clean_rows(target, data, ctx.seed), clean_identity(ctx, target)
+
+
+def clean_identity(ctx, target):
+    """What a defense's clean rows depend on (JSON-able): its deployed model's weights,
+    its judge, the seed and the data (the quick subset or all)."""
+    return {"model": model_fingerprint(target.model), "judged_by": target.judged_by, "seed": ctx.seed,
+            "quick": bool(ctx.quick)}
 
 
 def record_path(results_dir, protocol_name, key):
