@@ -75,7 +75,8 @@ QUICK_CHAIN = ((("model.py",),),
 
 
 # The paper protocol's smoke run of the stages the standard chain does not cover in it.
-PAPER_QUICK_CHAIN = (("model.py",), ("membership_inference.py",))
+PAPER_QUICK_CHAIN = (("model.py",), ("attacks.py", "--images", "50"), ("input_preprocessing.py",),
+                     ("membership_inference.py",))
 
 
 @pytest.fixture(scope="session")

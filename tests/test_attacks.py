@@ -173,3 +173,21 @@ def test_attacks_quick_end_to_end(quick_run):
     assert float(rows["PGD-20@0.1"]["acc"]) <= float(rows["FGSM@0.1"]["acc"])
     assert float(rows["unbounded PGD-20@1.0"]["acc"]) <= 0.05
     assert (quick_run.results / "attacks_standard.png").exists()
+
+
+def test_attacks_quick_end_to_end_in_the_paper_protocol(paper_quick_run):
+    """The paper protocol's suite: the study's FGSM-k (its loss, 20/255) and the paper
+    grid, each attack no stronger than the worst case at its budget."""
+    proc = paper_quick_run.runs["attacks.py"]
+    assert proc.returncode == 0, proc.stderr
+    with open(paper_quick_run.results / "attacks_paper.csv") as f:
+        rows = list(csv.DictReader(f))
+    by = {(r["attack"], float(r["eps"])): r for r in rows}
+    assert {r["protocol"] for r in rows} == {"paper"} and {r["n"] for r in rows} == {"50"}
+    assert ("FGSM-k (study's loss)", 0.0784) in by and "cross-entropy on softmax probabilities" in \
+        by[("FGSM-k (study's loss)", 0.0784)]["settings"]
+    assert {e for a, e in by if a == "PGD-20"} == {0.05, 0.1, 0.2}          # the paper grid
+    for (attack, eps), r in by.items():
+        if eps in (0.05, 0.1, 0.2) and attack != "worst case":
+            assert float(by[("worst case", eps)]["acc"]) <= float(r["acc"]), (attack, eps)
+

@@ -7,7 +7,7 @@ import pytest
 from conftest import assert_one_line_error
 
 from fashion_defenses.attacks import suite
-from fashion_defenses.data import attack_subset
+from fashion_defenses.data import STUDY_TABLE4, attack_subset
 from fashion_defenses.defenses import filters
 from fashion_defenses.experiments import input_preprocessing as stage
 from fashion_defenses.settings import STANDARD_FILTERS
@@ -72,3 +72,20 @@ def test_a_randomized_filter_is_attacked_on_the_first_fixed_images_only(small_mo
     for (label, eps, x_adv), (label_kept, eps_kept, x_kept) in zip(transfer, kept_transfer):
         assert (label, eps) == (label_kept, eps_kept) and np.array_equal(x_kept, x_adv[rows_of_first])
     assert suite.randomized_images(idx, transfer, len(quick_data.y_test), 40)[0] is idx   # nothing to cut
+
+
+def test_the_studys_filter_row_quick_end_to_end_in_the_paper_protocol(paper_quick_run):
+    """input_preprocessing.py --protocol paper: the study's 'median filter only' row, each
+    figure of ours beside the study's where it reports one, on the study's own sets."""
+    proc = paper_quick_run.runs["input_preprocessing.py"]
+    assert proc.returncode == 0, proc.stderr
+    with open(paper_quick_run.results / "input_preprocessing_paper.csv") as f:
+        rows = {r["attack"]: r for r in csv.DictReader(f)}
+    assert {r["filter"] for r in rows.values()} == {"dual"}
+    assert float(rows["clean (test set)"]["study"]) == STUDY_TABLE4["median filter only"]["test_acc"]
+    assert float(rows["clean (train set)"]["study"]) == STUDY_TABLE4["median filter only"]["train_acc"]
+    study_sets = [r for a, r in rows.items() if "20 with replacement (study)" in a]
+    assert study_sets and all(r["n"] == "20" for r in study_sets)
+    for r in rows.values():
+        assert float(r["ci_low"]) <= float(r["acc"]) <= float(r["ci_high"])
+
