@@ -5,6 +5,7 @@ and Square on the same model and images, the targets they are built for (a satur
 softmax, a masked gradient), AutoAttack's two versions, and the checks of a defense's
 views."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -215,9 +216,12 @@ def test_the_worst_case_is_the_per_image_minimum(small_model, attack_set):
 
 
 def test_every_suite_attack_states_its_settings():
-    for name, attack in suite.SUITE.items():
-        text = attack.describe(0.1)
-        assert text and "," in text, name
+    """Each attack's settings text names its numbers, and no two attacks share one (a
+    copied or empty description fails)."""
+    texts = {name: attack.describe(0.1) for name, attack in suite.SUITE.items()}
+    for name, text in texts.items():
+        assert re.search(r"\d", text), name
+    assert len(set(texts.values())) == len(texts)
     assert "0.0125" in suite.SUITE["PGD-20"].describe(0.1)   # 2.5 eps / 20 steps
 
 
