@@ -68,7 +68,7 @@ def attack_set(quick_data):
 # trained, as in a full run.
 QUICK_CHAIN = ((("model.py",),),
                (("attacks.py", "--images", "50", "--eps", "0.1"), ("input_preprocessing.py", "--filters", "dual"),
-                ("runtime_adversarial_training.py", "--method", "pgd"),
+                ("runtime_adversarial_training.py",),
                 ("certified_robustness.py", "--sigmas", "0.25", "--images", "10")),
                (("membership_inference.py",),),
                (("evaluation.py", "--train-missing"),))
@@ -107,12 +107,17 @@ def quick_run(tmp_path_factory, quick_data):
     return folders
 
 
+SHARED_FIXTURES = ("quick_run", "paper_quick_run", "healthy_rows")
+
+
 @pytest.hookimpl(tryfirst=True)   # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (`make test` runs two workers), the tests of one session-wide
-    quick run go to one worker, which runs that chain once."""
+    """Under pytest-xdist (`make test` runs two workers), the tests that share an
+    expensive fixture go to one worker, which computes it once: each quick run and the
+    full evaluation of test_evaluation.py's small model (each worker would otherwise
+    compute it for its own share of those tests)."""
     for item in items:
-        for fixture in ("quick_run", "paper_quick_run"):
+        for fixture in SHARED_FIXTURES:
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.xdist_group(fixture))
 

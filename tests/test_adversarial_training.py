@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_script
+from test_plots import drawn
 
 from fashion_defenses.context import RunContext
 from fashion_defenses.data import PROTOCOLS
@@ -127,20 +128,25 @@ def test_every_recipe_setting_is_in_the_model_name():
     assert Recipe("study", epochs=20, batch_size=16).name("cnn") == "cnn_at-study_20ep-b16"
 
 
-def test_quick_pgd_end_to_end(quick_run):
+def test_quick_standard_stage_end_to_end(quick_run):
+    """The pipeline's stage (no --method): under --quick, FGSM and PGD training, each
+    model attacked, its epochs logged and the clean-vs-robust plot drawn."""
     proc = quick_run.runs["runtime_adversarial_training.py"]
     assert proc.returncode == 0, proc.stderr
-    with open(quick_run.results / "adversarial_training_standard_cnn_at-pgd_eps0.1_ep1.csv") as f:
-        rows = {r["attack"]: r for r in csv.DictReader(f)}
-    assert {"clean", "FGSM", "PGD-20", "APGD-CE"} <= set(rows)
-    assert float(rows["PGD-20"]["acc"]) <= float(rows["FGSM"]["acc"])
-    assert "0.0125" in rows["PGD-20"]["settings"]   # the suite's PGD-20: 2.5 eps / 20
-    assert (quick_run.models / "standard_cnn_at-pgd_eps0.1_ep1.keras").exists()
-    with open(quick_run.results / "adversarial_training_standard_cnn_at-pgd_eps0.1_ep1_epochs.csv") as f:
-        [epoch] = list(csv.DictReader(f))   # one epoch under --quick, logged with its held-out images and budget
-    shown = (epoch["recipe"], epoch["epoch"], epoch["held_out_images"], epoch["pgd10_eps"])
-    assert shown == ("PGD AT", "1", "100", "0.1")
-    assert float(epoch["pgd10_acc"]) <= float(epoch["clean_acc"])
+    with open(quick_run.results / "adversarial_training_standard.csv") as f:
+        rows = {(r["model"], r["attack"]): r for r in csv.DictReader(f)}
+    models = ("standard_cnn_at-fgsm_eps0.1_ep1", "standard_cnn_at-pgd_eps0.1_ep1")
+    assert set(rows) == {(m, a) for m in models for a in ("clean", "FGSM", "PGD-20", "APGD-CE")}
+    pgd = {attack: float(rows[models[1], attack]["acc"]) for attack in ("clean", "FGSM", "PGD-20")}
+    assert pgd["PGD-20"] <= pgd["FGSM"] <= pgd["clean"]
+    assert "0.0125" in rows[models[1], "PGD-20"]["settings"]   # the suite's PGD-20: 2.5 eps / 20
+    assert all((quick_run.models / f"{m}.keras").exists() for m in models)
+    with open(quick_run.results / "adversarial_training_standard_epochs.csv") as f:
+        epochs = list(csv.DictReader(f))   # one epoch each under --quick, logged with its held-out images and budget
+    shown = [(e["recipe"], e["epoch"], e["held_out_images"], e["pgd10_eps"]) for e in epochs]
+    assert shown == [("FGSM AT", "1", "100", "0.1"), ("PGD AT", "1", "100", "0.1")]
+    assert all(float(e["pgd10_acc"]) <= float(e["clean_acc"]) for e in epochs)
+    assert drawn(quick_run.results / "adversarial_training_standard_clean_vs_robust.png")
 
 
 def test_quick_study_method_in_the_paper_protocol(tmp_path, paper_quick_run):

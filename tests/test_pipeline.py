@@ -179,34 +179,47 @@ def test_a_failed_job_is_skipped_until_its_inputs_change_and_the_others_go_on(to
     assert (repo / "broken.txt").read_text() == "10" and jobs.states(repo)["broken"] == "current"
 
 
-def test_train_publishes_weights_only_and_load_defense_returns_each_defense_as_evaluated(tmp_path, quick_data):
-    """train.py --quick into a zoo; every quick label loads from it: the filter in
-    front, the smoothed classifier around the noise-trained CNN; evaluate() takes it."""
+def test_train_publishes_weights_only_and_load_defense_returns_each_defense_as_evaluated(tmp_path, quick_run,
+                                                                                         quick_data):
+    """train.py --quick into a zoo (the undefended CNN trained here, the other models
+    found in the quick run's cache); every quick label loads from it: the filter in
+    front, the smoothed classifier around the noise-trained CNN; evaluate() of the
+    published PGD AT gives the quick run's evaluation of it, image by image."""
     from fashion_defenses import evaluate, load_defense
     from fashion_defenses.defenses import filters, smoothing
     from fashion_defenses.evaluation.result import load_per_image
     from fashion_defenses.framework import keras
-    zoo = tmp_path / "zoo"
+    zoo, models = tmp_path / "zoo", tmp_path / "models"
+    models.mkdir()
+    for name in ("standard_cnn_dual", "standard_cnn_at-pgd_eps0.1_ep1", "standard_cnn_noise0.25"):
+        for suffix in (".keras", ".json"):
+            shutil.copy(quick_run.models / (name + suffix), models)
     labels = ("undefended CNN", "dual filter", "PGD AT", "smoothing sigma 0.25")
     for label in labels:
-        proc = run_script("train.py", "--quick", label, "--models-dir", tmp_path / "models", "--zoo", zoo / "standard")
+        proc = run_script("train.py", "--quick", label, "--models-dir", models, "--zoo", zoo / "standard")
         assert proc.returncode == 0, proc.stderr
     published = sorted(p.name for p in (zoo / "standard").glob("*.keras"))
     assert published == ["standard_cnn.keras", "standard_cnn_at-pgd_eps0.1_ep1.keras", "standard_cnn_dual.keras",
                          "standard_cnn_noise0.25.keras"]
     for path in (zoo / "standard").glob("*.keras"):      # weights only: the cache's file has optimizer state too
         assert "optimizer" not in saved_weight_groups(path)
-    assert "optimizer" in saved_weight_groups(tmp_path / "models" / "standard_cnn.keras")
+    assert "optimizer" in saved_weight_groups(models / "standard_cnn.keras")
     x = quick_data.x_test[:20]
     cnn = load_defense("undefended CNN", zoo=zoo, quick=True)
-    trained = keras.models.load_model(tmp_path / "models" / "standard_cnn.keras")
+    trained = keras.models.load_model(models / "standard_cnn.keras")     # trained by train.py above
     np.testing.assert_array_equal(cnn.predict(x, verbose=0), trained.predict(x, verbose=0))
     dual = load_defense("dual filter", zoo=zoo, quick=True)
     assert [layer.name for layer in filters.filter_layers(dual)] == ["dual_median"]
     smooth = load_defense("smoothing sigma 0.25", zoo=zoo, quick=True)
     assert isinstance(smooth, smoothing.Smooth) and smooth.sigma == 0.25
-    result = evaluate(load_defense("PGD AT", zoo=zoo, quick=True), quick=True)
-    assert result.autoattack.n == 50 and 0 <= result.autoattack.accuracy <= 1
+    # transfer examples from the quick run's undefended CNN, as its evaluation.py had them
+    result = evaluate(load_defense("PGD AT", zoo=zoo, quick=True), quick=True, models_dir=quick_run.models)
+    assert result.autoattack.n == 50
+    images, robust = load_per_image(quick_run.results / "per_image" / "evaluation_standard" /
+                                    "standard_cnn_at-pgd_eps0.1_ep1.npz")
+    assert list(result.images) == list(images) and result.robust.keys() == robust.keys()
+    for key in robust:
+        np.testing.assert_array_equal(result.robust[key], robust[key], err_msg=str(key))
     # the result's per-image view: what AutoAttack broke is what was right before it and is not after
     benign, after = result.robust[("benign", 0.0)], result.robust[("AutoAttack", 0.1)]
     assert list(result.broken_by("AutoAttack", 0.1)) == list(result.images[benign & ~after])
