@@ -89,6 +89,9 @@ def test_the_checks_pass_a_healthy_model(healthy_rows):
 
 
 def test_a_masked_gradient_fails_the_transfer_and_black_box_checks(small_model, quick_data, fixed_set):
+    """Margins measured (2026-12-07, AMD EPYC, 100 images): PGD-20 adaptive 68% against
+    transfer 44% (14 images above the transfer's interval; FGSM-k 9); white-box 67%,
+    then Square 46% (12 images beyond the check's noise); unbounded 72% against 5%."""
     masked = keras.Sequential([keras.Input((28, 28, 1)), MaskGradient(), small_model])
     checks = checks_of(masked, small_model, quick_data, fixed_set)
     assert not checks["adaptive no weaker than transfer"]
@@ -97,6 +100,8 @@ def test_a_masked_gradient_fails_the_transfer_and_black_box_checks(small_model, 
 
 
 def test_a_saturated_softmax_fails_the_convergence_check(small_model, quick_data, fixed_set):
+    """Margin measured (2026-12-07, AMD EPYC, 100 images): PGD-20 68% against AutoAttack
+    42%, 17 images beyond the check's noise (half PGD-20's interval)."""
     saturated = keras.Sequential([keras.Input((28, 28, 1)), small_model, keras.layers.Rescaling(1e4)])
     checks = checks_of(saturated, small_model, quick_data, fixed_set)
     assert not checks["PGD-20 converged (AutoAttack no stronger beyond noise)"]
