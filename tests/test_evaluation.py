@@ -84,6 +84,11 @@ def checks_of(model, source, data, idx, target=None):
 
 
 def test_the_checks_pass_a_healthy_model(healthy_rows):
+    """Margins measured (2026-12-07, AMD EPYC, 100 images): unbounded PGD-20 0% (5 images
+    from failing), PGD-20 at 0.05 and 0.1 62% and 44% (28), PGD-20 44% against FGSM 53%
+    (19), against AutoAttack 42% (9), Square after the white-box attacks 42% against 42%
+    (10); adaptive and transfer PGD-20 are one attack on one model here (equal by
+    construction)."""
     checks = {c: p for c, p, _ in sanity.sanity_checks(healthy_rows, SETTINGS)}
     assert all(checks.values()), checks
 
