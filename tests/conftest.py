@@ -74,9 +74,12 @@ QUICK_CHAIN = ((("model.py",),),
                (("evaluation.py", "--train-missing"),))
 
 
-# The paper protocol's smoke run of the stages the standard chain does not cover in it.
+# The paper protocol's smoke run of the stages the standard chain does not cover in it; its
+# evaluation as the pipeline's, one defense's job (the study's "median filter only" row)
+# and then the report.
 PAPER_QUICK_CHAIN = (("model.py",), ("attacks.py", "--images", "50"), ("input_preprocessing.py",),
-                     ("membership_inference.py",))
+                     ("membership_inference.py",), ("evaluate_defense.py", "dual filter (at prediction time)"),
+                     ("evaluation.py", "--report"))
 
 
 @pytest.fixture(scope="session")

@@ -262,6 +262,34 @@ def test_a_smoothed_classifiers_clean_rows_as_a_job_of_their_own_give_the_same_r
     assert "measure them again" in proc.stderr
 
 
+def test_the_studys_table4_row_from_a_paper_job_and_the_report(paper_quick_run):
+    """The pipeline's paper protocol end to end: evaluate_defense.py evaluates the study's
+    'median filter only' defense (its job), then evaluation.py --report sets our figures
+    beside the study's Table 4 row, from that record and the membership scores."""
+    for script in ("evaluate_defense.py", "evaluation.py"):
+        assert paper_quick_run.runs[script].returncode == 0, paper_quick_run.runs[script].stderr[-3000:]
+    results = paper_quick_run.results
+    rows = json.loads((results / "per_image" / "evaluation_paper" / "paper_cnn_dual.json").read_text())["rows"]
+    with open(results / "evaluation_paper_table4.csv", newline="") as f:
+        table = {r["measure"]: r for r in csv.DictReader(f)}
+    assert {r["configuration"] for r in table.values()} == {"median filter only"}
+    study, fixed = STUDY_TABLE4["median filter only"], rows_of.fixed_images(rows)
+    assert fixed == "50 fixed"
+    for measure, attack, images, column in (("test accuracy", "clean", None, "test_acc"),
+                                            ("FGSM-k adversarial (transfer), study's 20",
+                                             "FGSM-k (study's loss) transfer", "study's 20", "fgsmk_adv"),
+                                            ("FGSM-k adaptive, 50 fixed", "FGSM-k (study's loss)", fixed, None)):
+        ours, cell = rows_of.find(rows, attack, images=images), table[measure]
+        assert (float(cell["ours"]), int(cell["n"])) == (round(100 * ours["acc"], 2), ours["n"]), measure
+        assert (cell["study"] == "") if column is None else float(cell["study"]) == study[column], measure
+    assert table["FGSM-k adversarial (transfer), study's 20"]["n"] == "20"
+    mia = table["MIA accuracy (study's rule)"]
+    assert mia["ours"] != "" and float(mia["study"]) == study["mia_acc"]
+    assert float(mia["ci_low"]) <= float(mia["ours"]) <= float(mia["ci_high"])
+    # the note under the table: how many of the study's 5 figures with an interval of ours lie in it
+    assert "Of the 5 figures" in (results / "evaluation_paper_table4.md").read_text()
+
+
 def test_the_digest_is_made_from_the_results_files(tmp_path):
     """README's findings, headline and compact Table 4 come from the stages' CSVs, each
     figure copied from the cell it stands for."""
