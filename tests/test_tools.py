@@ -273,8 +273,9 @@ def test_the_report_names_a_malformed_table_in_one_line(tmp_path):
 
 
 def test_the_kill_check_finds_a_changed_figure_and_ignores_timings(tmp_path):
-    """quick_chain's comparison: a table that differs only in its timing columns is the
-    same; one whose measured cell moved, a membership score that changed, a file one run
+    """quick_chain's comparison: a table that differs only in its timing columns, and a
+    membership output file only in the fingerprint of the model that made it, are the
+    same; a measured cell that moved, a score or output that changed, a file one run
     lacks: each is reported."""
     import numpy as np
     import quick_chain
@@ -283,11 +284,14 @@ def test_the_kill_check_finds_a_changed_figure_and_ignores_timings(tmp_path):
         (folder / "mia").mkdir(parents=True)
         (folder / "t.csv").write_text(f"attack,acc,seconds_per_epoch,finished_at\nPGD,{acc},{seconds},{seconds}\n")
         np.savez(folder / "mia" / "m_loss.npz", score=np.array([score]), is_member=np.array([True]))
+        np.savez(folder / "mia" / "outputs.npz", model=np.array(str(folder)), max_prob=np.array([0.9]))
     assert quick_chain.differences(first, second) == []
     (second / "t.csv").write_text("attack,acc,seconds_per_epoch,finished_at\nPGD,0.6,99.0,1\n")
     np.savez(second / "mia" / "m_loss.npz", score=np.array([0.2]), is_member=np.array([True]))
+    np.savez(second / "mia" / "outputs.npz", model=np.array("b"), max_prob=np.array([0.8]))
     (first / "only_here.csv").write_text("a\n1\n")
     assert quick_chain.differences(first, second) == [("mia/m_loss.npz", "arrays score"),
+                                                      ("mia/outputs.npz", "arrays max_prob"),
                                                       ("only_here.csv", "missing"), ("t.csv", "1 cells")]
     assert len(quick_chain.CHAIN) == 13 and quick_chain.CHAIN[-1][0] == "evaluation.py"
 
