@@ -324,7 +324,8 @@ def test_the_digest_is_made_from_the_results_files(tmp_path):
 
 def test_the_findings_judge_only_what_the_numbers_show(tmp_path):
     """A filter that beats the undefended CNN, a defense stronger than PGD AT and a
-    PGD-20 no stronger than AutoAttack each turn the sentence's verdict around."""
+    PGD-20 no stronger than AutoAttack each turn the sentence's verdict around; two
+    defenses no further apart than one retraining moved PGD AT are not ranked."""
     def row(model, worst, **cells):
         return {"defense": model, "model": model, "clean (test set)": "90.0 [89.4, 90.6]", "FGSM-k transfer": "",
                 "worst case @0.1": worst, "PGD-20 @0.1": "", "AutoAttack @0.1": "", "certified @0.5": "", **cells}
@@ -337,6 +338,19 @@ def test_the_findings_judge_only_what_the_numbers_show(tmp_path):
     assert "does not defend" not in findings and "keeps more than the undefended CNN" in findings
     assert "the most of every defense" not in findings and "other keeps the most, 50.0%" in findings
     assert "PGD-20 alone does not overstate it" in findings
+    assert "training-run variation" not in findings                  # 10 points apart: a ranking
+    write_table([row(pgd, "40.0 [37.0, 43.1]"), row("other", "41.5 [38.4, 44.6]"),
+                 row(Recipe("fgsm").name("standard_cnn"), "20.0 [17.6, 22.6]"),
+                 row(Recipe("fgsm-rs").name("standard_cnn"), "30.0 [27.2, 32.9]")],
+                tmp_path / "evaluation_standard_summary")
+    findings = digest.findings(tmp_path)   # 1.5 points apart: no ranking; FGSM's 10: one
+    assert "other keeps the most, 41.5% [38.4, 44.6], as much as PGD AT within training-run variation" in findings
+    assert "FGSM training keeps 20.0% [17.6, 22.6] without a random start and 30.0% [27.2, 32.9] with one." \
+        in findings
+    write_table([row(pgd, "40.0 [37.0, 43.1]"), row("other", "38.0 [35.0, 41.1]")],
+                tmp_path / "evaluation_standard_summary")
+    assert "the most of every defense" not in digest.findings(tmp_path)
+    assert "as much as other (38.0% [35.0, 41.1]) within training-run variation" in digest.findings(tmp_path)
 
 
 def test_bad_model_files_give_one_line(main_in_process, tmp_path):

@@ -94,6 +94,22 @@ def table4_compact_rows(results_dir):
     return rows
 
 
+# How far one retraining moved a defense's robust accuracy by itself: PGD AT trained by the
+# CLI on another CPU kept 75.1% under AutoAttack at L-inf 0.1 on the 1,000 fixed images,
+# the published model 72.9% (issue 47). Two defenses of one model each that differ by no
+# more than this are not ranked by the findings.
+RETRAINING_SPREAD = 2.2   # percentage points
+
+
+def within_retraining(a, b):
+    """Whether two cells' accuracies differ by no more than one retraining moved one."""
+    return abs(bounds(a)[0] - bounds(b)[0]) <= RETRAINING_SPREAD
+
+
+RETRAINING_NOTE = (f"one model each, and a second training of PGD AT on another CPU moved its figure by "
+                   f"{RETRAINING_SPREAD:g} points")
+
+
 def percent(cell):
     """'0.4% [0.1, 1.0]' from a table cell '0.4 [0.1, 1.0]'."""
     value, _, interval = cell.partition(" ")
@@ -133,11 +149,20 @@ def findings(results_dir):
                    f"attacked it.")
     if pgd_name in summary:
         pgd = summary[pgd_name]
-        best = max(summary.values(), key=lambda r: bounds(r[worst])[0])
+        ranked = sorted(summary.values(), key=lambda r: -bounds(r[worst])[0])
+        best = ranked[0]
+        if best is pgd:
+            runner_up = ranked[1] if len(ranked) > 1 else None
+            rank = ", the most of every defense" if runner_up is None or not \
+                within_retraining(pgd[worst], runner_up[worst]) else \
+                (f", as much as {runner_up['defense']} ({percent(runner_up[worst])}) within training-run "
+                 f"variation ({RETRAINING_NOTE})")
+        else:
+            rank = f"; {best['defense']} keeps the most, {percent(best[worst])}" + \
+                (f", as much as PGD AT within training-run variation ({RETRAINING_NOTE})"
+                 if within_retraining(pgd[worst], best[worst]) else "")
         out.append(f"PGD adversarial training keeps {percent(pgd[worst])} at L-inf {eps} for a clean accuracy of "
-                   f"{percent(pgd['clean (test set)'])}"
-                   + (", the most of every defense" if best is pgd else
-                      f"; {best['defense']} keeps the most, {percent(best[worst])}") + ".")
+                   f"{percent(pgd['clean (test set)'])}" + rank + ".")
         aa = f"AutoAttack @{HEADLINE_EPS:g}"
         if pgd.get(aa):
             pgd20, autoattack = bounds(pgd[f"PGD-20 @{eps}"])[0], bounds(pgd[aa])[0]
@@ -145,8 +170,10 @@ def findings(results_dir):
             out.append(f"PGD-20 alone {verb}: it leaves {percent(pgd[f'PGD-20 @{eps}'])}, AutoAttack "
                        f"{percent(pgd[aa])}.")
     if {fgsm_name, fgsm_rs_name} <= set(summary):
-        out.append(f"FGSM training keeps {percent(summary[fgsm_name][worst])} without a random start and "
-                   f"{percent(summary[fgsm_rs_name][worst])} with one.")
+        fgsm, fgsm_rs = summary[fgsm_name][worst], summary[fgsm_rs_name][worst]
+        out.append(f"FGSM training keeps {percent(fgsm)} without a random start and {percent(fgsm_rs)} with one"
+                   + (f", a difference within training-run variation ({RETRAINING_NOTE})"
+                      if within_retraining(fgsm, fgsm_rs) else "") + ".")
     if summary.get(noise_name, {}).get("certified @0.5"):
         certified = percent(summary[noise_name]["certified @0.5"])
         out.append(f"Randomized smoothing (sigma 0.25) certifies {certified} of 500 test images at L2 radius 0.5.")
