@@ -99,15 +99,13 @@ def table4_compact_rows(results_dir):
 # the published model 72.9% (issue 47). Two defenses of one model each that differ by no
 # more than this are not ranked by the findings.
 RETRAINING_SPREAD = 2.2   # percentage points
+RETRAINING_NOTE = (f"one model each, and a second training of PGD AT on another CPU moved its figure by "
+                   f"{RETRAINING_SPREAD:g} points")
 
 
 def within_retraining(a, b):
     """Whether two cells' accuracies differ by no more than one retraining moved one."""
     return abs(bounds(a)[0] - bounds(b)[0]) <= RETRAINING_SPREAD
-
-
-RETRAINING_NOTE = (f"one model each, and a second training of PGD AT on another CPU moved its figure by "
-                   f"{RETRAINING_SPREAD:g} points")
 
 
 def percent(cell):
@@ -150,17 +148,16 @@ def findings(results_dir):
     if pgd_name in summary:
         pgd = summary[pgd_name]
         ranked = sorted(summary.values(), key=lambda r: -bounds(r[worst])[0])
-        best = ranked[0]
-        if best is pgd:
-            runner_up = ranked[1] if len(ranked) > 1 else None
-            rank = ", the most of every defense" if runner_up is None or not \
-                within_retraining(pgd[worst], runner_up[worst]) else \
-                (f", as much as {runner_up['defense']} ({percent(runner_up[worst])}) within training-run "
-                 f"variation ({RETRAINING_NOTE})")
+        best, runner_up = ranked[0], (ranked[1:] or [None])[0]
+        if best is not pgd:
+            rank = f"; {best['defense']} keeps the most, {percent(best[worst])}"
+            if within_retraining(pgd[worst], best[worst]):
+                rank += f", as much as PGD AT within training-run variation ({RETRAINING_NOTE})"
+        elif runner_up and within_retraining(pgd[worst], runner_up[worst]):
+            rank = (f", as much as {runner_up['defense']} ({percent(runner_up[worst])}) within training-run "
+                    f"variation ({RETRAINING_NOTE})")
         else:
-            rank = f"; {best['defense']} keeps the most, {percent(best[worst])}" + \
-                (f", as much as PGD AT within training-run variation ({RETRAINING_NOTE})"
-                 if within_retraining(pgd[worst], best[worst]) else "")
+            rank = ", the most of every defense"
         out.append(f"PGD adversarial training keeps {percent(pgd[worst])} at L-inf {eps} for a clean accuracy of "
                    f"{percent(pgd['clean (test set)'])}" + rank + ".")
         aa = f"AutoAttack @{HEADLINE_EPS:g}"
