@@ -137,8 +137,11 @@ def test_quick_standard_stage_end_to_end(quick_run):
         rows = {(r["model"], r["attack"]): r for r in csv.DictReader(f)}
     models = ("standard_cnn_at-fgsm_eps0.1_ep1", "standard_cnn_at-pgd_eps0.1_ep1")
     assert set(rows) == {(m, a) for m in models for a in ("clean", "FGSM", "PGD-20", "APGD-CE")}
-    pgd = {attack: float(rows[models[1], attack]["acc"]) for attack in ("clean", "FGSM", "PGD-20")}
-    assert pgd["PGD-20"] <= pgd["FGSM"] <= pgd["clean"]
+    # beyond noise, as the evaluation's own check reads them (kill-check chain, 2026-12-07: clean 49.0% of 1,000,
+    # FGSM 42% [32.2, 52.3] and PGD-20 39% of 100: PGD-20 13 images under FGSM's interval, FGSM's 17 under clean)
+    pgd = {attack: rows[models[1], attack] for attack in ("clean", "FGSM", "PGD-20")}
+    assert float(pgd["PGD-20"]["acc"]) <= float(pgd["FGSM"]["ci_high"])
+    assert float(pgd["FGSM"]["ci_low"]) <= float(pgd["clean"]["acc"])
     assert "0.0125" in rows[models[1], "PGD-20"]["settings"]   # the suite's PGD-20: 2.5 eps / 20
     assert all((quick_run.models / f"{m}.keras").exists() for m in models)
     with open(quick_run.results / "adversarial_training_standard_epochs.csv") as f:
