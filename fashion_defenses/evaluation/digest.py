@@ -121,6 +121,32 @@ def bounds(cell):
     return float(value), float(low), float(high)
 
 
+def pgd_training_findings(summary, pgd, worst):
+    """What PGD adversarial training keeps, where it ranks among the defenses (no rank within
+    training-run variation) and whether PGD-20 alone overstates it against AutoAttack."""
+    eps, out = f"{HEADLINE_EPS:g}", []
+    ranked = sorted(summary.values(), key=lambda r: -bounds(r[worst])[0])
+    best, runner_up = ranked[0], (ranked[1:] or [None])[0]
+    if best is not pgd:
+        rank = f"; {best['defense']} keeps the most, {percent(best[worst])}"
+        if within_retraining(pgd[worst], best[worst]):
+            rank += f", as much as PGD AT within training-run variation ({RETRAINING_NOTE})"
+    elif runner_up and within_retraining(pgd[worst], runner_up[worst]):
+        rank = (f", as much as {runner_up['defense']} ({percent(runner_up[worst])}) within training-run "
+                f"variation ({RETRAINING_NOTE})")
+    else:
+        rank = ", the most of every defense"
+    out.append(f"PGD adversarial training keeps {percent(pgd[worst])} at L-inf {eps} for a clean accuracy of "
+               f"{percent(pgd['clean (test set)'])}" + rank + ".")
+    aa = f"AutoAttack @{eps}"
+    if pgd.get(aa):
+        pgd20, autoattack = bounds(pgd[f"PGD-20 @{eps}"])[0], bounds(pgd[aa])[0]
+        verb = "overstates it" if pgd20 > autoattack else "does not overstate it"
+        out.append(f"PGD-20 alone {verb}: it leaves {percent(pgd[f'PGD-20 @{eps}'])}, AutoAttack "
+                   f"{percent(pgd[aa])}.")
+    return out
+
+
 def findings(results_dir):
     """The README's findings, as sentences made from the results: every number, and
     every verb that judges one ("does not defend", "holds best", "overstates"), follows
@@ -146,26 +172,7 @@ def findings(results_dir):
                    f"{percent(dual['FGSM-k transfer'])} under FGSM-k crafted without the filter, as the study "
                    f"attacked it.")
     if pgd_name in summary:
-        pgd = summary[pgd_name]
-        ranked = sorted(summary.values(), key=lambda r: -bounds(r[worst])[0])
-        best, runner_up = ranked[0], (ranked[1:] or [None])[0]
-        if best is not pgd:
-            rank = f"; {best['defense']} keeps the most, {percent(best[worst])}"
-            if within_retraining(pgd[worst], best[worst]):
-                rank += f", as much as PGD AT within training-run variation ({RETRAINING_NOTE})"
-        elif runner_up and within_retraining(pgd[worst], runner_up[worst]):
-            rank = (f", as much as {runner_up['defense']} ({percent(runner_up[worst])}) within training-run "
-                    f"variation ({RETRAINING_NOTE})")
-        else:
-            rank = ", the most of every defense"
-        out.append(f"PGD adversarial training keeps {percent(pgd[worst])} at L-inf {eps} for a clean accuracy of "
-                   f"{percent(pgd['clean (test set)'])}" + rank + ".")
-        aa = f"AutoAttack @{HEADLINE_EPS:g}"
-        if pgd.get(aa):
-            pgd20, autoattack = bounds(pgd[f"PGD-20 @{eps}"])[0], bounds(pgd[aa])[0]
-            verb = "overstates it" if pgd20 > autoattack else "does not overstate it"
-            out.append(f"PGD-20 alone {verb}: it leaves {percent(pgd[f'PGD-20 @{eps}'])}, AutoAttack "
-                       f"{percent(pgd[aa])}.")
+        out += pgd_training_findings(summary, summary[pgd_name], worst)
     if {fgsm_name, fgsm_rs_name} <= set(summary):
         fgsm, fgsm_rs = summary[fgsm_name][worst], summary[fgsm_rs_name][worst]
         out.append(f"FGSM training keeps {percent(fgsm)} without a random start and {percent(fgsm_rs)} with one"
