@@ -41,11 +41,13 @@ test: setup
 
 # `make test` timed into benchmarks/results/run_times.* (the README quotes it), with how
 # fast the machine is measured just before (benchmarks/machine_speed.py), and its ten
-# slowest tests in benchmarks/results/slowest_tests.md
+# slowest tests in benchmarks/results/slowest_tests.md (the JUnit report asked for through
+# pytest's environment, so the timed command is `make test` itself and its record replaces
+# the last one of `make test`)
 test-record: setup
 	$(PYTHON) benchmarks/machine_speed.py
-	$(PYTHON) tools/timed.py --results-dir benchmarks/results $(MAKE) --no-print-directory test \
-	  PYTEST_FLAGS=--junitxml=benchmarks/results/suite.xml
+	PYTEST_ADDOPTS=--junitxml=benchmarks/results/suite.xml \
+	  $(PYTHON) tools/timed.py --results-dir benchmarks/results $(MAKE) --no-print-directory test
 	$(PYTHON) benchmarks/slowest_tests.py benchmarks/results/suite.xml
 
 # Every script's smoke run, into results_quick/ (never over results/), its wall time in

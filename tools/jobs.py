@@ -166,7 +166,8 @@ def run_job(root, name, outs, speed, commit):
     path = RECORDS / f"{name}.json"
     (Path(root) / path).parent.mkdir(parents=True, exist_ok=True)
     (Path(root) / path).write_text(json.dumps(rec, indent=2) + "\n")
-    epochs = f"{rec['epochs']:.1f}" if rec["epochs"] < 10 else f"{rec['epochs']:.0f}"   # a report job of seconds: 0.8, not 1
+    # a report job of seconds reads 0.8 epochs, not 1
+    epochs = f"{rec['epochs']:.1f}" if rec["epochs"] < 10 else f"{rec['epochs']:.0f}"
     message = (f"job {name}: {minutes:.1f} min, {epochs} epochs of the standard CNN at "
                f"{speed:g} s/epoch ({rec['cpu']})")
     print(message, flush=True)

@@ -126,7 +126,7 @@ def pgd_training_findings(summary, pgd, worst):
     training-run variation) and whether PGD-20 alone overstates it against AutoAttack."""
     eps, out = f"{HEADLINE_EPS:g}", []
     ranked = sorted(summary.values(), key=lambda r: -bounds(r[worst])[0])
-    best, runner_up = ranked[0], (ranked[1:] or [None])[0]
+    best, runner_up = ranked[0], ranked[1] if len(ranked) > 1 else None
     if best is not pgd:
         rank = f"; {best['defense']} keeps the most, {percent(best[worst])}"
         if within_retraining(pgd[worst], best[worst]):
