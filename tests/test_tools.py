@@ -1,5 +1,5 @@
-"""tools/: the README refresher fills only its marked blocks; the stage timer passes
-the exit code through and records every run."""
+"""tools/: the README refresher fills only its marked blocks; the timer of make targets
+passes the exit code through and records every run."""
 import csv
 import sys
 
@@ -39,88 +39,37 @@ def test_timed_records_each_run_and_passes_the_exit_code_through(tmp_path):
     assert [r["exit"] for r in rows] == ["0", "3"]
     assert rows[0]["command"].startswith("python -c") and float(rows[0]["wall_s"]) >= 0.3   # it slept that long
     summary = (tmp_path / "run_times.md").read_text()
-    assert "Sum over the 1 stages" in summary and summary.count("| `python -c") == 1
-    assert "Machine speed" not in summary   # model.py has not recorded it
-    (tmp_path / "base_model_standard.csv").write_text("split,seconds_per_epoch\ntrain,9.6\n")
-    assert run_script("tools/timed.py", "--results-dir", tmp_path, "--summary").returncode == 0
-    assert "the standard base CNN trained at 9.6 s per epoch" in (tmp_path / "run_times.md").read_text()
+    assert summary.count("`python -c") == 1 and "sys.exit" not in summary   # a failed run times nothing
+    assert "per epoch" not in summary   # benchmarks/machine_speed.py has not measured the machine
 
 
-def test_timed_records_the_peak_memory_of_the_stage(tmp_path):
-    """A stage that holds 300 MiB records a peak of at least that; an idle one far less."""
+def test_timed_records_the_peak_memory_of_the_command(tmp_path):
+    """A command that holds 300 MiB records a peak of at least that; an idle one far less."""
     for code in ("b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])", "pass"):
         assert run_script("tools/timed.py", "--results-dir", tmp_path, sys.executable, "-c", code).returncode == 0
     big, idle = [float(r["peak_rss_mib"]) for r in csv.DictReader((tmp_path / "run_times.csv").open())]
     assert big >= 300 > 100 > idle
-    assert "| 0.3 |" in (tmp_path / "run_times.md").read_text() or "| 0.4 |" in (tmp_path / "run_times.md").read_text()
 
 
-def test_timed_records_the_models_a_stage_trained(tmp_path):
-    """A sidecar that appears while the stage runs is a model it trained; one that was
-    there before and did not change is not, nor is a training's hidden epoch log (a
-    JSON list) or checkpoint record."""
-    models = tmp_path / "models"
-    (models / "references" / "ref0").mkdir(parents=True)
-    (models / "old.json").write_text('{"train_seconds": 50}')
-    write = ("import json, pathlib; "
-             f"pathlib.Path({str(models / '.cnn_at_epochs.json')!r}).write_text('[{{\"epoch\": 1}}]'); "
-             f"pathlib.Path({str(models / '.cnn_at_backup')!r}).mkdir(); "
-             f"pathlib.Path({str(models / '.cnn_at_backup' / 'state.json')!r}).write_text('{{\"epochs_done\": 1}}'); "
-             f"pathlib.Path({str(models / 'cnn.json')!r}).write_text(json.dumps({{'train_seconds': 90}})); "
-             f"pathlib.Path({str(models / 'references' / 'ref0' / 'cnn.json')!r}).write_text("
-             "json.dumps({'train_seconds': 30})); "
-             f"pathlib.Path({str(models / 'cnn_after_2.json')!r}).write_text("
-             "json.dumps({'train_seconds': 20, 'snapshot_of': 'cnn'}))")
-    proc = run_script("tools/timed.py", "--results-dir", tmp_path, "--models-dir", models, sys.executable, "-c", write)
-    assert proc.returncode == 0, proc.stderr
-    row = next(csv.DictReader((tmp_path / "run_times.csv").open()))
-    assert sorted(row["models_trained"].split(";")) == ["cnn", "cnn_after_2", "ref0/cnn"]
-    assert float(row["train_s"]) == 120   # the snapshot's 20 s are inside the 90 s of the run it came from
-    assert "| 3 (2.0) |" in (tmp_path / "run_times.md").read_text()
-
-
-def test_timed_counts_interrupted_and_killed_attempts_in_the_stage_time(tmp_path):
-    """A stage stopped by SIGTERM is recorded with its exit code; one killed outright
-    (its attempt file left behind, last heartbeat 60 s after its start) is recorded by
-    the next timed stage; the summary's stage time sums them with the success after."""
-    import json
-    import os
+def test_timed_passes_sigterm_on_and_records_the_interrupted_run(tmp_path):
+    """SIGTERM sent to timed.py stops the command it runs; the run is recorded with the
+    command's exit code and is no target's time."""
     import signal
     import subprocess
     import time
+    started = tmp_path / "started"
     sleeper = subprocess.Popen([sys.executable, str(ROOT / "tools" / "timed.py"), "--results-dir", str(tmp_path),
-                                sys.executable, "-c", "import time; time.sleep(30)"], cwd=ROOT)
-    attempts = tmp_path / ".timed"
+                                sys.executable, "-c",
+                                f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(600)"],
+                               cwd=ROOT)
     deadline = time.time() + HANG_S
-    while not (attempts.is_dir() and list(attempts.glob("*.json"))) and time.time() < deadline:
-        time.sleep(0.1)    # the attempt file appears once timed.py forwards signals to the stage
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.1)
     sleeper.send_signal(signal.SIGTERM)
     assert sleeper.wait(timeout=HANG_S) == 128 + signal.SIGTERM
-    assert not list(attempts.glob("*.json"))
-    killed = attempts / "1-1.json"
-    row = {"command": "python -c pass", "commit": "abc", "cpus": 2, "gpu": "none", "host": "h",
-           "models_trained": "", "train_s": ""}
-    now = time.time()   # one clock reading: the heartbeat lies exactly 60 s after the start
-    killed.write_text(json.dumps({"started": now - 1000, "row": row}))
-    os.utime(killed, (now - 940, now - 940))
-    models = tmp_path / "models"
-    models.mkdir()
-    for name, age in (("trained_then", 970), ("older", 2000)):   # saved while it ran / before it started
-        (models / f"{name}.json").write_text('{"train_seconds": 25}')
-        os.utime(models / f"{name}.json", (time.time() - age, time.time() - age))
-    (models / ".half_trained_epochs.json").write_text('[{"epoch": 1}]')   # the epoch log the kill left
-    os.utime(models / ".half_trained_epochs.json", (time.time() - 950, time.time() - 950))
-    ok = run_script("tools/timed.py", "--results-dir", tmp_path, "--models-dir", models, sys.executable, "-c", "pass")
-    assert ok.returncode == 0 and not killed.exists()
-    rows = list(csv.DictReader((tmp_path / "run_times.csv").open()))
-    assert [r["exit"] for r in rows] == [str(128 + signal.SIGTERM), "killed", "0"]
-    assert float(rows[1]["wall_s"]) == 60.0
-    assert (rows[1]["models_trained"], float(rows[1]["train_s"])) == ("trained_then", 25.0)
-    summary = (tmp_path / "run_times.md").read_text()
-    stage = next(line for line in summary.splitlines() if line.startswith("| `python -c pass`"))
-    assert stage.split("|")[2:4] == [" 1.0 ", " 2 "]   # the killed 60 s and the quick success
-    sleep_stage = [line for line in summary.splitlines() if "sleep" in line]
-    assert not sleep_stage   # never succeeded: not a stage's time yet
+    row = next(csv.DictReader((tmp_path / "run_times.csv").open()))
+    assert row["exit"] == str(128 + signal.SIGTERM) and float(row["wall_s"]) < 600
+    assert not (tmp_path / "run_times.md").exists()
 
 
 def test_timed_summary_of_nothing_says_so(tmp_path):
@@ -188,41 +137,21 @@ def test_compare_runs_names_a_figure_or_radius_that_is_no_number_in_one_line(tmp
     assert proc.stderr.startswith("error: certify/m_sigma0.25_n100.tsv: an image index that is no integer")
 
 
-def test_a_timed_make_target_is_listed_apart_from_the_stages_sum(tmp_path):
+def test_a_make_target_is_named_as_typed_and_timed_by_its_latest_successful_run(tmp_path):
+    """`make test` with a variable set is still `make test`: its latest successful run is
+    its time, and a failed run after it changes nothing; another target keeps its own."""
     import timed
-    row = {"exit": "0", "commit": "abc", "cpus": "2", "gpu": "none", "host": "h", "models_trained": "", "train_s": "0",
-           "finished_utc": "2026-11-26 12:00"}
-    rows = [{**row, "command": "python model.py", "wall_s": "600"},
-            {**row, "command": "make --no-print-directory quick-scripts", "wall_s": "540"}]
+    row = {"exit": "0", "commit": "abc", "cpus": "2", "gpu": "none", "host": "h", "peak_rss_mib": "",
+           "machine_s_per_epoch": "", "finished_utc": "2026-11-26 12:00"}
+    rows = [{**row, "command": "make --no-print-directory quick-scripts", "wall_s": "540"},
+            {**row, "command": "make --no-print-directory test", "wall_s": "456"},
+            {**row, "command": "make --no-print-directory test PYTEST_FLAGS=--junitxml=x.xml", "wall_s": "1116"},
+            {**row, "command": "make --no-print-directory test", "wall_s": "60", "exit": "2"}]
     assert timed.write_markdown(rows, tmp_path / "t.md")
     text = (tmp_path / "t.md").read_text()
-    assert "Sum over the 1 stages: 0.17 h" in text
-    assert "peak memory" not in text   # no row recorded it (runs before timed.py did)
-    assert "Not part of the full run: `make quick-scripts` took 9.0 minutes" in text
-    assert timed.write_markdown(rows[1:], tmp_path / "t.md")   # make quick alone is still no stage
-    text = (tmp_path / "t.md").read_text()
-    assert "apart from the full run" in text and "| `make" not in text and "Sum over" not in text
     assert "`make quick-scripts` took 9.0 minutes on 2 CPUs" in text
-
-
-def test_the_stages_sum_is_scaled_to_the_budgets_machine_speed_and_set_against_the_budget(tmp_path):
-    """7 h of stages at 14 s per epoch are 5 h at the budget's 10 s: within it; on a
-    machine as fast as the budget's exactly the budget, still within; at 7 s, 10 h: over."""
-    import timed
-    row = {"exit": "0", "commit": "abc", "cpus": "2", "gpu": "none", "host": "h", "models_trained": "", "train_s": "0",
-           "finished_utc": "2026-11-26 12:00"}
-    rows = [{**row, "command": "python model.py", "wall_s": str(3 * 3600)},
-            {**row, "command": "python attacks.py", "wall_s": str(4 * 3600)}]
-    assert timed.BUDGET_HOURS == 7 and timed.BUDGET_S_PER_EPOCH == 10
-    timed.write_markdown(rows, tmp_path / "t.md", speed=14.0)
-    assert "At 10 s per epoch that is 5.00 h, against the full run's budget of 7 h (within it)." in \
-        (tmp_path / "t.md").read_text()
-    timed.write_markdown(rows, tmp_path / "t.md", speed=10.0)
-    assert "that is 7.00 h, against the full run's budget of 7 h (within it)." in (tmp_path / "t.md").read_text()
-    timed.write_markdown(rows, tmp_path / "t.md", speed=7.0)
-    assert "that is 10.00 h, against the full run's budget of 7 h (3.00 h over)." in (tmp_path / "t.md").read_text()
-    timed.write_markdown(rows, tmp_path / "t.md")   # no speed recorded: nothing to scale by
-    assert "budget" not in (tmp_path / "t.md").read_text()
+    assert text.count("`make test`") == 1 and "`make test` took 18.6 minutes" in text and "PYTEST" not in text
+    assert not timed.write_markdown(rows[3:], tmp_path / "t.md")   # no successful run: nothing to say
 
 
 def test_a_timed_make_target_names_the_machine_speed_it_ran_at(tmp_path):
@@ -237,6 +166,7 @@ def test_a_timed_make_target_names_the_machine_speed_it_ran_at(tmp_path):
     (tmp_path / "machine_speed.csv").write_text("seconds_per_epoch,images\n35.0,55000\n")
     assert run_script("tools/timed.py", "--results-dir", tmp_path, "--summary").returncode == 0
     text = (tmp_path / "run_times.md").read_text()
+    assert "`make target` took" in text
     assert "trained the standard base CNN at 10.8 s per epoch" in text and "35.0" not in text
 
 
