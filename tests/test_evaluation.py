@@ -313,6 +313,7 @@ def test_the_digest_is_made_from_the_results_files(tmp_path):
     assert "does not defend" in findings   # its interval overlaps the undefended CNN's
     assert "keeps 0.4% [0.1, 1.0]" in findings and "against 67.2% [64.2, 70.1]" in findings
     assert "1 of the 2 figures" in findings
+    assert "not the training, and training one of the study's recipes again" in findings   # one training each
     assert "PGD adversarial training" not in findings   # no such row: no sentence
     [compact] = list(csv.DictReader((tmp_path / "table4_compact.csv").open()))
     assert compact["test accuracy"] == "67.4 / 47.0 [42.5, 51.5]"
