@@ -18,6 +18,7 @@ from conftest import ROOT, assert_one_line_error, run_script
 sys.path.insert(0, str(ROOT / "tools"))
 import import_graph  # noqa: E402
 import jobs  # noqa: E402
+from fashion_defenses import reporting  # noqa: E402
 
 
 def test_every_job_depends_on_every_file_its_command_can_execute_and_no_other_code():
@@ -147,6 +148,19 @@ def test_the_runner_runs_jobs_in_order_commits_each_and_a_clone_reads_them_as_cu
     assert jobs.next_job(clone, jobs.stages(clone), jobs.states(clone)) == "first"
     assert jobs.awaiting(jobs.stages(clone), jobs.states(clone)) == {"first", "second"}   # second reads first's
     shutil.rmtree(clone)
+
+
+def test_the_job_table_shows_a_commit_that_reads_like_a_number_as_written(toy_pipeline):
+    """A short commit hash such as 80235e7 is text in the job table, not 802350000000,
+    and a redraw of results/ leaves the table as written."""
+    repo = toy_pipeline
+    jobs.run(None, commit=True, root=repo, speed=10.0)
+    path = repo / "results/jobs/first.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "commit": "80235e7" + "0" * 33}))
+    jobs.table(repo)
+    table = (repo / "results/jobs.md").read_text()
+    assert "| 80235e7 |" in table and "802350000000" not in table
+    assert reporting.rerender_markdown(repo / "results") == [] and (repo / "results/jobs.md").read_text() == table
 
 
 def test_jobs_left_alone_by_pattern_are_not_run_and_nor_is_what_waits_for_them(toy_pipeline, capsys):

@@ -238,6 +238,9 @@ def status(ready_only=False):
               + ", ".join(published))
 
 
+MARKDOWN_HEADER = {"estimate_epochs": "estimated epochs", "machine_s_per_epoch": "machine s/epoch", "cpu": "CPU"}
+
+
 def table(root=ROOT):
     """results/jobs.{csv,md}: every job with its state and compute, in epochs of the
     standard CNN (minutes x 60 / its machine's s/epoch) and minutes; a job that has not
@@ -267,8 +270,10 @@ def table(root=ROOT):
             (", ".join(f"{p} {b / 2 ** 20:.1f} MiB" for p, b in sorted(zoo.items())) or "empty") + ".")
     sys.path.insert(0, str(ROOT))
     from fashion_defenses.reporting import write_table
+    # shown as written, not as readable() reads cells: a commit such as 80235e7 is not a number
+    shown = [{MARKDOWN_HEADER.get(column, column): value for column, value in row.items()} for row in rows]
     write_table(rows, Path(root) / "results" / "jobs", title="The run's jobs (dvc.yaml): state and compute of "
-                "each (tools/jobs.py table)", note=note)
+                "each (tools/jobs.py table)", note=note, markdown_rows=shown)
     print(note)
 
 
