@@ -346,8 +346,8 @@ def test_the_findings_judge_only_what_the_numbers_show(tmp_path):
                 tmp_path / "evaluation_standard_summary")
     findings = digest.findings(tmp_path)   # 1.5 points apart: no ranking; FGSM's 10: one
     assert "other keeps the most, 41.5% [38.4, 44.6], as much as PGD AT within training-run variation" in findings
-    assert "FGSM training keeps 20.0% [17.6, 22.6] without a random start and 30.0% [27.2, 32.9] with one." \
-        in findings
+    assert "FGSM training keeps 20.0% [17.6, 22.6] without a random start and 30.0% [27.2, 32.9] with one; " \
+        "one training each: the run at 02eeec4" in findings
     write_table([row(pgd, "40.0 [37.0, 43.1]"), row("other", "38.0 [35.0, 41.1]")],
                 tmp_path / "evaluation_standard_summary")
     assert "the most of every defense" not in digest.findings(tmp_path)
