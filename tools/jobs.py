@@ -238,6 +238,7 @@ def status(ready_only=False):
               + ", ".join(published))
 
 
+# headers of the job table's own, so that tools/redraw_results.py (rerender_markdown) leaves it as written
 MARKDOWN_HEADER = {"estimate_epochs": "estimated epochs", "machine_s_per_epoch": "machine s/epoch", "cpu": "CPU"}
 
 

@@ -110,10 +110,8 @@ RETRAINING_NOTE = (f"one model each, and a second training of PGD AT on another 
 PAPER_RETRAINING_SPREAD = 7.8   # percentage points
 
 
-# Another training of FGSM AT (no random start): the run at 02eeec4 (results/ at 557d3f4,
-# the same recipe): its model had collapsed (catastrophic overfitting), keeping 2.5%
-# [1.6, 3.7] of the 1,000 fixed images under the worst case at L-inf 0.1, 89.8% under FGSM
-# and 4.3% under PGD-20.
+# Another training of FGSM AT, the same recipe: the run at 02eeec4 (its tables committed at
+# 557d3f4: evaluation_standard_summary.csv, adversarial_training_standard.csv).
 FGSM_OTHER_TRAINING = ("one training each: the run at 02eeec4 trained FGSM AT once more and that model had "
                        "collapsed (catastrophic overfitting: 2.5% [1.6, 3.7] under the worst case, 89.8% under FGSM, "
                        "4.3% under PGD-20), so whether training without a random start collapses varies from one "
