@@ -228,11 +228,13 @@ def test_the_kill_check_finds_a_changed_figure_and_ignores_timings(tmp_path):
 
 def test_provenance_names_the_commits_and_every_job_not_current(tmp_path):
     rows = [{"job": "train@a", "state": "current", "commit": "aaaaaaa", "machine_s_per_epoch": "15.5",
-             "finished": "2026-12-07 01:00:00 UTC"},
+             "finished": "2026-12-07 01:00:00 UTC", "epochs": "300", "estimate_epochs": ""},
             {"job": "train@b", "state": "stale", "commit": "bbbbbbb", "machine_s_per_epoch": "41.7",
-             "finished": "2026-12-07 02:00:00 UTC"},
-            {"job": "evaluate@a", "state": "never run", "commit": "", "machine_s_per_epoch": "", "finished": ""},
-            {"job": "publish", "state": "never run", "commit": "", "machine_s_per_epoch": "", "finished": ""}]
+             "finished": "2026-12-07 02:00:00 UTC", "epochs": "60", "estimate_epochs": ""},
+            {"job": "evaluate@a", "state": "never run", "commit": "", "machine_s_per_epoch": "", "finished": "",
+             "epochs": "", "estimate_epochs": "40"},
+            {"job": "publish", "state": "never run", "commit": "", "machine_s_per_epoch": "", "finished": "",
+             "epochs": "", "estimate_epochs": "none yet"}]
     with open(tmp_path / "jobs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -241,15 +243,19 @@ def test_provenance_names_the_commits_and_every_job_not_current(tmp_path):
     assert "the 2 jobs" in text and "from aaaaaaa to bbbbbbb" in text and "15.5 to 41.7 s/epoch" in text
     assert "1 was stale (train (1))" in text and "2 were never run (evaluate (1), publish)" in text
     assert "every job was current" not in text
+    # 360 epochs: 1.55 h at 15.5 s/epoch, 4.17 h at 41.7
+    assert "360 epochs of the standard CNN, on two cores 1.6 h at 15.5 s/epoch or 4.2 h at 41.7 s/epoch" in text
+    assert "the 2 jobs not run are estimated at 40 epochs more (1 without an estimate)" in text
     for row in rows:
         row.update(state="current", commit=row["commit"] or "ccccccc", machine_s_per_epoch="15.5",
-                   finished=row["finished"] or "2026-12-07 03:00:00 UTC")
+                   finished=row["finished"] or "2026-12-07 03:00:00 UTC", epochs=row["epochs"] or "30")
     with open(tmp_path / "jobs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     text = publish.provenance(tmp_path / "jobs.csv")
     assert "every job was current" in text and "the 4 jobs" in text and "stale" not in text
+    assert "420 epochs of the standard CNN, on two cores 1.8 h at 15.5 s/epoch." in text and "not run" not in text
 
 
 def test_the_slowest_tests_come_from_the_junit_report_slowest_first(tmp_path):

@@ -35,7 +35,7 @@ def provenance(jobs_csv):
     text = (f"The tables and figures of results/ come from the {len(ran)} jobs of dvc.yaml that have run "
             f"(results/jobs.md lists each), at {len(commits)} commits from {commits[0]} to {commits[-1]}, on "
             f"machines that train the standard CNN at {speeds[0]:g} to {speeds[-1]:g} s/epoch, finished between "
-            f"{finished[0]} and {finished[-1]}. ")
+            f"{finished[0]} and {finished[-1]}. " + compute(jobs, speeds[0], speeds[-1]))
     behind = {state: [j["job"] for j in jobs if j["state"] == state] for state in ("stale", "never run")}
     if not any(behind.values()):
         return text + "When this page was written every job was current (`make status` tells today's state).\n"
@@ -43,6 +43,24 @@ def provenance(jobs_csv):
         f"{len(names)} {'were' if len(names) > 1 else 'was'} {state} ({by_stage(names)})"
         for state, names in behind.items() if names) + \
         ": the tables they feed still hold an earlier run's figures or none (`make status` tells today's state).\n"
+
+
+def compute(jobs, fastest, slowest):
+    """The run's compute on two cores: the jobs' epochs of the standard CNN (minutes x 60
+    / their machine's s/epoch) summed, in hours at the fastest and the slowest machine's
+    speed, and the estimate of the jobs not run ('none yet' for some: left out)."""
+    def hours(epochs, speed):
+        return f"{epochs * speed / 3600:,.1f} h at {speed:g} s/epoch"
+
+    spent = sum(float(j["epochs"]) for j in jobs if j["commit"])
+    unrun = [j for j in jobs if not j["commit"]]
+    estimates = [float(j["estimate_epochs"]) for j in unrun if j["estimate_epochs"].replace(".", "", 1).isdigit()]
+    text = (f"Their compute sums to {spent:,.0f} epochs of the standard CNN, on two cores {hours(spent, fastest)}"
+            + (f" or {hours(spent, slowest)}" if slowest != fastest else ""))
+    if unrun:
+        text += (f"; the {len(unrun)} jobs not run are estimated at {sum(estimates):,.0f} epochs more"
+                 + (f" ({len(unrun) - len(estimates)} without an estimate)" if len(estimates) < len(unrun) else ""))
+    return text + ". "
 
 
 def by_stage(names):
